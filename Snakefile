@@ -1,0 +1,20 @@
+# billetjax: how much GAN-made synthetic training data can replace real data (Faltings et al. 2022).
+# The stages, one file each under rules/: data -> gan -> synth -> experiments -> detector ->
+# evaluate -> report. Run `snakemake --cores 8 --resources gpu=1`; see README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        FINAL_TARGETS,

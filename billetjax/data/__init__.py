@@ -1,0 +1,1 @@
+"""The real data: the embedded billet renderer, user COCO import, test sets, stamp pairs, surfaces."""

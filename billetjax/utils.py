@@ -1,0 +1,75 @@
+"""Small helpers every stage shares: derived seeds, logging to a Snakemake log, the JAX cache."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def stage_seed(root_seed: int, *names: object) -> int:
+    """A 63-bit seed for one stage (and sub-task) derived from the config's root seed.
+
+    Hashing the names keeps stages independent: adding a stage never shifts another's randomness.
+    """
+    text = "/".join([str(int(root_seed)), *map(str, names)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def log_to(path: str | os.PathLike | None, level: int = logging.INFO) -> logging.Logger:
+    """Send logging (and stdout/stderr, for tracebacks and third-party prints) to a log file."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if path is None:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        stream = open(path, "a", buffering=1)
+        sys.stdout = stream
+        sys.stderr = stream
+        handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    logging.captureWarnings(True)
+    return root
+
+
+def enable_jax_cache(path: str | os.PathLike | None = None) -> Path:
+    """Enable JAX's persistent compilation cache so equal shapes compile once across jobs.
+
+    The folder is `$BILLETJAX_JAX_CACHE`, else `~/.cache/billetjax/jax`.
+    """
+    import jax
+
+    folder = Path(path or os.environ.get("BILLETJAX_JAX_CACHE") or Path.home() / ".cache/billetjax/jax")
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # Cache every compilation that takes a noticeable time, not only the very long ones.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
+class Progress:
+    """Logs `done/total`, rate and ETA at most every `every_s` seconds."""
+
+    def __init__(self, total: int, what: str, logger: logging.Logger, every_s: float = 10.0):
+        self.total, self.what, self.logger, self.every_s = total, what, logger, every_s
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int, extra: str = "") -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s and done < self.total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        self.logger.info(
+            "%s %d/%d (%.1f/s, ETA %.0f s)%s", self.what, done, self.total, rate, eta,
+            f" {extra}" if extra else "",
+        )

@@ -31,3 +31,22 @@ def gan_checkpoints():
     """Steps at which the GAN keeps a checkpoint (each one a {ckpt})."""
     gan = config["gan"]
     return list(range(gan["checkpoint_every"], gan["steps"] + 1, gan["checkpoint_every"]))
+
+
+def config_for(*sections):
+    """The root seed and image size plus the named config sections: what a rule's params carry.
+
+    Passing only these (not the whole config) keeps Snakemake's params-change detection honest:
+    editing the detector's settings does not rerun the data stage.
+    """
+    subset = {"seed": config["seed"], "image_size_px": config["image_size_px"]}
+    subset.update({name: config[name] for name in sections})
+    return subset
+
+
+def user_data_inputs(wildcards):
+    """The user's COCO files when data.source is coco (so edits to them rerun the import)."""
+    if config["data"]["source"] != "coco":
+        return []
+    user = config["data"]["coco"]
+    return [p for p in (user.get("train"), user.get("test")) if p]

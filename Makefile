@@ -1,0 +1,36 @@
+# The README's two commands. Each makes .venv if it is missing and installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+CORES  ?= all
+
+.PHONY: run test lint dry-run clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,slurm]'
+	touch $(VENV)/.installed $@
+
+## make run: the whole study on the default config (config.yaml)
+run: $(VENV)/.installed
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/default --cores $(CORES) --resources gpu=1
+
+## make test: the test suite, including the end-to-end smoke run of the whole DAG
+test: $(VENV)/.installed-test
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/snakemake --lint
+
+dry-run: $(VENV)/.installed
+	$(BIN)/snakemake -n --cores $(CORES) --resources gpu=1
+
+clean-results:
+	rm -rf results logs benchmarks

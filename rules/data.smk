@@ -1,0 +1,122 @@
+# Data: the real pools (simulated or the user's COCO files), Table 2's test sets, the stamp pairs
+# for pix2pix, blank surfaces for synthesis, and the data's statistics and sample figure.
+
+
+rule real_pools:
+    input:
+        user_data_inputs,
+    output:
+        train="results/data/real/train_pool.json",
+        test="results/data/real/test_pool.json",
+        train_images=directory("results/data/real/train"),
+        test_images=directory("results/data/real/test"),
+    params:
+        config=config_for("data"),
+    threads: 2
+    log:
+        "logs/data/real_pools.log",
+    benchmark:
+        "benchmarks/data/real_pools.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/data_real_pools.py"
+
+
+rule test_sets:
+    input:
+        "results/data/real/test_pool.json",
+    output:
+        expand("results/data/testsets/testset{testset}.json", testset=TEST_SETS),
+    params:
+        config=config_for("data"),
+    log:
+        "logs/data/test_sets.log",
+    benchmark:
+        "benchmarks/data/test_sets.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/data_test_sets.py"
+
+
+rule stamp_pairs:
+    input:
+        "results/data/real/train_pool.json",
+    output:
+        train="results/data/stamps/train.npz",
+        val="results/data/stamps/val.npz",
+    params:
+        config=config_for("data"),
+    log:
+        "logs/data/stamp_pairs.log",
+    benchmark:
+        "benchmarks/data/stamp_pairs.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/data_stamp_pairs.py"
+
+
+rule surfaces:
+    input:
+        "results/data/real/train_pool.json",
+    output:
+        folder=directory("results/data/surfaces"),
+    params:
+        config=config_for("data"),
+    threads: 2
+    log:
+        "logs/data/surfaces.log",
+    benchmark:
+        "benchmarks/data/surfaces.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/data_surfaces.py"
+
+
+rule data_statistics:
+    input:
+        train="results/data/real/train_pool.json",
+        test="results/data/real/test_pool.json",
+        sets=expand("results/data/testsets/testset{testset}.json", testset=TEST_SETS),
+    output:
+        "results/tables/data_statistics.csv",
+    log:
+        "logs/data/data_statistics.log",
+    benchmark:
+        "benchmarks/data/data_statistics.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/data_statistics.py"
+
+
+rule figure_real_samples:
+    input:
+        "results/data/real/train_pool.json",
+    output:
+        report(
+            "results/figures/real_samples.png",
+            caption="../docs/captions/real_samples.rst",
+            category="Data",
+        ),
+    params:
+        seed=config["seed"],
+    log:
+        "logs/data/figure_real_samples.log",
+    benchmark:
+        "benchmarks/data/figure_real_samples.tsv"
+    conda:
+        "../envs/plot.yaml"
+    script:
+        "../scripts/figure_real_samples.py"
+
+
+FINAL_TARGETS += [
+    "results/tables/data_statistics.csv",
+    "results/figures/real_samples.png",
+    "results/data/stamps/train.npz",
+    "results/data/surfaces",
+]

@@ -50,3 +50,14 @@ def user_data_inputs(wildcards):
         return []
     user = config["data"]["coco"]
     return [p for p in (user.get("train"), user.get("test")) if p]
+
+
+def synthetic_pool():
+    """The synthetic pool the study mixes in: the one of synth.method."""
+    return f"results/synth/{config['synth']['method']}/pool.json"
+
+
+def synthetic_pool_for(wildcards):
+    """An experiment's synthetic pool, or nothing when it uses none (experiments 1 and 6)."""
+    row = config["experiments"]["sets"][int(wildcards.experiment) - 1]
+    return [synthetic_pool()] if row["synthetic_pct"] > 0 else []

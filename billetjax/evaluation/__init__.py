@@ -1,0 +1,18 @@
+"""Evaluation: the paper's digit metrics, mAP@0.5, billet-ID reading, intervals, tables, figures.
+
+`digit_metrics` (DESIGN §10) is the single source of truth for TP, MC, FN, FP and CB.
+"""
+
+from billetjax.evaluation.billet_id import IdPattern, read_billets, reading_order
+from billetjax.evaluation.coco_map import map50
+from billetjax.evaluation.metrics import ImageMatch, digit_metrics, match_detections
+
+__all__ = [
+    "IdPattern",
+    "ImageMatch",
+    "digit_metrics",
+    "map50",
+    "match_detections",
+    "read_billets",
+    "reading_order",
+]

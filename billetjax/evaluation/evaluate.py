@@ -1,0 +1,177 @@
+"""One model on one test set: detections (COCO results) → a metrics file (DESIGN §10)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from billetjax import coco as cc
+from billetjax.evaluation.billet_id import IdPattern, read_billets
+from billetjax.evaluation.bootstrap import bootstrap_intervals
+from billetjax.evaluation.coco_map import map50
+from billetjax.evaluation.metrics import COUNT_COLUMNS, count_matrix, match_detections, percentages
+from billetjax.utils import stage_seed
+
+logger = logging.getLogger(__name__)
+
+# Per-image counts stored in a metrics file: the digit counts plus the billet-ID reading outcome.
+RUN_COLUMNS = COUNT_COLUMNS + ("has_id", "id_correct", "id_correct_pattern")
+# Metrics with a bootstrap interval (mAP is not a sum over billets, so it has none).
+INTERVAL_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern")
+TABLE_METRICS = ("TP", "MC", "FN", "FP", "CB", "mAP50", "id_read_rate", "id_read_rate_pattern")
+
+
+def metrics_from_counts(totals: np.ndarray, with_pattern: bool) -> dict[str, np.ndarray]:
+    """Every summed-count metric in percent from totals [..., len(RUN_COLUMNS)]."""
+    totals = np.asarray(totals, dtype=np.float64)
+    out = percentages(totals[..., : len(COUNT_COLUMNS)])
+    col = {name: totals[..., i] for i, name in enumerate(RUN_COLUMNS)}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        with_id = np.where(col["has_id"] > 0, col["has_id"], np.nan)
+        out["id_read_rate"] = 100.0 * col["id_correct"] / with_id
+        out["id_read_rate_pattern"] = (
+            100.0 * col["id_correct_pattern"] / with_id if with_pattern else np.full_like(with_id, np.nan)
+        )
+    return out
+
+
+def load_detections(path: str | os.PathLike) -> list[dict]:
+    """A COCO results file (a JSON list); a clear error if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: detections file not found")
+    try:
+        with open(path) as f:
+            detections = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(detections, list):
+        raise ValueError(f"{path}: expected a COCO results list [{{image_id, category_id, bbox, score}}, ...]")
+    return detections
+
+
+def evaluate(
+    coco_gt: dict,
+    detections: list[dict],
+    evaluation: dict,
+    bootstrap_seed: int,
+) -> dict:
+    """All metrics of one model on one test set, with bootstrap intervals and per-image counts.
+
+    evaluation: the config's `evaluation` section (iou_threshold, score_threshold,
+    bootstrap_samples, id_pattern).
+    """
+    iou_t = float(evaluation.get("iou_threshold", 0.5))
+    score_t = float(evaluation.get("score_threshold", 0.5))
+    names = [str(c["name"]) for c in sorted(coco_gt["categories"], key=lambda c: int(c["id"]))]
+    pattern = IdPattern.from_config(evaluation.get("id_pattern"), names)
+
+    matches = match_detections(coco_gt, detections, iou_t, score_t)
+    billets = read_billets(coco_gt, detections, score_t, pattern)
+    ids = np.array(
+        [[r["has_id"], r["correct"], r["correct_pattern"]] for r in billets], dtype=np.int64
+    ).reshape(-1, 3)
+    counts = np.concatenate([count_matrix(matches), ids], axis=1)
+
+    def metric_fn(totals: np.ndarray) -> dict[str, np.ndarray]:
+        return metrics_from_counts(totals, pattern is not None)
+
+    totals = counts.sum(axis=0)
+    values = {k: float(v) for k, v in metric_fn(totals).items()}
+    values["mAP50"] = map50(coco_gt, detections)
+    intervals = bootstrap_intervals(counts, metric_fn, int(evaluation.get("bootstrap_samples", 1000)), bootstrap_seed)
+    col = dict(zip(RUN_COLUMNS, (int(v) for v in totals)))
+    logger.info(
+        "%d billets, %d characters, %d detections >= %.2f: %s",
+        col["has_gt"], col["n_gt"], col["n_det"], score_t,
+        ", ".join(f"{k} {v:.2f}" for k, v in values.items()),
+    )
+    return {
+        "iou_threshold": iou_t,
+        "score_threshold": score_t,
+        "id_pattern": evaluation.get("id_pattern"),
+        "metrics": values,
+        "intervals": {k: list(intervals[k]) for k in INTERVAL_METRICS},
+        "counts": {
+            "n_images": len(coco_gt["images"]),
+            "n_billets": col["has_gt"],
+            "n_characters": col["n_gt"],
+            "n_detections": col["n_det"],
+            "n_billet_ids": col["has_id"],
+            "TP_n": col["tp"],
+            "MC_n": col["mc"],
+            "FN_n": col["n_gt"] - col["tp"],
+            "FP_n": col["fp"],
+            "CB_n": col["all_correct"],
+        },
+        "per_image": {
+            "columns": list(RUN_COLUMNS),
+            "image_id": [m.image_id for m in matches],
+            "counts": counts.tolist(),
+        },
+        "billet_ids": [
+            {"image_id": r["image_id"], "billet_id": r["billet_id"], "read": r["read"], "read_pattern": r["read_pattern"]}
+            for r in billets
+        ],
+    }
+
+
+def _json_safe(value):
+    """NaN → null, recursively (strict JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def save_metrics(path: str | os.PathLike, result: dict) -> None:
+    """Write a metrics file (strict JSON, NaN as null)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(_json_safe(result), f, indent=1, sort_keys=True, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def load_metrics(path: str | os.PathLike) -> dict:
+    """Read a metrics file; null metrics come back as NaN."""
+    with open(path) as f:
+        result = json.load(f)
+    result["metrics"] = {k: float("nan") if v is None else float(v) for k, v in result["metrics"].items()}
+    return result
+
+
+def evaluate_files(
+    gt_path: str | os.PathLike,
+    detections_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    evaluation: dict,
+    root_seed: int,
+    experiment: int,
+    seed: int,
+    test_set: int,
+) -> dict:
+    """The metrics job of one experiment × seed × test set: read, evaluate, write `out_path`."""
+    coco_gt = cc.load(gt_path, require_extras=False)
+    detections = load_detections(detections_path)
+    logger.info("evaluating %s (%d detections) against %s", detections_path, len(detections), gt_path)
+    try:
+        result = evaluate(
+            coco_gt, detections, evaluation,
+            stage_seed(root_seed, "evaluation", "bootstrap", experiment, seed, test_set),
+        )
+    except ValueError as err:
+        raise ValueError(f"{detections_path} vs {gt_path}: {err}") from None
+    result.update(experiment=int(experiment), seed=int(seed), test_set=int(test_set))
+    save_metrics(out_path, result)
+    return result

@@ -1,0 +1,195 @@
+"""Evaluation figures with seaborn: Table 3, the training curves (Figure 10), a detections gallery."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and cluster nodes
+import matplotlib.patches as mpatches  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from billetjax import coco as cc  # noqa: E402
+from billetjax.evaluation.billet_id import read_billets  # noqa: E402
+from billetjax.evaluation.evaluate import load_detections  # noqa: E402
+from billetjax.evaluation.metrics import match_detections  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+FIGURE_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate")
+METRIC_LABELS = {"id_read_rate": "ID read"}
+DPI = 130
+LOSS_SMOOTHING_ROWS = 5  # rolling mean over this many logged steps for the (noisy) training loss
+OUTCOME_COLOURS = {"TP": "#2ca02c", "MC": "#ff7f0e", "FP": "#d62728", "missed": "#1f77b4"}
+
+
+def _save(fig: plt.Figure, out_path: str | os.PathLike) -> None:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    logger.info("wrote %s", out_path)
+
+
+def table3_figure(table3_csv: str | os.PathLike, out_path: str | os.PathLike) -> None:
+    """Bars of each metric per experiment, one panel per test set, with the 95 % intervals."""
+    table = pd.read_csv(table3_csv)
+    metrics = [m for m in FIGURE_METRICS if m in table and table[m].notna().any()]
+    long = table.melt(id_vars=["experiment", "test_set"], value_vars=metrics, var_name="metric", value_name="percent")
+    lo = table.melt(id_vars=["experiment", "test_set"], value_vars=[f"{m}_lo" for m in metrics], value_name="lo")
+    hi = table.melt(id_vars=["experiment", "test_set"], value_vars=[f"{m}_hi" for m in metrics], value_name="hi")
+    long["lo"], long["hi"] = lo["lo"].to_numpy(), hi["hi"].to_numpy()
+    long["metric"] = long["metric"].map(lambda m: METRIC_LABELS.get(m, m))
+    metric_order = [METRIC_LABELS.get(m, m) for m in metrics]
+    experiments = sorted(table["experiment"].unique())
+    test_sets = sorted(table["test_set"].unique())
+
+    sns.set_theme(style="whitegrid", context="paper")
+    palette = sns.color_palette("viridis", n_colors=len(experiments))
+    grid = sns.catplot(
+        data=long, kind="bar", x="metric", y="percent", hue="experiment", col="test_set",
+        col_wrap=min(3, len(test_sets)), order=metric_order, hue_order=experiments, col_order=test_sets,
+        palette=palette, errorbar=None, height=3.0, aspect=1.35, legend_out=True,
+    )
+    for test_set, ax in zip(test_sets, grid.axes.flat):
+        panel = long[long["test_set"] == test_set].set_index(["experiment", "metric"])
+        # One bar container per experiment (hue level), bars in metric order.
+        for experiment, bars in zip(experiments, ax.containers):
+            for metric, bar in zip(metric_order, bars):
+                if (experiment, metric) not in panel.index:
+                    continue
+                row = panel.loc[(experiment, metric)]
+                if np.isfinite(row["lo"]) and np.isfinite(row["hi"]):
+                    x = bar.get_x() + bar.get_width() / 2
+                    ax.plot([x, x], [row["lo"], row["hi"]], color="black", linewidth=0.8)
+        ax.set_title(f"test set {test_set}")
+        ax.set_xlabel("")
+        ax.set_ylabel("%")
+        ax.set_ylim(0, 100)
+    grid.figure.suptitle("Digit metrics per experiment (Table 3), 95 % intervals", y=1.02)
+    _save(grid.figure, out_path)
+
+
+def training_curves_figure(histories: dict[tuple[int, int], str | os.PathLike], out_path: str | os.PathLike) -> None:
+    """Training loss, validation loss and validation mAP@0.5 over steps per experiment (Figure 10).
+
+    histories: {(experiment, seed): history.csv}; rows without an evaluation have empty
+    `val_loss`/`val_map50` cells. Several seeds of one experiment show as mean and band.
+    """
+    frames = []
+    for (experiment, seed), path in sorted(histories.items()):
+        history = pd.read_csv(path)
+        missing = {"step", "loss"} - set(history.columns)
+        if missing:
+            raise ValueError(f"{path}: history lacks columns {sorted(missing)}")
+        history = history.sort_values("step")
+        history["loss"] = pd.to_numeric(history["loss"], errors="coerce")
+        history["train loss"] = history["loss"].rolling(LOSS_SMOOTHING_ROWS, min_periods=1).mean()
+        for column, label in (("val_loss", "validation loss"), ("val_map50", "validation mAP@0.5")):
+            history[label] = pd.to_numeric(history[column], errors="coerce") if column in history else np.nan
+        history["experiment"] = f"{experiment}"
+        history["seed"] = seed
+        frames.append(history[["step", "experiment", "seed", "train loss", "validation loss", "validation mAP@0.5"]])
+    data = pd.concat(frames, ignore_index=True)
+    panels = [p for p in ("train loss", "validation loss", "validation mAP@0.5") if data[p].notna().any()]
+
+    sns.set_theme(style="whitegrid", context="paper")
+    experiments = sorted(data["experiment"].unique(), key=int)
+    palette = dict(zip(experiments, sns.color_palette("viridis", n_colors=len(experiments))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        subset = data.dropna(subset=[panel])
+        sns.lineplot(
+            data=subset, x="step", y=panel, hue="experiment", hue_order=experiments, palette=palette,
+            errorbar=("pi", 95) if subset["seed"].nunique() > 1 else None, ax=ax,
+            marker="o" if panel != "train loss" else None, markersize=3,
+        )
+        ax.set_title(panel)
+        ax.set_ylabel("")
+        if "loss" in panel and (subset[panel] > 0).all():
+            ax.set_yscale("log")
+        if ax is not axes[0][-1] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle("Detector training per experiment (Figure 10)")
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+def _billet_order(matches: list, n_billets: int) -> tuple[list[int], list[int]]:
+    """Indices of the worst and best billets: by share of characters read correctly, then false positives."""
+    keyed = []
+    for i, m in enumerate(matches):
+        if len(m.gt_labels) == 0:
+            continue
+        counts = m.counts()
+        keyed.append((counts[1] / counts[0], -counts[3], i))  # TP share, fewer FP is better
+    keyed.sort()
+    worst = [i for *_, i in keyed[:n_billets]]
+    best = [i for *_, i in reversed(keyed[-n_billets:]) if i not in worst]
+    return worst, best
+
+
+def detections_gallery(
+    gt_path: str | os.PathLike,
+    detections_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.5,
+    n_billets: int = 3,
+    title: str = "",
+) -> None:
+    """Worst and best billets of a test set with each box coloured by its outcome.
+
+    Detections: TP green, MC orange (with the label read), FP red; ground truth nobody found:
+    dashed blue ("missed"). Each panel names the billet ID and what was read.
+    """
+    coco_gt = cc.load(gt_path, require_extras=False)
+    detections = load_detections(detections_path)
+    matches = match_detections(coco_gt, detections, iou_threshold, score_threshold)
+    reads = {r["image_id"]: r for r in read_billets(coco_gt, detections, score_threshold)}
+    names = cc.category_names(coco_gt)
+    images = {int(img["id"]): img for img in coco_gt["images"]}
+    worst, best = _billet_order(matches, n_billets)
+    rows = [("worst", worst), ("best", best)]
+    n_cols = max(len(worst), len(best), 1)
+
+    sns.set_theme(style="white", context="paper")
+    fig, axes = plt.subplots(2, n_cols, figsize=(3.2 * n_cols, 6.8), squeeze=False)
+    for r, (label, picks) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(picks):
+                continue
+            m = matches[picks[c]]
+            img = images[m.image_id]
+            ax.imshow(cc.read_image(cc.image_path(gt_path, img)))
+            for g, box in enumerate(m.gt_boxes):
+                if not m.gt_found[g]:
+                    ax.add_patch(mpatches.Rectangle(
+                        box[:2], box[2], box[3], fill=False, linestyle="--", linewidth=1.2,
+                        edgecolor=OUTCOME_COLOURS["missed"],
+                    ))
+            for box, cat, outcome in zip(m.det_boxes, m.det_labels, m.det_outcome):
+                colour = OUTCOME_COLOURS[str(outcome)]
+                ax.add_patch(mpatches.Rectangle(box[:2], box[2], box[3], fill=False, linewidth=1.2, edgecolor=colour))
+                ax.text(box[0], box[1] - 1, names[int(cat)], color=colour, fontsize=6, va="bottom")
+            counts = m.counts()
+            read = reads[m.image_id]
+            ax.set_title(
+                f"{label}: id {img['id']} · TP {counts[1]}/{counts[0]}, MC {counts[2]}, FP {counts[3]}\n"
+                f"ID {read['billet_id'] or '–'} · read {read['read'] or '–'}",
+                fontsize=7,
+            )
+    handles = [mpatches.Patch(edgecolor=c, facecolor="none", label=k, linestyle="--" if k == "missed" else "-")
+               for k, c in OUTCOME_COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
+    fig.suptitle(f"Detections by outcome{': ' + title if title else ''}")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    _save(fig, out_path)

@@ -1,0 +1,135 @@
+"""Table 3 of the paper as CSV: one row per experiment and test set (DESIGN §11)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from billetjax.evaluation.bootstrap import bootstrap_intervals, seed_interval
+from billetjax.evaluation.evaluate import INTERVAL_METRICS, RUN_COLUMNS, TABLE_METRICS, load_metrics, metrics_from_counts
+from billetjax.utils import stage_seed
+
+logger = logging.getLogger(__name__)
+
+KEY_COLUMNS = ["experiment", "synthetic_pct", "real_pct", "n_images", "test_set"]
+FLOAT_FORMAT = "%.4f"
+
+
+def experiment_rows(experiments: dict) -> list[dict]:
+    """Table 1 as rows: experiment k (1-based) with its synthetic/real share and image count."""
+    rows = []
+    for k, spec in enumerate(experiments["sets"], start=1):
+        synthetic = float(spec["synthetic_pct"])
+        rows.append({
+            "experiment": k,
+            "synthetic_pct": synthetic,
+            "real_pct": 100.0 - synthetic,
+            "n_images": int(round(float(spec.get("images_fraction", 1.0)) * int(experiments["images"]))),
+        })
+    return rows
+
+
+def testset_row(runs: list[dict], bootstrap_samples: int, bootstrap_seed: int) -> dict:
+    """Metrics of one experiment on one test set over its seeds.
+
+    Point values are the mean over seeds; `{m}_lo`/`{m}_hi` the 95 % bootstrap interval over
+    billets of that mean (every seed resampled on the same billets); `{m}_seed_sd`, `_seed_lo`,
+    `_seed_hi` the spread over seeds (Student t; empty with one seed).
+    """
+    image_ids = runs[0]["per_image"]["image_id"]
+    for run in runs[1:]:
+        if run["per_image"]["image_id"] != image_ids:
+            raise ValueError(
+                f"experiment {run['experiment']}, test set {run['test_set']}: seeds {runs[0]['seed']} and "
+                f"{run['seed']} were evaluated on different images"
+            )
+        if run["per_image"]["columns"] != list(RUN_COLUMNS):
+            raise ValueError(f"metrics of seed {run['seed']} have columns {run['per_image']['columns']}; expected {RUN_COLUMNS}")
+    counts = np.stack([np.asarray(r["per_image"]["counts"], dtype=np.float64).reshape(len(image_ids), -1) for r in runs])
+    with_pattern = runs[0].get("id_pattern") is not None
+    intervals = bootstrap_intervals(
+        counts, lambda t: metrics_from_counts(t, with_pattern), bootstrap_samples, bootstrap_seed
+    )
+    row: dict = {}
+    spread: dict = {}
+    for metric in TABLE_METRICS:
+        mean, sd, lo, hi = seed_interval([r["metrics"][metric] for r in runs])
+        row[metric] = mean
+        spread.update({f"{metric}_seed_sd": sd, f"{metric}_seed_lo": lo, f"{metric}_seed_hi": hi})
+    for metric in INTERVAL_METRICS:
+        row[f"{metric}_lo"], row[f"{metric}_hi"] = intervals[metric]
+    row["n_seeds"] = len(runs)
+    row.update(spread)
+    counts0 = runs[0]["counts"]
+    row.update(
+        n_billets=counts0["n_billets"],
+        n_characters=counts0["n_characters"],
+        n_test_images=counts0["n_images"],
+    )
+    return row
+
+
+def testset_table(
+    metrics_paths: list[str | os.PathLike],
+    experiments: dict,
+    test_set: int,
+    bootstrap_samples: int,
+    root_seed: int,
+) -> pd.DataFrame:
+    """One row per experiment of `experiments.sets` on one test set, from its metrics files."""
+    by_experiment: dict[int, list[dict]] = {}
+    for path in metrics_paths:
+        run = load_metrics(path)
+        if int(run["test_set"]) != int(test_set):
+            raise ValueError(f"{path}: metrics of test set {run['test_set']}, expected test set {test_set}")
+        by_experiment.setdefault(int(run["experiment"]), []).append(run)
+    rows = []
+    for spec in experiment_rows(experiments):
+        runs = sorted(by_experiment.pop(spec["experiment"], []), key=lambda r: int(r["seed"]))
+        if not runs:
+            raise ValueError(f"test set {test_set}: no metrics for experiment {spec['experiment']} among the inputs")
+        seed = stage_seed(root_seed, "evaluation", "bootstrap", "table", test_set, spec["experiment"])
+        rows.append({**spec, "test_set": int(test_set), **testset_row(runs, bootstrap_samples, seed)})
+    if by_experiment:
+        raise ValueError(f"test set {test_set}: metrics for experiments {sorted(by_experiment)} not in experiments.sets")
+    table = pd.DataFrame(rows)
+    logger.info("test set %s:\n%s", test_set, table[KEY_COLUMNS + list(TABLE_METRICS)].to_string(index=False))
+    return table
+
+
+def table3(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """All rows in Table 3's order: by test set, then experiment."""
+    table = pd.concat(tables, ignore_index=True)
+    return table.sort_values(["test_set", "experiment"], kind="stable").reset_index(drop=True)
+
+
+def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    """CSV with 4 decimals; NaN (undefined, e.g. a seed spread of one seed) as an empty cell."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False, float_format=FLOAT_FORMAT)
+
+
+def write_testset_table(
+    metrics_paths: list[str | os.PathLike],
+    out_path: str | os.PathLike,
+    experiments: dict,
+    test_set: int,
+    bootstrap_samples: int,
+    root_seed: int,
+) -> pd.DataFrame:
+    """`results/tables/testset{n}.csv` from the metrics files of every experiment and seed."""
+    table = testset_table(metrics_paths, experiments, test_set, bootstrap_samples, root_seed)
+    write_table(out_path, table)
+    return table
+
+
+def write_table3(testset_csvs: list[str | os.PathLike], out_path: str | os.PathLike) -> pd.DataFrame:
+    """`results/tables/table3.csv` from the per-test-set tables."""
+    table = table3([pd.read_csv(p) for p in testset_csvs])
+    write_table(out_path, table)
+    return table

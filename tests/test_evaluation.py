@@ -1,0 +1,260 @@
+"""Digit metrics, mAP, billet-ID reading and bootstrap on cases computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from billetjax.evaluation import IdPattern, digit_metrics, map50, match_detections, read_billets, reading_order
+from billetjax.evaluation.billet_id import decode_with_pattern, text_angle
+from billetjax.evaluation.bootstrap import bootstrap_intervals, resample_weights, seed_interval
+from billetjax.evaluation.metrics import iou_xywh, percentages
+
+CATEGORIES = [{"id": d + 1, "name": str(d)} for d in range(10)]
+
+
+def gt(images: dict[int, list[tuple[list[float], int]]], billet_ids: dict[int, str] | None = None) -> dict:
+    """A COCO ground truth: {image id: [(bbox, category id), ...]}."""
+    anns, next_id = [], 1
+    recs = []
+    for image_id, boxes in images.items():
+        recs.append({"id": image_id, "file_name": f"{image_id}.png", "width": 200, "height": 100,
+                     "billet_id": (billet_ids or {}).get(image_id, "")})
+        for bbox, cat in boxes:
+            anns.append({"id": next_id, "image_id": image_id, "category_id": cat, "bbox": bbox,
+                         "area": bbox[2] * bbox[3], "iscrowd": 0})
+            next_id += 1
+    return {"images": recs, "annotations": anns, "categories": CATEGORIES}
+
+
+def det(image_id, bbox, cat, score, **extra):
+    return {"image_id": image_id, "category_id": cat, "bbox": bbox, "score": score, **extra}
+
+
+# Seven images; the outcome of each detection is worked out by hand beside it.
+HAND_GT = gt({
+    1: [([0, 0, 10, 10], 2), ([20, 0, 10, 10], 3), ([40, 0, 10, 10], 4)],
+    2: [([0, 0, 10, 10], 1)],                      # no detection at all: 1 FN
+    3: [],                                         # no ground truth
+    4: [([0, 0, 10, 10], 1), ([4, 0, 10, 10], 2)],  # two GT boxes at equal IoU from one detection
+    5: [([0, 0, 10, 10], 7)],
+    6: [([0, 0, 10, 10], 1)],
+    7: [([0, 0, 10, 10], 10)],
+})
+HAND_DETECTIONS = [
+    det(1, [0, 0, 10, 10], 2, 0.9),    # TP
+    det(1, [1, 0, 10, 10], 2, 0.8),    # duplicate of the TP: its box is taken -> FP
+    det(1, [20, 0, 10, 10], 5, 0.7),   # right place, wrong label -> MC
+    det(1, [40, 0, 10, 10], 4, 0.3),   # below the score threshold: ignored, so GT 3 is missed
+    det(3, [5, 5, 10, 10], 3, 0.9),    # image without GT -> FP
+    det(4, [2, 0, 10, 10], 2, 0.9),    # IoU 2/3 with both; tie -> the earlier GT (label 1) -> MC
+    det(5, [0, 0, 10, 10], 7, 0.6),    # exact and right, but scored lower: comes second -> FP
+    det(5, [2, 0, 10, 10], 8, 0.9),    # first by score, IoU 2/3, wrong label -> MC
+    det(6, [0, 5, 10, 10], 1, 0.9),    # IoU 1/3 < 0.5 -> FP, and GT missed
+    det(7, [0, 0, 10, 10], 10, 0.99),  # TP: the only billet with every character right
+]
+
+
+def test_hand_computed_metrics():
+    m = digit_metrics(HAND_GT, HAND_DETECTIONS)
+    # G = 9 characters; TP 2, MC 3, FP 4; billets with GT: 6, all correct: image 7 only.
+    assert (m["n_characters"], m["TP_n"], m["MC_n"], m["FN_n"], m["FP_n"], m["CB_n"]) == (9, 2, 3, 7, 4, 1)
+    assert m["n_billets"] == 6 and m["n_images"] == 7 and m["n_detections"] == 9
+    assert m["TP"] == pytest.approx(200 / 9)
+    assert m["MC"] == pytest.approx(300 / 9)
+    assert m["FN"] == pytest.approx(700 / 9)
+    assert m["FP"] == pytest.approx(400 / 9)
+    assert m["CB"] == pytest.approx(100 / 6)
+    assert m["TP"] + m["FN"] == pytest.approx(100.0)
+
+
+def test_tie_goes_to_earlier_annotation_and_score_order_is_stable():
+    matches = {mt.image_id: mt for mt in match_detections(HAND_GT, HAND_DETECTIONS)}
+    assert list(matches[4].det_match) == [0]
+    assert list(matches[4].det_outcome) == ["MC"]
+    # Image 5: the 0.9 detection (second in the file) is taken first.
+    assert list(matches[5].det_scores) == [0.9, 0.6]
+    assert list(matches[5].det_outcome) == ["MC", "FP"]
+    # Equal scores keep file order: the first of two identical detections gets the box.
+    same = [det(7, [0, 0, 10, 10], 9, 0.8), det(7, [0, 0, 10, 10], 10, 0.8)]
+    (m7,) = [mt for mt in match_detections(HAND_GT, same) if mt.image_id == 7]
+    assert list(m7.det_outcome) == ["MC", "FP"]
+
+
+def test_thresholds_are_inclusive():
+    g = gt({1: [([0, 0, 10, 10], 1)]})
+    # IoU exactly 0.5 (half the box) and score exactly 0.5 both count.
+    m = digit_metrics(g, [det(1, [0, 0, 10, 5], 1, 0.5)])
+    assert m["TP"] == 100.0 and m["FP"] == 0.0 and m["CB"] == 100.0
+    m = digit_metrics(g, [det(1, [0, 0, 10, 5], 1, 0.4999)])
+    assert m["TP"] == 0.0 and m["FN"] == 100.0 and m["n_detections"] == 0
+    m = digit_metrics(g, [det(1, [0, 0, 10, 5], 1, 0.9)], iou_threshold=0.51)
+    assert m["TP"] == 0.0 and m["FP"] == 100.0
+
+
+def test_no_detections_and_no_ground_truth():
+    m = digit_metrics(HAND_GT, [])
+    assert m["TP"] == 0.0 and m["FN"] == 100.0 and m["FP"] == 0.0 and m["CB"] == 0.0
+    empty = gt({1: []})
+    m = digit_metrics(empty, [det(1, [0, 0, 5, 5], 1, 0.9)])
+    assert math.isnan(m["TP"]) and math.isnan(m["CB"]) and m["FP_n"] == 1
+
+
+def test_bad_detections_are_refused():
+    with pytest.raises(ValueError, match="image_id 99"):
+        digit_metrics(HAND_GT, [det(99, [0, 0, 10, 10], 1, 0.9)])
+    with pytest.raises(ValueError, match="category_id 42"):
+        digit_metrics(HAND_GT, [det(1, [0, 0, 10, 10], 42, 0.9)])
+    with pytest.raises(ValueError, match="missing 'score'"):
+        digit_metrics(HAND_GT, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}])
+
+
+def test_iou_against_hand_values():
+    ious = iou_xywh(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 10, 10], [20, 20, 5, 5]]))
+    np.testing.assert_allclose(ious, [[1.0, 50 / 150, 0.0]])
+
+
+def test_percentages_match_digit_metrics():
+    # The bootstrap and tables go through percentages(); it must agree with digit_metrics.
+    from billetjax.evaluation.metrics import count_matrix
+
+    totals = count_matrix(match_detections(HAND_GT, HAND_DETECTIONS)).sum(axis=0)
+    m = digit_metrics(HAND_GT, HAND_DETECTIONS)
+    for key, value in percentages(totals).items():
+        assert float(value) == pytest.approx(m[key])
+
+
+# ------------------------------------------------------------------ mAP (pycocotools)
+
+
+def test_map_perfect_empty_and_hand_case():
+    perfect = [det(a["image_id"], a["bbox"], a["category_id"], 1.0) for a in HAND_GT["annotations"]]
+    assert map50(HAND_GT, perfect) == pytest.approx(1.0)
+    assert map50(HAND_GT, []) == 0.0
+    # One category, two GT boxes; detections by score: hit, FP, hit. Precision is 1 up to recall 0.5
+    # and 2/3 after it; COCO's 101 recall points: 51 at 1, 50 at 2/3.
+    g = gt({1: [([0, 0, 10, 10], 1), ([50, 0, 10, 10], 1)]})
+    dets = [det(1, [0, 0, 10, 10], 1, 0.9), det(1, [100, 50, 10, 10], 1, 0.8), det(1, [50, 0, 10, 10], 1, 0.7)]
+    assert map50(g, dets) == pytest.approx((51 + 50 * 2 / 3) / 101)
+
+
+# ------------------------------------------------------------------ billet-ID reading
+
+
+def two_row_layout(text_rows: list[str], angle_deg: float, centre=(100.0, 50.0)):
+    """Character boxes of a two-row ID rotated about `centre`: [(bbox, char)] in reading order."""
+    a = math.radians(angle_deg)
+    out = []
+    for r, row in enumerate(text_rows):
+        for c, char in enumerate(row):
+            x, y = 30.0 + 14.0 * c - centre[0], 25.0 + 30.0 * r - centre[1]
+            cx = centre[0] + math.cos(a) * x - math.sin(a) * y
+            cy = centre[1] + math.sin(a) * x + math.cos(a) * y
+            out.append(([cx - 5, cy - 8, 10, 16], char))
+    return out
+
+
+@pytest.mark.parametrize("angle", [-8.0, 0.0, 6.0])
+def test_reading_order_of_rotated_two_rows(angle):
+    layout = two_row_layout(["123456", "78901"], angle)
+    shuffled = np.random.default_rng(0).permutation(len(layout))
+    boxes = np.array([layout[i][0] for i in shuffled])
+    order = np.concatenate(reading_order(boxes))
+    assert "".join(layout[shuffled[i]][1] for i in order) == "12345678901"
+    centres = boxes[:, :2] + boxes[:, 2:] / 2
+    assert math.degrees(text_angle(centres)) == pytest.approx(angle, abs=0.5)
+
+
+def test_read_billets_plain_with_duplicates_and_low_scores():
+    layout = two_row_layout(["123456", "78901"], 5.0)
+    g = gt({1: [(b, int(ch) + 1) for b, ch in layout], 2: [(b, int(ch) + 1) for b, ch in layout]},
+           {1: "123456\n78901", 2: "12345678901"})
+    dets = [det(1, b, int(ch) + 1, 0.9) for b, ch in layout[::-1]]
+    dets.append(det(1, [layout[0][0][0] + 1, *layout[0][0][1:]], 8, 0.6))  # duplicate: de-duplicated
+    dets.append(det(1, [180, 80, 10, 16], 3, 0.2))                         # below threshold
+    dets += [det(2, b, int(ch) + 1, 0.9) for b, ch in layout if ch != "5"]  # one character missed
+    records = read_billets(g, dets)
+    assert [r["read"] for r in records] == ["12345678901", "1234678901"]
+    assert [r["correct"] for r in records] == [True, False]
+    assert records[0]["read_pattern"] is None
+
+
+def probs(rows: list[dict[str, float]]) -> np.ndarray:
+    p = np.zeros((len(rows), 10))
+    for i, row in enumerate(rows):
+        for ch, v in row.items():
+            p[i, int(ch)] = v
+    return p
+
+
+def test_pattern_picks_best_valid_reading():
+    names = [str(d) for d in range(10)]
+    pattern = IdPattern.from_config({"positions": ["1", "0123456789", "2"]}, names)
+    p = probs([{"7": 0.6, "1": 0.3}, {"0": 0.9}, {"2": 0.5, "7": 0.4}])
+    assert decode_with_pattern(p, names, pattern) == "102"
+    # A weak extra box (most likely background) is dropped to fit the length.
+    p = probs([{"7": 0.6, "1": 0.3}, {"5": 0.2}, {"0": 0.9}, {"2": 0.95}])
+    assert decode_with_pattern(p, names, pattern) == "102"
+    # Too few boxes: no valid reading.
+    assert decode_with_pattern(p[:2], names, pattern) is None
+    # Several lengths compete on the same total: the sure fourth box is kept.
+    pattern = IdPattern.from_config({"length": [3, 4], "alphabet": "0123456789"}, names)
+    p = probs([{"1": 0.9}, {"2": 0.9}, {"3": 0.9}, {"4": 0.9}])
+    assert decode_with_pattern(p, names, pattern) == "1234"
+    assert pattern.matches("123") and not pattern.matches("12")
+
+
+def test_pattern_reading_uses_class_scores_in_read_billets():
+    g = gt({1: [([10, 10, 10, 16], 2), ([24, 10, 10, 16], 1)]}, {1: "10"})
+    dets = [
+        det(1, [10, 10, 10, 16], 8, 0.55, class_scores=[0.0, 0.4, 0, 0, 0, 0, 0, 0.55, 0, 0]),  # "7" over "1"
+        det(1, [24, 10, 10, 16], 1, 0.9),  # no class_scores: its label and score
+    ]
+    pattern = IdPattern.from_config({"positions": ["1", "0"]}, [str(d) for d in range(10)])
+    (record,) = read_billets(g, dets, pattern=pattern)
+    assert record["read"] == "70" and not record["correct"]
+    assert record["read_pattern"] == "10" and record["correct_pattern"]
+
+
+def test_pattern_config_errors():
+    names = [str(d) for d in range(10)]
+    assert IdPattern.from_config(None, names) is None
+    with pytest.raises(ValueError, match="not categories"):
+        IdPattern.from_config({"length": 3, "alphabet": "01A"}, names)
+    with pytest.raises(ValueError, match="positions"):
+        IdPattern.from_config({"length": 2, "positions": ["1", "2", "3"]}, names)
+
+
+# ------------------------------------------------------------------ bootstrap
+
+
+def test_bootstrap_deterministic_and_contains_point():
+    from billetjax.evaluation.metrics import count_matrix
+
+    rng = np.random.default_rng(1)
+    images = {i: [([10 * j, 0, 8, 8], 1) for j in range(5)] for i in range(1, 41)}
+    g = gt(images)
+    dets = [det(a["image_id"], a["bbox"], a["category_id"], 0.9) for a in g["annotations"] if rng.random() < 0.7]
+    counts = count_matrix(match_detections(g, dets))
+    point = percentages(counts.sum(axis=0))
+    a = bootstrap_intervals(counts, percentages, 500, seed=7)
+    b = bootstrap_intervals(counts, percentages, 500, seed=7)
+    c = bootstrap_intervals(counts, percentages, 500, seed=8)
+    assert a == b and a != c
+    for key in ("TP", "FN", "CB"):
+        lo, hi = a[key]
+        assert lo < float(point[key]) < hi
+    assert a["MC"] == (0.0, 0.0)
+    # Several seeds on the same billets: identical seeds give the one-seed interval.
+    assert bootstrap_intervals(np.stack([counts, counts]), percentages, 500, seed=7) == a
+    weights = resample_weights(40, 3, seed=0)
+    assert weights.shape == (3, 40) and (weights.sum(axis=1) == 40).all()
+
+
+def test_seed_interval_by_hand():
+    mean, sd, lo, hi = seed_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, df=2) from tables
+    assert (mean, sd) == (2.0, 1.0)
+    assert lo == pytest.approx(2.0 - half) and hi == pytest.approx(2.0 + half)
+    mean, sd, lo, hi = seed_interval([5.0])
+    assert mean == 5.0 and math.isnan(sd) and math.isnan(lo)

@@ -265,3 +265,33 @@ def test_clip_boxes():
     boxes = np.concatenate([random_boxes(np.random.default_rng(11), 50, extent=120), edge_boxes()])
     ref = torchvision.ops.clip_boxes_to_image(torch.from_numpy(boxes), (60, 90)).numpy()
     np.testing.assert_array_equal(np.asarray(ops.clip_boxes(boxes, 60, 90)), ref)
+
+
+def test_fpn_levels_match_torchvision_level_mapper():
+    from torchvision.ops.poolers import LevelMapper
+
+    rng = np.random.default_rng(12)
+    boxes = random_boxes(rng, 300, extent=400, min_size=2, max_size=500)
+    for scale in (224.0, 32.0):
+        ref = LevelMapper(2, 5, canonical_scale=int(scale))([torch.from_numpy(boxes)]).numpy()
+        np.testing.assert_array_equal(ops.fpn_levels(boxes, 2, 5, canonical_scale=scale), ref)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_multiscale_roi_align_equals_per_level_torchvision(aligned):
+    rng = np.random.default_rng(13)
+    scales = (1 / 4, 1 / 8, 1 / 16)
+    features = [rng.normal(size=(2, 64 // s, 48 // s, 3)) for s in (4, 8, 16)]
+    boxes = random_boxes(rng, 40, extent=50, max_size=30, dtype=np.float64)
+    batch_index = rng.integers(0, 2, 40)
+    levels = rng.integers(0, 3, 40)
+    with jax.enable_x64(True):
+        ours = np.asarray(
+            jax.jit(ops.multiscale_roi_align, static_argnums=(4, 5, 6, 7))(
+                features, boxes, batch_index, levels, (7, 7), scales, 2, aligned
+            )
+        )
+    for level, (f, scale) in enumerate(zip(features, scales)):
+        sel = levels == level
+        ref = torch_roi_align(f, boxes[sel], batch_index[sel], (7, 7), scale, 2, aligned)
+        np.testing.assert_allclose(ours[sel], ref, rtol=1e-10, atol=1e-12)

@@ -143,6 +143,67 @@ def _bilinear_axis(coords, size):
     return jnp.stack([low, high], axis=-1), weights
 
 
+def _check_sampling_ratio(sampling_ratio) -> int:
+    sampling_ratio = int(sampling_ratio)
+    if sampling_ratio <= 0:
+        raise ValueError(
+            f"roi_align: sampling_ratio={sampling_ratio} asks for torchvision's adaptive sampling "
+            "(a different number of samples per box), which needs dynamic shapes; pass a fixed "
+            "sampling_ratio > 0 (2 is the usual choice)."
+        )
+    return sampling_ratio
+
+
+def _roi_align_table(table, base, height, width, scale, boxes, output_size, ratio, aligned):
+    """RoIAlign over a flat feature table ``[rows, C]``; per box: ``base`` (row of its map's
+    pixel (0, 0)), map ``height``/``width`` and ``scale`` (all ``[K]``)."""
+    oh, ow = output_size
+    dtype = jnp.promote_types(table.dtype, jnp.float32)
+    boxes = lax.stop_gradient(jnp.asarray(boxes)).astype(dtype)
+    scale = jnp.asarray(scale, dtype)
+    offset = 0.5 if aligned else 0.0
+    x1 = boxes[:, 0] * scale - offset
+    y1 = boxes[:, 1] * scale - offset
+    roi_w = boxes[:, 2] * scale - offset - x1
+    roi_h = boxes[:, 3] * scale - offset - y1
+    if not aligned:
+        roi_w = jnp.maximum(roi_w, 1.0)
+        roi_h = jnp.maximum(roi_h, 1.0)
+    bin_w = roi_w / ow
+    bin_h = roi_h / oh
+
+    # Sample positions per axis, in torchvision's order of operations:
+    # bin p, sample s -> start + p * bin + (s + 0.5) * bin / ratio.
+    sample = (jnp.arange(ratio, dtype=dtype) + 0.5)[None, None, :]
+    ys = (
+        y1[:, None, None]
+        + jnp.arange(oh, dtype=dtype)[None, :, None] * bin_h[:, None, None]
+        + sample * bin_h[:, None, None] / ratio
+    )  # [K, oh, r]
+    xs = (
+        x1[:, None, None]
+        + jnp.arange(ow, dtype=dtype)[None, :, None] * bin_w[:, None, None]
+        + sample * bin_w[:, None, None] / ratio
+    )  # [K, ow, r]
+    y_idx, y_w = _bilinear_axis(ys, height[:, None, None])  # [K, oh, r, 2]
+    x_idx, x_w = _bilinear_axis(xs, width[:, None, None])  # [K, ow, r, 2]
+    # The bilinear weights and the bin average are separable in y and x.
+    y_idx = y_idx.reshape(-1, oh, 2 * ratio)
+    x_idx = x_idx.reshape(-1, ow, 2 * ratio)
+    y_w = y_w.reshape(-1, oh, 2 * ratio) / ratio
+    x_w = x_w.reshape(-1, ow, 2 * ratio) / ratio
+
+    # One gather of the 4 r^2 corner pixels per bin; memory-bound on CPU (~1 ns per element).
+    # Measured on 2 cores, K=512, C=128, 7x7, r=2, forward+backward: ~100 ms whatever the map
+    # size, against 67/128/355 ms for per-box interpolation matrices with einsum on 16^2/32^2/64^2
+    # maps, which also cannot mix pyramid levels in one call.
+    rows = base[:, None, None] + y_idx * width[:, None, None]  # [K, oh, 2r]
+    index = rows[:, :, :, None, None] + x_idx[:, None, None, :, :]  # [K, oh, 2r, ow, 2r]
+    gathered = jnp.take(table, index, axis=0, mode="clip")  # [K, oh, 2r, ow, 2r, C]
+    weights = (y_w[:, :, :, None, None] * x_w[:, None, None, :, :]).astype(table.dtype)
+    return jnp.einsum("kasbt,kasbtc->kabc", weights, gathered)
+
+
 def roi_align(
     features: jax.Array,
     boxes: jax.Array,
@@ -163,57 +224,79 @@ def roi_align(
     torchvision's adaptive ``sampling_ratio <= 0`` (``ceil(roi_size / output_size)`` samples,
     different per box) needs dynamic shapes and is refused.
     """
-    oh, ow = _pair(output_size)
-    sampling_ratio = int(sampling_ratio)
-    if sampling_ratio <= 0:
-        raise ValueError(
-            f"roi_align: sampling_ratio={sampling_ratio} asks for torchvision's adaptive sampling "
-            "(a different number of samples per box), which needs dynamic shapes; pass a fixed "
-            "sampling_ratio > 0 (2 is the usual choice)."
-        )
+    ratio = _check_sampling_ratio(sampling_ratio)
     num_images, height, width, channels = features.shape
-    boxes = lax.stop_gradient(jnp.asarray(boxes)).astype(
-        jnp.promote_types(features.dtype, jnp.float32)
-    )
-    offset = 0.5 if aligned else 0.0
-    x1 = boxes[:, 0] * spatial_scale - offset
-    y1 = boxes[:, 1] * spatial_scale - offset
-    roi_w = boxes[:, 2] * spatial_scale - offset - x1
-    roi_h = boxes[:, 3] * spatial_scale - offset - y1
-    if not aligned:
-        roi_w = jnp.maximum(roi_w, 1.0)
-        roi_h = jnp.maximum(roi_h, 1.0)
-    bin_w = roi_w / ow
-    bin_h = roi_h / oh
-
-    # Sample positions per axis, in torchvision's order of operations:
-    # bin p, sample s -> start + p * bin + (s + 0.5) * bin / ratio.
-    sample = (jnp.arange(sampling_ratio, dtype=boxes.dtype) + 0.5)[None, None, :]
-    ys = (
-        y1[:, None, None]
-        + jnp.arange(oh, dtype=boxes.dtype)[None, :, None] * bin_h[:, None, None]
-        + sample * bin_h[:, None, None] / sampling_ratio
-    )  # [K, oh, r]
-    xs = (
-        x1[:, None, None]
-        + jnp.arange(ow, dtype=boxes.dtype)[None, :, None] * bin_w[:, None, None]
-        + sample * bin_w[:, None, None] / sampling_ratio
-    )  # [K, ow, r]
-    y_idx, y_w = _bilinear_axis(ys, height)  # [K, oh, r, 2]
-    x_idx, x_w = _bilinear_axis(xs, width)  # [K, ow, r, 2]
-    y_idx = y_idx.reshape(-1, oh, 2 * sampling_ratio)
-    x_idx = x_idx.reshape(-1, ow, 2 * sampling_ratio)
-    # The bilinear weights and the bin average are separable in y and x.
-    y_w = y_w.reshape(-1, oh, 2 * sampling_ratio) / sampling_ratio
-    x_w = x_w.reshape(-1, ow, 2 * sampling_ratio) / sampling_ratio
-
-    flat = features.reshape(num_images * height * width, channels)
+    num_boxes = jnp.shape(boxes)[0]
+    table = features.reshape(num_images * height * width, channels)
     base = jnp.asarray(batch_index, jnp.int32) * (height * width)
-    rows = base[:, None, None] + y_idx * width  # [K, oh, 2r]
-    index = rows[:, :, :, None, None] + x_idx[:, None, None, :, :]  # [K, oh, 2r, ow, 2r]
-    gathered = jnp.take(flat, index, axis=0, mode="clip")  # [K, oh, 2r, ow, 2r, C]
-    weights = (y_w[:, :, :, None, None] * x_w[:, None, None, :, :]).astype(features.dtype)
-    return jnp.einsum("kasbt,kasbtc->kabc", weights, gathered)
+    full = lambda v: jnp.full((num_boxes,), v, jnp.int32)  # noqa: E731
+    return _roi_align_table(
+        table, base, full(height), full(width), spatial_scale, boxes,
+        _pair(output_size), ratio, aligned,
+    )  # fmt: skip
+
+
+def fpn_levels(
+    boxes: jax.Array,
+    k_min: int,
+    k_max: int,
+    canonical_scale: float = 224.0,
+    canonical_level: int = 4,
+    eps: float = 1e-6,
+) -> jax.Array:
+    """FPN level of each box ``[K]`` as an index ``0 .. k_max - k_min`` (torchvision's LevelMapper,
+    Lin et al. 2017 eq. 1): ``floor(k0 + log2(sqrt(area) / s0) + eps)`` clamped to the levels.
+
+    With digits of 10–60 px, ``canonical_scale`` 224 sends every box to the finest level; pass a
+    smaller canonical scale (e.g. the median digit size) to spread them.
+    """
+    size = jnp.sqrt(box_area(boxes))
+    level = jnp.floor(canonical_level + jnp.log2(size / canonical_scale) + eps)
+    return (jnp.clip(level, k_min, k_max) - k_min).astype(jnp.int32)
+
+
+def multiscale_roi_align(
+    features: Sequence[jax.Array],
+    boxes: jax.Array,
+    batch_index: jax.Array,
+    levels: jax.Array,
+    output_size: int | Sequence[int],
+    spatial_scales: Sequence[float],
+    sampling_ratio: int,
+    aligned: bool = True,
+) -> jax.Array:
+    """RoIAlign of each box on its own pyramid level: ``[K, oh, ow, C]``.
+
+    ``features`` is a list of ``[B, H_l, W_l, C]`` maps, ``spatial_scales`` their scales
+    (1 / stride), ``levels[K]`` the index into that list (e.g. from :func:`fpn_levels`). Equal to
+    ``roi_align(features[levels[k]], ..., spatial_scales[levels[k]])`` box by box (torchvision's
+    MultiScaleRoIAlign, which uses ``aligned=False``), but costs one gather over all levels, not
+    one ``roi_align`` per level.
+    """
+    ratio = _check_sampling_ratio(sampling_ratio)
+    if len(features) != len(spatial_scales):
+        raise ValueError(
+            f"multiscale_roi_align: {len(features)} feature maps but {len(spatial_scales)} scales"
+        )
+    num_images, channels = features[0].shape[0], features[0].shape[-1]
+    starts, heights, widths, tables = [], [], [], []
+    offset = 0
+    for f in features:
+        _, h, w, _ = f.shape
+        starts.append(offset)
+        heights.append(h)
+        widths.append(w)
+        tables.append(f.reshape(num_images * h * w, channels))
+        offset += num_images * h * w
+    levels = jnp.asarray(levels, jnp.int32)
+    height = jnp.asarray(heights, jnp.int32)[levels]
+    width = jnp.asarray(widths, jnp.int32)[levels]
+    scale = jnp.asarray(spatial_scales, jnp.promote_types(features[0].dtype, jnp.float32))[levels]
+    base = jnp.asarray(starts, jnp.int32)[levels] + jnp.asarray(batch_index, jnp.int32) * height * width
+    return _roi_align_table(
+        jnp.concatenate(tables, axis=0), base, height, width, scale, boxes,
+        _pair(output_size), ratio, aligned,
+    )  # fmt: skip
 
 
 def encode_boxes(

@@ -1,0 +1,379 @@
+"""pix2pix training: functional state, one jitted step (D then G), loop with orbax checkpoints.
+
+The models are split once (`nnx.split`) and the step is a pure function of a pytree state
+(`TrainState`), jitted with the state donated; randomness is `fold_in(key(seed), step)`, and the
+batch is drawn inside the step from the device-resident training pairs, so a run resumed from a
+checkpoint repeats the uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from billetjax.pix2pix.models import Discriminator, Generator, Pix2PixConfig
+from billetjax.pix2pix.sample import USE_RUNNING_STATS, masks_to_input, save_generator, to_unit
+
+log = logging.getLogger(__name__)
+# orbax logs every save in detail through absl; keep our logs readable.
+logging.getLogger("absl").setLevel(logging.WARNING)
+
+HISTORY_COLUMNS = ["step", "g_gan", "g_l1", "d_loss", "val_l1", "steps_per_s"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The `gan:` section of config.yaml (see the schema for each key's meaning)."""
+
+    image_size_px: int = 64
+    ngf: int = 32
+    ndf: int = 32
+    batch_size: int = 16
+    steps: int = 3000
+    checkpoint_every: int = 1000
+    learning_rate: float = 2e-4
+    beta1: float = 0.5
+    l1_weight: float = 100.0
+    log_every: int = 100
+    jitter_px: int = 4
+
+    @classmethod
+    def from_config(cls, section: dict) -> "TrainConfig":
+        """Build from the config's `gan:` dict, ignoring keys that are not training facts."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in section.items() if k in names})
+
+    def model_config(self, mask_channels: int = 1, impl: str = "matmul") -> Pix2PixConfig:
+        return Pix2PixConfig(
+            image_size=self.image_size_px, ngf=self.ngf, ndf=self.ndf,
+            mask_channels=mask_channels, impl=impl,
+        )
+
+    def checkpoint_steps(self) -> list[int]:
+        """The study's checkpoints (the `{ckpt}` wildcard values)."""
+        return list(range(self.checkpoint_every, self.steps + 1, self.checkpoint_every))
+
+
+# Keys of the config that may change between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every"}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_pairs(path: str | Path, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stamp pairs from an npz of docs/conventions.md: (masks uint8[N,S,S], images uint8[N,S,S,3])."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: stamp pairs not found (the data stage writes them)")
+    with np.load(path) as data:
+        missing = {"images", "masks"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: missing arrays {sorted(missing)}; expected images and masks")
+        images, masks = data["images"], data["masks"]
+    s = image_size
+    if images.shape[1:] != (s, s, 3) or masks.shape != images.shape[:3] or len(images) == 0:
+        raise ValueError(
+            f"{path}: expected images uint8[N,{s},{s},3] and masks uint8[N,{s},{s}] with N > 0 "
+            f"(gan.image_size_px = {s}), got images {list(images.shape)}, masks {list(masks.shape)}"
+        )
+    return masks.astype(np.uint8), images.astype(np.uint8)
+
+
+def _jitter(key, masks, images, jitter_px):
+    """Shift each pair by the same random integer offset (edge padding), up to +-jitter_px."""
+    if jitter_px == 0:
+        return masks, images
+    s = masks.shape[1]
+    pad = ((jitter_px, jitter_px), (jitter_px, jitter_px), (0, 0))
+    offsets = jax.random.randint(key, (masks.shape[0], 2), 0, 2 * jitter_px + 1)
+
+    def one(m, im, off):
+        m = jax.lax.dynamic_slice(jnp.pad(m, pad, mode="edge"), (off[0], off[1], 0), (s, s, m.shape[-1]))
+        im = jax.lax.dynamic_slice(jnp.pad(im, pad, mode="edge"), (off[0], off[1], 0), (s, s, 3))
+        return m, im
+
+    return jax.vmap(one)(masks, images, offsets)
+
+
+# ----------------------------------------------------------------------------- state and step
+
+
+@dataclass
+class Models:
+    """The static halves of the split models and the optimisers (not part of the state)."""
+
+    g_def: nnx.GraphDef
+    d_def: nnx.GraphDef
+    g_tx: optax.GradientTransformation
+    d_tx: optax.GradientTransformation
+    config: Pix2PixConfig
+
+
+def create_state(cfg: TrainConfig, seed: int, impl: str = "matmul") -> tuple[Models, dict]:
+    """Initialise generator, discriminator and Adam states; returns (static part, state pytree)."""
+    config = cfg.model_config(impl=impl)
+    rngs = nnx.Rngs(params=jax.random.key(seed))
+    g = Generator(config, rngs=rngs)
+    d = Discriminator(config, rngs=rngs)
+    g_def, g_params, g_stats = nnx.split(g, nnx.Param, nnx.BatchStat)
+    d_def, d_params = nnx.split(d, nnx.Param)
+    g_tx = optax.adam(cfg.learning_rate, b1=cfg.beta1, b2=0.999)
+    d_tx = optax.adam(cfg.learning_rate, b1=cfg.beta1, b2=0.999)
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "g_params": g_params,
+        "g_stats": g_stats,
+        "d_params": d_params,
+        "g_opt": g_tx.init(g_params),
+        "d_opt": d_tx.init(d_params),
+    }
+    return Models(g_def, d_def, g_tx, d_tx, config), state
+
+
+def _bce(logits: jax.Array, target: float) -> jax.Array:
+    return optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)).mean()
+
+
+def make_train_step(models: Models, cfg: TrainConfig, seed: int) -> Callable:
+    """Jitted `step(state, train_masks, train_images) -> (state, metrics)`; state is donated.
+
+    D is updated first on (real, fake) with the fake detached, then G on GAN + l1_weight * L1
+    against the updated D, reusing the one generator forward pass (as the reference does).
+    """
+    root = jax.random.key(seed)
+
+    def step(state, train_masks, train_images):
+        key = jax.random.fold_in(root, state["step"])
+        k_batch, k_jitter, k_drop = jax.random.split(key, 3)
+        idx = jax.random.randint(k_batch, (cfg.batch_size,), 0, train_masks.shape[0])
+        masks = masks_to_input(train_masks[idx], models.config.mask_channels)
+        images = to_unit(train_images[idx])
+        masks, images = _jitter(k_jitter, masks, images, cfg.jitter_px)
+
+        def generate(g_params, g_stats):
+            g = nnx.merge(models.g_def, g_params, g_stats)
+            fake = g(masks, k_drop)
+            return fake, nnx.state(g, nnx.BatchStat)
+
+        # The running averages enter as a primal too (NNX mutates them only within the trace
+        # that created them); their cotangent is unused and compiled away.
+        fake, g_vjp, g_stats = jax.vjp(generate, state["g_params"], state["g_stats"], has_aux=True)
+
+        def d_loss_fn(d_params):
+            d = nnx.merge(models.d_def, d_params)
+            logits = d(
+                jnp.concatenate([masks, masks]),
+                jnp.concatenate([images, jax.lax.stop_gradient(fake)]),
+                groups=2,  # real and fake normalised separately, as two forward passes would
+            )
+            real_logits, fake_logits = jnp.split(logits, 2)
+            return 0.5 * (_bce(real_logits, 1.0) + _bce(fake_logits, 0.0))
+
+        d_loss, d_grads = jax.value_and_grad(d_loss_fn)(state["d_params"])
+        d_updates, d_opt = models.d_tx.update(d_grads, state["d_opt"], state["d_params"])
+        d_params = optax.apply_updates(state["d_params"], d_updates)
+
+        def g_loss_fn(fake):
+            d = nnx.merge(models.d_def, d_params)
+            g_gan = _bce(d(masks, fake), 1.0)
+            g_l1 = jnp.abs(fake - images).mean()
+            return g_gan + cfg.l1_weight * g_l1, (g_gan, g_l1)
+
+        (_, (g_gan, g_l1)), d_fake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+        g_grads, _ = g_vjp(d_fake)
+        g_updates, g_opt = models.g_tx.update(g_grads, state["g_opt"], state["g_params"])
+        g_params = optax.apply_updates(state["g_params"], g_updates)
+        new_state = {
+            "step": state["step"] + 1,
+            "g_params": g_params,
+            "g_stats": g_stats,
+            "d_params": d_params,
+            "g_opt": g_opt,
+            "d_opt": d_opt,
+        }
+        metrics = {"g_gan": g_gan, "g_l1": g_l1, "d_loss": d_loss}
+        return new_state, metrics
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_l1(models: Models, seed: int, batch_size: int) -> Callable:
+    """`val_l1(g_params, g_stats, masks, images) -> float`: mean |G(mask) - image| in [-1, 1]
+    units, generated as synthesis does (dropout on, `USE_RUNNING_STATS`)."""
+
+    @jax.jit
+    def batch_l1(g_params, g_stats, masks, images, valid, key):
+        g = nnx.merge(models.g_def, g_params, g_stats)
+        fake = g(masks_to_input(masks, models.config.mask_channels), key, USE_RUNNING_STATS)
+        per_pair = jnp.abs(fake - to_unit(images)).mean(axis=(1, 2, 3))
+        return (per_pair * valid).sum()
+
+    def val_l1(g_params, g_stats, masks, images):
+        total = 0.0
+        for i, start in enumerate(range(0, len(masks), batch_size)):
+            m, im = masks[start : start + batch_size], images[start : start + batch_size]
+            valid = np.zeros(batch_size, np.float32)
+            valid[: len(m)] = 1.0
+            if len(m) < batch_size:  # one compiled shape; padding rows get weight 0
+                m = np.concatenate([m, np.zeros((batch_size - len(m),) + m.shape[1:], m.dtype)])
+                im = np.concatenate([im, np.zeros((batch_size - len(im),) + im.shape[1:], im.dtype)])
+            key = jax.random.fold_in(jax.random.key(seed), i)
+            total += float(batch_l1(g_params, g_stats, m, im, valid, key))
+        return total / len(masks)
+
+    return val_l1
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def _read_history(path: Path, up_to_step: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _check_resumable(state_dir: Path, cfg: TrainConfig, seed: int, impl: str) -> None:
+    """Refuse to resume a state made with other model or training facts."""
+    path = state_dir / "config.json"
+    current = {**asdict(cfg), "seed": seed, "impl": impl}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in set(saved) | set(current)
+                         if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+        if changed:
+            raise ValueError(
+                f"{state_dir}: resumable GAN state was made with different {changed} "
+                f"({ {k: saved.get(k) for k in changed} } vs { {k: current.get(k) for k in changed} }); "
+                "delete that folder to train from scratch"
+            )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=1, sort_keys=True))
+
+
+def generator_path(out_dir: str | Path, step: int) -> Path:
+    """Where the generator of checkpoint `step` is written (docs/conventions.md)."""
+    return Path(out_dir) / f"generator_step{step}.msgpack"
+
+
+def train(
+    train_path: str | Path,
+    val_path: str | Path,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    seed: int,
+    state_dir: str | Path | None = None,
+    impl: str = "matmul",
+    on_step: Callable[[int], None] | None = None,
+) -> Path:
+    """Train pix2pix on stamp pairs; resumes from the latest checkpoint in `state_dir`.
+
+    Writes `out_dir/history.csv` and `out_dir/generator_step{k}.msgpack` for every checkpoint k;
+    the resumable orbax state lives in `state_dir` (default `out_dir/state`). `on_step(step)` is
+    called after every step (progress hooks, tests that interrupt a run).
+    """
+    out_dir = Path(out_dir)
+    state_dir = Path(state_dir) if state_dir is not None else out_dir / "state"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_masks, t_images = load_pairs(train_path, cfg.image_size_px)
+    v_masks, v_images = load_pairs(val_path, cfg.image_size_px)
+    _check_resumable(state_dir, cfg, seed, impl)
+    models, state = create_state(cfg, seed, impl)
+    log.info(
+        "pix2pix %s: %d train / %d val pairs, G %d params, D %d params, %d steps, checkpoints %s",
+        models.config, len(t_masks), len(v_masks),
+        sum(x.size for x in jax.tree.leaves(state["g_params"])),
+        sum(x.size for x in jax.tree.leaves(state["d_params"])), cfg.steps, cfg.checkpoint_steps(),
+    )
+
+    manager = ocp.CheckpointManager(
+        (state_dir / "checkpoints").resolve(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=None, create=True, enable_async_checkpointing=False
+        ),
+    )
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    history_path = state_dir / "history.csv"
+    saved_steps = [s for s in manager.all_steps() if s <= cfg.steps]
+    if saved_steps:
+        start = max(saved_steps)
+        state = manager.restore(start, args=ocp.args.StandardRestore(abstract))
+        log.info("resumed from %s at step %d", state_dir, start)
+    history = _read_history(history_path, int(state["step"]))
+
+    step_fn = make_train_step(models, cfg, seed)
+    val_l1 = make_eval_l1(models, seed + 1, cfg.batch_size)
+    train_masks, train_images = jax.device_put(t_masks), jax.device_put(t_images)
+    checkpoints = set(cfg.checkpoint_steps())
+    window: list[dict] = []
+    t0 = time.perf_counter()
+    first = int(state["step"]) + 1
+    for step in range(first, cfg.steps + 1):
+        state, metrics = step_fn(state, train_masks, train_images)
+        if step == first:  # leave compilation out of the step rate
+            jax.block_until_ready(metrics)
+            log.info("first step (with compilation) took %.1f s", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+        else:
+            window.append(metrics)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            means = {k: float(v) for k, v in jax.device_get(
+                jax.tree.map(lambda *xs: jnp.stack(xs).mean(), *window)).items()} if window else {}
+            rate = len(window) / max(time.perf_counter() - t0, 1e-9)
+            vl1 = val_l1(state["g_params"], state["g_stats"], v_masks, v_images)
+            row = {"step": step, **{k: means.get(k, float("nan")) for k in ("g_gan", "g_l1", "d_loss")},
+                   "val_l1": vl1, "steps_per_s": rate}
+            history.append(row)
+            _write_history(history_path, history)
+            log.info(
+                "step %d/%d  g_gan %.3f  g_l1 %.4f  d_loss %.3f  val_l1 %.4f  %.2f steps/s  ETA %.0f s",
+                step, cfg.steps, row["g_gan"], row["g_l1"], row["d_loss"], vl1, rate,
+                (cfg.steps - step) / max(rate, 1e-9),
+            )
+            window = []
+            t0 = time.perf_counter()
+        if step in checkpoints or step == cfg.steps:
+            manager.save(step, args=ocp.args.StandardSave(state))
+            manager.wait_until_finished()
+            if step in checkpoints:
+                save_generator(generator_path(out_dir, step), _generator(models, state), step)
+        if on_step is not None:
+            on_step(step)
+
+    # A resumed run (or a rerun after Snakemake removed the outputs) rebuilds every generator
+    # file from the orbax checkpoints, which keep them all.
+    for step in sorted(checkpoints):
+        path = generator_path(out_dir, step)
+        if not path.is_file():
+            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            save_generator(path, _generator(models, restored), step)
+    manager.close()
+    _write_history(out_dir / "history.csv", history)
+    return out_dir / "history.csv"
+
+
+def _generator(models: Models, state: dict) -> Generator:
+    return nnx.merge(models.g_def, state["g_params"], state["g_stats"])

@@ -47,7 +47,9 @@ def table3_figure(table3_csv: str | os.PathLike, out_path: str | os.PathLike) ->
     long["lo"], long["hi"] = lo["lo"].to_numpy(), hi["hi"].to_numpy()
     long["metric"] = long["metric"].map(lambda m: METRIC_LABELS.get(m, m))
     metric_order = [METRIC_LABELS.get(m, m) for m in metrics]
-    experiments = sorted(table["experiment"].unique())
+    # Experiments as labels: seaborn draws a numeric hue as a colour scale, not as categories.
+    long["experiment"] = long["experiment"].astype(int).astype(str)
+    experiments = [str(e) for e in sorted(table["experiment"].astype(int).unique())]
     test_sets = sorted(table["test_set"].unique())
 
     sns.set_theme(style="whitegrid", context="paper")
@@ -160,7 +162,9 @@ def detections_gallery(
     n_cols = max(len(worst), len(best), 1)
 
     sns.set_theme(style="white", context="paper")
-    fig, axes = plt.subplots(2, n_cols, figsize=(3.2 * n_cols, 6.8), squeeze=False)
+    aspect = max(float(img["height"]) / float(img["width"]) for img in coco_gt["images"])
+    panel_w = 3.2
+    fig, axes = plt.subplots(2, n_cols, figsize=(panel_w * n_cols, 2 * (panel_w * aspect + 0.6) + 0.4), squeeze=False)
     for r, (label, picks) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]

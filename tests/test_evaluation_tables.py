@@ -1,0 +1,164 @@
+"""Tables and figures end to end on a test set whose detections carry known, controlled errors."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from billetjax import coco as cc
+from billetjax.evaluation.evaluate import evaluate_files, load_metrics
+from billetjax.evaluation.figures import detections_gallery, table3_figure, training_curves_figure
+from billetjax.evaluation.tables import write_table3, write_testset_table
+
+EXPERIMENTS = {"images": 40, "sets": [{"synthetic_pct": 25, "images_fraction": 1.0},
+                                      {"synthetic_pct": 0, "images_fraction": 0.25}]}
+EVALUATION = {"iou_threshold": 0.5, "score_threshold": 0.5, "bootstrap_samples": 200,
+              "id_pattern": {"length": 10, "alphabet": "0123456789"}}
+N_IMAGES = 20
+
+
+def char_box(j: int) -> list[float]:
+    """Ten characters in two rows of five."""
+    return [10.0 + 20.0 * (j % 5), 8.0 + 26.0 * (j // 5), 12.0, 18.0]
+
+
+def write_test_set(folder) -> str:
+    """20 billets × 10 characters, with small images so the gallery can draw them."""
+    coco = cc.empty_dataset()
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        digits = [(i + j) % 10 for j in range(10)]
+        file = folder / "images" / f"b{i:02d}.png"
+        cc.write_image(file, rng.integers(90, 160, size=(60, 120, 3), dtype=np.uint8))
+        coco["images"].append({"id": 100 + i, "file_name": f"images/b{i:02d}.png", "width": 120, "height": 60,
+                               "site": "AB"[i % 2], "visibility": "poor", "source": "real",
+                               "billet_id": "".join(map(str, digits[:5])) + " " + "".join(map(str, digits[5:]))})
+        for j, d in enumerate(digits):
+            coco["annotations"].append({"id": 10 * i + j + 1, "image_id": 100 + i, "category_id": d + 1,
+                                        "bbox": char_box(j), "area": 216.0, "iscrowd": 0})
+    path = folder / "testset3.json"
+    cc.save(path, coco)
+    return str(path)
+
+
+def controlled_detections(coco: dict) -> list[dict]:
+    """From the GT: billets 0–9 lose 2 characters each (20 of 200 = 10 %), billets 10–14 get 2 wrong
+    labels each (10 = 5 %), billets 0–4 one false positive each (5), billet 15 a low-score
+    wrong duplicate (ignored); billets 15–19 are read perfectly."""
+    dets = []
+    for ann in coco["annotations"]:
+        i, j = ann["image_id"] - 100, (ann["id"] - 1) % 10
+        cat = ann["category_id"]
+        if i < 10 and j in (3, 7):
+            continue
+        if 10 <= i < 15 and j in (0, 5):
+            cat = cat % 10 + 1
+        dets.append({"image_id": ann["image_id"], "category_id": cat, "bbox": ann["bbox"], "score": 0.9})
+        if i == 15 and j == 2:
+            dets.append({"image_id": ann["image_id"], "category_id": cat % 10 + 1, "bbox": ann["bbox"], "score": 0.3})
+    for i in range(5):
+        dets.append({"image_id": 100 + i, "category_id": 4, "bbox": [104.0, 5.0, 10.0, 15.0], "score": 0.8})
+    return dets
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluation")
+    gt_path = write_test_set(folder)
+    coco = cc.load(gt_path)
+    runs = {1: controlled_detections(coco),
+            2: [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.95}
+                for a in coco["annotations"]]}
+    metrics = []
+    for experiment, dets in runs.items():
+        for seed in (0, 1):
+            det_path = folder / f"exp{experiment}" / f"seed{seed}" / "testset3.json"
+            det_path.parent.mkdir(parents=True)
+            det_path.write_text(json.dumps(dets))
+            out = folder / "metrics" / f"exp{experiment}" / f"seed{seed}" / "testset3.json"
+            evaluate_files(gt_path, det_path, out, EVALUATION, 2022, experiment, seed, 3)
+            metrics.append(out)
+    table = write_testset_table(metrics, folder / "tables" / "testset3.csv", EXPERIMENTS, 3, 200, 2022)
+    return {"folder": folder, "gt": gt_path, "metrics": metrics, "table": table}
+
+
+def test_metrics_file(study):
+    run = load_metrics(study["metrics"][0])
+    assert run["counts"] == {"n_images": 20, "n_billets": 20, "n_characters": 200, "n_detections": 185,
+                             "n_billet_ids": 20, "TP_n": 170, "MC_n": 10, "FN_n": 30, "FP_n": 5, "CB_n": 5}
+    lo, hi = run["intervals"]["TP"]
+    assert lo < 85.0 < hi
+    assert (run["experiment"], run["seed"], run["test_set"]) == (1, 0, 3)
+    assert len(run["per_image"]["counts"]) == 20
+
+
+def test_testset_table_exact(study):
+    table = pd.read_csv(study["folder"] / "tables" / "testset3.csv")
+    assert list(table.columns[:10]) == ["experiment", "synthetic_pct", "real_pct", "n_images", "test_set",
+                                        "TP", "MC", "FN", "FP", "CB"]
+    first, second = table.iloc[0], table.iloc[1]
+    assert (first.experiment, first.synthetic_pct, first.real_pct, first.n_images, first.test_set) == (1, 25, 75, 40, 3)
+    assert (second.experiment, second.synthetic_pct, second.real_pct, second.n_images) == (2, 0, 100, 10)
+    expected = {"TP": 85.0, "MC": 5.0, "FN": 15.0, "FP": 2.5, "CB": 25.0, "id_read_rate": 25.0,
+                "id_read_rate_pattern": 25.0}
+    for key, value in expected.items():
+        assert first[key] == pytest.approx(value, abs=1e-4), key
+        assert first[f"{key}_lo"] <= value <= first[f"{key}_hi"], key
+    for key, value in {"TP": 100, "MC": 0, "FN": 0, "FP": 0, "CB": 100, "mAP50": 1.0, "id_read_rate": 100}.items():
+        assert second[key] == pytest.approx(value, abs=1e-4), key
+    assert 0.5 < first["mAP50"] < 1.0
+    # Two identical seeds: no spread.
+    assert first["n_seeds"] == 2 and first["TP_seed_sd"] == 0 and first["TP_seed_lo"] == pytest.approx(85.0)
+    assert first["n_characters"] == 200 and first["n_billets"] == 20
+
+
+def test_table3_order(study):
+    folder = study["folder"]
+    other = study["table"].assign(test_set=1)
+    other.to_csv(folder / "tables" / "testset1.csv", index=False)
+    table = write_table3([folder / "tables" / "testset3.csv", folder / "tables" / "testset1.csv"],
+                         folder / "tables" / "table3.csv")
+    assert list(zip(table.test_set, table.experiment)) == [(1, 1), (1, 2), (3, 1), (3, 2)]
+
+
+def test_unknown_experiment_is_refused(study):
+    with pytest.raises(ValueError, match="no metrics for experiment 2"):
+        write_testset_table(study["metrics"][:2], study["folder"] / "x.csv", EXPERIMENTS, 3, 10, 0)
+    with pytest.raises(ValueError, match="test set 4"):
+        write_testset_table(study["metrics"], study["folder"] / "x.csv", EXPERIMENTS, 4, 10, 0)
+
+
+def assert_png(path, min_px=300):
+    import matplotlib.image
+
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    pixels = matplotlib.image.imread(path)
+    assert min(pixels.shape[:2]) >= min_px and pixels.std() > 0.01
+
+
+def test_figures(study):
+    folder = study["folder"]
+    rows = pd.concat([study["table"], study["table"].assign(test_set=5)])
+    rows.to_csv(folder / "t3.csv", index=False)
+    table3_figure(folder / "t3.csv", folder / "figures" / "table3.png")
+    assert_png(folder / "figures" / "table3.png")
+
+    histories = {}
+    for experiment in (1, 2):
+        for seed in (0, 1):
+            steps = np.arange(0, 101, 10)
+            history = pd.DataFrame({"step": steps, "loss": 2.0 * np.exp(-steps / 50) + 0.1 * experiment + 0.01 * seed})
+            history["val_loss"] = np.where(steps % 50 == 0, history["loss"] * 1.1, np.nan)
+            history["val_map50"] = np.where(steps % 50 == 0, steps / 120, np.nan)
+            path = folder / f"history_{experiment}_{seed}.csv"
+            history.to_csv(path, index=False)
+            histories[(experiment, seed)] = path
+    training_curves_figure(histories, folder / "figures" / "training_curves.png")
+    assert_png(folder / "figures" / "training_curves.png")
+
+    det_path = folder / "exp1" / "seed0" / "testset3.json"
+    detections_gallery(study["gt"], det_path, folder / "figures" / "gallery.png", n_billets=3, title="test")
+    assert_png(folder / "figures" / "gallery.png")

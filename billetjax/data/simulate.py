@@ -26,7 +26,7 @@ The look model, element by element, and why each is there (DESIGN §5):
   noise and, at site B's surveillance camera, JPEG compression.
 * **Visibility classes** (paper Figure 8): *well* (crisp, deep stamps); *poor* (every stamp
   shallow or worn, low relief contrast, extra blur, a deformed face and distorted characters);
-  *partial* (some characters hidden in part or whole by scale flakes or dirt lying on the face,
+  *partial* (some characters hidden in part or whole by scale flakes, dirt or dust on the face,
   cut off by the billet's edge, or imprinted only in part). A character whose visible area is
   below `VISIBLE_FRACTION_MIN` of its full area, or whose visible part spans less than
   `VISIBLE_HEIGHT_MIN` of its height, is not annotated (a person would not box it).
@@ -308,12 +308,14 @@ def _face_outline(rng: np.random.Generator, wobble: float) -> Polygon:
 
 
 def _blob(rng: np.random.Generator, centre: np.ndarray, radius: float, elongation: float,
-          vertices: int = 40) -> Polygon:
+          vertices: int = 72) -> Polygon:
     """An irregular star-shaped patch (a scale flake or a dirt lump) in face units."""
     angle = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
     r = np.ones(vertices)
     for k in range(2, 9):
         r += rng.normal(0.0, 0.35 / k) * np.cos(k * angle + rng.uniform(0, 2 * np.pi))
+    # A ragged, broken edge on top of the smooth shape.
+    r += rng.normal(0.0, 0.045, vertices)
     r = np.clip(r, 0.35, None) * radius
     theta = rng.uniform(0, np.pi)
     x, y = r * np.cos(angle) * elongation, r * np.sin(angle) / elongation
@@ -414,15 +416,15 @@ def _layout(rng: np.random.Generator, billet_id: str, site: SiteLook, vis: Visib
 def _occluders(rng: np.random.Generator, stamps: list[_Stamp], height: float
                ) -> list[tuple[Polygon, str]]:
     """Scale flakes and dirt lying over part of the ID (partial billets)."""
-    count = int(rng.integers(1, 4))
+    count = int(rng.choice([1, 2, 3], p=[0.45, 0.4, 0.15]))
     out: list[tuple[Polygon, str]] = []
     for k in range(count):
         target = stamps[int(rng.integers(0, len(stamps)))].full.centroid
         # The first lies right on a character, so every partial billet has a covered one.
         spread = 0.25 if k == 0 else 0.7
         centre = np.array([target.x, target.y]) + rng.normal(0.0, spread, 2) * height
-        radius = height * rng.uniform(0.45, 1.3)
-        kind = "scale" if rng.random() < 0.6 else "dirt"
+        radius = height * rng.uniform(0.4, 1.1)
+        kind = str(rng.choice(["scale", "dirt", "dust"], p=[0.55, 0.3, 0.15]))
         out.append((_blob(rng, centre, radius, rng.uniform(1.0, 2.2)), kind))
     return out
 
@@ -574,10 +576,9 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
         shift = np.array([c0, r0], np.float64) / face_px
         for polygon, kind in occluders:
             local = affinity.translate(polygon, -shift[0], -shift[1])
-            if kind == "scale":
-                colour = np.array([0.13, 0.13, 0.14]) * rng.uniform(0.7, 1.3)
-            else:
-                colour = np.array([0.33, 0.24, 0.17]) * rng.uniform(0.7, 1.3)
+            base = {"scale": [0.13, 0.13, 0.14], "dirt": [0.33, 0.24, 0.17],
+                    "dust": [0.44, 0.42, 0.40]}[kind]
+            colour = np.array(base) * rng.uniform(0.7, 1.3)
             _fill(occ_mask, local, 1.0, face_px, antialiased=True)
             _fill(occ_albedo, local, colour.tolist(), face_px)
         # The flake sits on the surface: its top is flat-ish and higher than the face.
@@ -617,9 +618,9 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     surround = cv2.resize(_blur(small, 0.012 * face_px / 4), (face_px, face_px),
                           interpolation=cv2.INTER_LINEAR)
     occlusion = height - surround
-    occlusion *= np.float32(70.0) * contrast
+    occlusion *= np.float32(50.0) * contrast
     occlusion += 1.0
-    np.clip(occlusion, 0.35, 1.15, out=occlusion)
+    np.clip(occlusion, 0.4, 1.15, out=occlusion)
     diffuse *= occlusion
 
     # --- albedo --------------------------------------------------------------------------

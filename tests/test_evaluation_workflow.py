@@ -1,0 +1,98 @@
+"""The evaluation rules through Snakemake, in a throwaway workflow that includes only
+rules/common.smk and rules/evaluate.smk, on existing test sets and controlled-error detections."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from billetjax import coco as cc
+from test_evaluation_tables import controlled_detections, write_test_set
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate_workflow")
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["experiments"].update(images=40, seeds=[0], sets=[{"synthetic_pct": 25}, {"synthetic_pct": 0, "images_fraction": 0.25}])
+    config["evaluation"].update(bootstrap_samples=50, gallery={"experiment": 1, "test_set": 3, "billets": 2})
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "Snakefile").write_text(
+        'configfile: "config.yaml"\n'
+        f'include: "{ROOT}/rules/common.smk"\n'
+        f'include: "{ROOT}/rules/evaluate.smk"\n'
+        "rule all:\n    input: FINAL_TARGETS\n"
+    )
+    testsets = folder / "results" / "data" / "testsets"
+    testsets.mkdir(parents=True)
+    gt_path = write_test_set(testsets)
+    for n in (1, 2, 4, 5):
+        (testsets / f"testset{n}.json").write_text(Path(gt_path).read_text())
+    coco = cc.load(gt_path)
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+               for a in coco["annotations"]]
+    for experiment, dets in ((1, controlled_detections(coco)), (2, perfect)):
+        for seed in (0,):
+            for n in range(1, 6):
+                path = folder / f"results/detections/exp{experiment}/seed{seed}/testset{n}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(dets))
+            history = pd.DataFrame({"step": [0, 50, 100], "loss": [2.0, 1.0, 0.5],
+                                    "val_loss": [np.nan, 1.2, 0.7], "val_map50": [np.nan, 0.4, 0.8]})
+            path = folder / f"results/detector/exp{experiment}/seed{seed}/history.csv"
+            path.parent.mkdir(parents=True)
+            history.to_csv(path, index=False)
+    return folder
+
+
+def snakemake(folder, *args):
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=folder,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def planned(output: str) -> dict[str, int]:
+    counts = {}
+    for line in output.splitlines():
+        m = re.fullmatch(r"\s*([a-z_0-9]+)\s+(\d+)\s*", line)
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_one_table_needs_only_its_test_set(workflow):
+    output = snakemake(workflow, "-n", "results/tables/testset3.csv")
+    assert planned(output) == {"evaluate_detections": 2, "table_testset": 1}
+    assert not re.search(r"testset[1245]\.json", output)
+
+
+def test_full_plan(workflow):
+    assert planned(snakemake(workflow, "-n", "all")) == {
+        "all": 1, "evaluate_detections": 10, "table_testset": 5, "table3": 1,
+        "figure_table3": 1, "figure_training_curves": 1, "figure_detections_gallery": 1,
+    }
+
+
+@pytest.mark.slow
+def test_everything_through_snakemake(workflow):
+    snakemake(workflow, "all")
+    table = pd.read_csv(workflow / "results/tables/testset3.csv")
+    expected = {"TP": 85.0, "MC": 5.0, "FN": 15.0, "FP": 2.5, "CB": 25.0}
+    assert {k: table.iloc[0][k] for k in expected} == pytest.approx(expected)
+    assert list(table["n_images"]) == [40, 10] and list(table["n_seeds"]) == [1, 1]
+    assert (workflow / "logs/evaluate/exp1/seed0/testset3.log").stat().st_size > 0
+    table = pd.read_csv(workflow / "results/tables/table3.csv")
+    assert list(zip(table.test_set, table.experiment)) == [(n, e) for n in range(1, 6) for e in (1, 2)]
+    assert table["TP"].tolist() == pytest.approx([85.0, 100.0] * 5)
+    for name in ("table3", "training_curves", "detections_gallery"):
+        png = (workflow / f"results/figures/{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -61,3 +61,15 @@ def synthetic_pool_for(wildcards):
     """An experiment's synthetic pool, or nothing when it uses none (experiments 1 and 6)."""
     row = config["experiments"]["sets"][int(wildcards.experiment) - 1]
     return [synthetic_pool()] if row["synthetic_pct"] > 0 else []
+
+
+# Evaluation stage: which run the detections gallery shows (evaluation.gallery, first seed).
+def gallery_run():
+    """{experiment, seed, test_set} of the detections gallery."""
+    gallery = config["evaluation"]["gallery"]
+    if not 1 <= gallery["experiment"] <= len(config["experiments"]["sets"]):
+        raise ValueError(
+            f"evaluation.gallery.experiment = {gallery['experiment']}, but experiments.sets has "
+            f"{len(config['experiments']['sets'])} rows"
+        )
+    return {"experiment": gallery["experiment"], "seed": SEEDS[0], "test_set": gallery["test_set"]}

@@ -17,7 +17,9 @@ from billetjax.evaluation.metrics import check_detections, iou_xywh
 
 DEDUPE_IOU = 0.5  # two boxes overlapping more than this are one character (keep the higher score)
 ROW_GAP = 0.5  # a new text row starts where rotated centres jump by more than this × median box height
-MAX_NEIGHBOUR_ANGLE_DEG = 45.0  # nearest-neighbour directions steeper than this are across rows
+MAX_TEXT_ANGLE_DEG = 30.0  # text rows are searched within ±this of horizontal ("slight rotation")
+ANGLE_STEP_DEG = 0.1
+ALIGN_SIGMA = 0.2  # tolerance of row alignment, × median character height
 LOG_FLOOR = 1e-12  # probabilities are floored here before the log (an impossible choice stays finite)
 
 
@@ -35,25 +37,27 @@ def dedupe(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = DEDUPE_
     return np.array(keep, dtype=np.int64)
 
 
-def text_angle(centres: np.ndarray) -> float:
+def text_angle(centres: np.ndarray, height: float) -> float:
     """Dominant text direction in radians (0 = horizontal, image y pointing down).
 
-    Each character's nearest neighbour usually sits beside it in the same row; the median
-    direction of those links, ignoring links steeper than 45° (across rows), is the row direction.
+    Deskewing by projection: at the right angle the characters of a row share one coordinate
+    across the rows, so we take the angle (within ±MAX_TEXT_ANGLE_DEG) that maximises how many
+    pairs of centres align across, each pair counted by a Gaussian of its offset (width
+    ALIGN_SIGMA × character height). Robust to the jitter of single characters, which defeats
+    local estimates such as nearest-neighbour directions.
     """
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     if len(centres) < 2:
         return 0.0
-    diff = centres[None, :, :] - centres[:, None, :]
-    dist = np.hypot(diff[..., 0], diff[..., 1])
-    np.fill_diagonal(dist, np.inf)
-    link = diff[np.arange(len(centres)), np.argmin(dist, axis=1)]
-    # Fold directions into (-90°, 90°]: a link and its reverse are the same direction.
-    angles = np.arctan2(link[:, 1], link[:, 0])
-    angles = np.where(angles > math.pi / 2, angles - math.pi, angles)
-    angles = np.where(angles <= -math.pi / 2, angles + math.pi, angles)
-    along = angles[np.abs(angles) < math.radians(MAX_NEIGHBOUR_ANGLE_DEG)]
-    return float(np.median(along)) if along.size else 0.0
+    angles = np.radians(np.arange(-MAX_TEXT_ANGLE_DEG, MAX_TEXT_ANGLE_DEG + 1e-9, ANGLE_STEP_DEG))
+    i, j = np.triu_indices(len(centres), k=1)
+    d = centres[j] - centres[i]  # [pairs, 2]
+    across = -np.sin(angles)[:, None] * d[None, :, 0] + np.cos(angles)[:, None] * d[None, :, 1]
+    sigma = ALIGN_SIGMA * max(float(height), 1e-6)
+    score = np.exp(-0.5 * (across / sigma) ** 2).sum(axis=1)
+    # On a plateau (one row, or exact ties) prefer the angle closest to horizontal.
+    best = np.flatnonzero(score >= score.max() - 1e-9)
+    return float(angles[best[np.argmin(np.abs(angles[best]))]])
 
 
 def reading_order(boxes: np.ndarray) -> list[np.ndarray]:
@@ -62,14 +66,15 @@ def reading_order(boxes: np.ndarray) -> list[np.ndarray]:
     if len(boxes) == 0:
         return []
     centres = boxes[:, :2] + boxes[:, 2:] / 2
-    angle = text_angle(centres)
+    height = float(np.median(boxes[:, 3]))
+    angle = text_angle(centres, height)
     cos, sin = math.cos(angle), math.sin(angle)
     # Rotate by -angle so the rows become horizontal.
     along = cos * centres[:, 0] + sin * centres[:, 1]
     across = -sin * centres[:, 0] + cos * centres[:, 1]
     by_across = np.argsort(across, kind="stable")
     gaps = np.diff(across[by_across])
-    breaks = np.flatnonzero(gaps > ROW_GAP * float(np.median(boxes[:, 3]))) + 1
+    breaks = np.flatnonzero(gaps > ROW_GAP * height) + 1
     rows = np.split(by_across, breaks)
     return [row[np.argsort(along[row], kind="stable")] for row in rows]
 

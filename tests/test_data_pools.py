@@ -8,7 +8,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from billetjax import coco as cc
-from billetjax.data.pools import simulate_real_pools, test_pool_plan, train_pool_plan
+from billetjax.data.pools import simulate_real_pools, plan_test_pool, plan_train_pool
 from billetjax.data.report import statistics
 from billetjax.data.stamps import make_stamp_pairs, make_surfaces
 
@@ -43,11 +43,11 @@ def pools(tmp_path_factory):
 
 
 def test_plans_have_the_configured_proportions():
-    plan = train_pool_plan(300, 1 / 3, 0.10, 0.14, seed=0)
+    plan = plan_train_pool(300, 1 / 3, 0.10, 0.14, seed=0)
     counts = Counter(plan)
     assert sum(v for (s, _), v in counts.items() if s == "A") == 100
     assert sum(v for (_, vis), v in counts.items() if vis != "well") == pytest.approx(0.24 * 300, abs=2)
-    test = Counter(test_pool_plan(200, 83, 117, seed=0))
+    test = Counter(plan_test_pool(200, 83, 117, seed=0))
     assert test[("A", "well")] == test[("B", "well")] == 100
     assert test[("A", "poor")] + test[("A", "partial")] == 100  # set 3 balanced by site
 

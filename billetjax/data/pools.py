@@ -30,7 +30,7 @@ def _split_count(total: int, fraction: float) -> tuple[int, int]:
     return first, total - first
 
 
-def train_pool_plan(n_images: int, site_a_fraction: float, poor_fraction: float,
+def plan_train_pool(n_images: int, site_a_fraction: float, poor_fraction: float,
                     partial_fraction: float, seed: int) -> list[tuple[str, str]]:
     """(site, visibility) for every image of the simulated training pool, in a seeded order.
 
@@ -54,7 +54,7 @@ def train_pool_plan(n_images: int, site_a_fraction: float, poor_fraction: float,
     return [plan[i] for i in order]
 
 
-def test_pool_plan(well: int, poor: int, partial: int, seed: int) -> list[tuple[str, str]]:
+def plan_test_pool(well: int, poor: int, partial: int, seed: int) -> list[tuple[str, str]]:
     """(site, visibility) for the simulated test pool: exactly what Table 2's sets need,
     every class split evenly between the sites (sets 1-3 balanced by site, paper §2.3.2)."""
     plan: list[tuple[str, str]] = []
@@ -66,6 +66,13 @@ def test_pool_plan(well: int, poor: int, partial: int, seed: int) -> list[tuple[
 
 
 # ----------------------------------------------------------------------------- simulation
+
+
+def worker_init() -> None:
+    """One OpenCV thread per worker process: the processes already use every core."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _render_one(args: tuple) -> tuple[int, dict, list[dict]]:
@@ -118,7 +125,7 @@ def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image
     results: list = [None] * len(jobs)
     progress = Progress(len(jobs), f"rendered {prefix} billets", log)
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=worker_init) as pool:
             for done, (i, record, anns) in enumerate(pool.map(_render_one, jobs, chunksize=4), 1):
                 results[i] = (record, anns)
                 progress.update(done)
@@ -152,9 +159,9 @@ def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: 
     """Render the embedded stand-in for the paper's private camera images (DESIGN §5)."""
     sim, sets = config["data"]["simulate"], config["data"]["test_sets"]
     size_px, seed = config["image_size_px"], config["seed"]
-    train_plan = train_pool_plan(sim["train_pool_images"], sim["site_a_fraction"], sim["poor_fraction"],
+    train_plan = plan_train_pool(sim["train_pool_images"], sim["site_a_fraction"], sim["poor_fraction"],
                                  sim["partial_fraction"], stage_seed(seed, "data", "train-plan"))
-    test_plan = test_pool_plan(sets["well_images"], sets["poor_images"], sets["partial_images"],
+    test_plan = plan_test_pool(sets["well_images"], sets["poor_images"], sets["partial_images"],
                                stage_seed(seed, "data", "test-plan"))
     render_pool(train_plan, train_json, Path(train_json).parent / "train", size_px,
                 stage_seed(seed, "data", "train"), "train", workers)

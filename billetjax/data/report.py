@@ -59,7 +59,7 @@ def sample_grid(pool_json: str | os.PathLike, out_png: str | os.PathLike, per_ce
     classes = [v for v in ("well", "poor", "partial")]
     sites = sorted({img["site"] for img in data["images"]})
     fig, axes = plt.subplots(len(sites), len(classes) * per_cell,
-                             figsize=(3.2 * len(classes) * per_cell, 3.4 * len(sites)), squeeze=False)
+                             figsize=(3.2 * len(classes) * per_cell, 3.6 * len(sites)), squeeze=False)
     for r, site in enumerate(sites):
         for c, vis in enumerate(classes):
             members = [img for img in data["images"] if img["site"] == site and img["visibility"] == vis]

@@ -135,7 +135,7 @@ def _render_surface(args: tuple) -> None:
 def make_surfaces(config: dict, train_pool_json: str | os.PathLike, out_dir: str | os.PathLike,
                   workers: int = 1) -> list[dict]:
     """Write the blank surfaces and `index.json` (records `{file_name, site}`) into out_dir."""
-    from billetjax.data.pools import fit_square, train_pool_plan
+    from billetjax.data.pools import fit_square, plan_train_pool
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,13 +143,15 @@ def make_surfaces(config: dict, train_pool_json: str | os.PathLike, out_dir: str
     index: list[dict] = []
     if config["data"]["source"] == "simulate":
         sim = config["data"]["simulate"]
-        plan = train_pool_plan(sim["surfaces"], sim["site_a_fraction"], 0.0, 0.0, stage_seed(seed, "surfaces", "plan"))
+        plan = plan_train_pool(sim["surfaces"], sim["site_a_fraction"], 0.0, 0.0, stage_seed(seed, "surfaces", "plan"))
         jobs = [(stage_seed(seed, "surfaces", i), site, size_px, str(out_dir / f"surface_{i:05d}.png"))
                 for i, (site, _) in enumerate(plan)]
         if workers > 1:
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            from billetjax.data.pools import worker_init
+
+            with ProcessPoolExecutor(max_workers=workers, initializer=worker_init) as pool:
                 list(pool.map(_render_surface, jobs, chunksize=4))
         else:
             for job in jobs:

@@ -22,8 +22,8 @@ from billetjax.evaluation.metrics import match_detections  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-FIGURE_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate")
-METRIC_LABELS = {"id_read_rate": "ID read"}
+FIGURE_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern")
+METRIC_LABELS = {"id_read_rate": "ID\nread", "id_read_rate_pattern": "ID read\n+pattern"}
 DPI = 130
 LOSS_SMOOTHING_ROWS = 5  # rolling mean over this many logged steps for the (noisy) training loss
 OUTCOME_COLOURS = {"TP": "#2ca02c", "MC": "#ff7f0e", "FP": "#d62728", "missed": "#1f77b4"}
@@ -47,9 +47,14 @@ def table3_figure(table3_csv: str | os.PathLike, out_path: str | os.PathLike) ->
     long["lo"], long["hi"] = lo["lo"].to_numpy(), hi["hi"].to_numpy()
     long["metric"] = long["metric"].map(lambda m: METRIC_LABELS.get(m, m))
     metric_order = [METRIC_LABELS.get(m, m) for m in metrics]
-    # Experiments as labels: seaborn draws a numeric hue as a colour scale, not as categories.
-    long["experiment"] = long["experiment"].astype(int).astype(str)
-    experiments = [str(e) for e in sorted(table["experiment"].astype(int).unique())]
+    # Experiments as labels (seaborn draws a numeric hue as a colour scale, not as categories),
+    # named by their Table 1 row: synthetic share and number of training images.
+    names = {
+        int(r.experiment): f"{int(r.experiment)}: {r.synthetic_pct:g} % synthetic, {int(r.n_images)} images"
+        for r in table.drop_duplicates("experiment").itertuples()
+    }
+    long["experiment"] = long["experiment"].astype(int).map(names)
+    experiments = [names[e] for e in sorted(names)]
     test_sets = sorted(table["test_set"].unique())
 
     sns.set_theme(style="whitegrid", context="paper")
@@ -57,7 +62,7 @@ def table3_figure(table3_csv: str | os.PathLike, out_path: str | os.PathLike) ->
     grid = sns.catplot(
         data=long, kind="bar", x="metric", y="percent", hue="experiment", col="test_set",
         col_wrap=min(3, len(test_sets)), order=metric_order, hue_order=experiments, col_order=test_sets,
-        palette=palette, errorbar=None, height=3.0, aspect=1.35, legend_out=True,
+        palette=palette, errorbar=None, height=3.0, aspect=1.7, legend_out=True,
     )
     for test_set, ax in zip(test_sets, grid.axes.flat):
         panel = long[long["test_set"] == test_set].set_index(["experiment", "metric"])

@@ -1,0 +1,182 @@
+"""Input pipeline of the detector: COCO file -> static-shape arrays -> augmented batches.
+
+Images are already square (`image_size_px`), so nothing is resized. Ground truth is padded to a
+fixed number of boxes with a validity mask, so every batch has the same shapes and the jitted step
+compiles once. Augmentation is photometric plus a small affine warp; never a horizontal flip,
+which would mirror the digits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from billetjax import coco as cc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectionSet:
+    """A COCO file as arrays. `labels` are 1..K (0 = padding), label k is `category_ids[k-1]`."""
+
+    images: np.ndarray  # uint8[N, H, W, 3]
+    boxes: np.ndarray  # float32[N, G, 4] x1, y1, x2, y2 in pixels
+    labels: np.ndarray  # int32[N, G]
+    valid: np.ndarray  # bool[N, G]
+    image_ids: np.ndarray  # int64[N]
+    category_ids: tuple[int, ...]  # ascending
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_detection_set(json_path: str | os.PathLike, max_boxes: int,
+                       category_ids: tuple[int, ...] | None = None) -> DetectionSet:
+    """Read a COCO file and its images into a `DetectionSet` with `max_boxes` padded boxes each.
+
+    `category_ids` fixes the label order (pass the training set's to a test set); by default the
+    file's own ids in ascending order. Too many boxes in one image is refused with a message.
+    """
+    data = cc.load(json_path, require_extras=False)
+    file_ids = tuple(sorted(cc.category_names(data)))
+    if category_ids is None:
+        category_ids = file_ids
+    unknown = set(file_ids) - set(category_ids)
+    if unknown:
+        raise cc.CocoError(f"{json_path}: categories {sorted(unknown)} are not among the model's "
+                           f"{list(category_ids)}; train on a set with the same categories")
+    label_of = {cid: i + 1 for i, cid in enumerate(category_ids)}
+    by_image = cc.annotations_by_image(data)
+    n = len(data["images"])
+    size = None
+    images = None
+    boxes = np.zeros((n, max_boxes, 4), np.float32)
+    labels = np.zeros((n, max_boxes), np.int32)
+    valid = np.zeros((n, max_boxes), bool)
+    image_ids = np.zeros((n,), np.int64)
+    for i, record in enumerate(data["images"]):
+        rgb = cc.read_image(cc.image_path(json_path, record))
+        if images is None:
+            size = rgb.shape
+            images = np.zeros((n, *size), np.uint8)
+        if rgb.shape != size:
+            raise cc.CocoError(f"{json_path}: image {record['id']} ({record['file_name']}) is "
+                               f"{rgb.shape[1]}x{rgb.shape[0]}, the others {size[1]}x{size[0]}; "
+                               "the detector expects square images of image_size_px")
+        images[i] = rgb
+        image_ids[i] = record["id"]
+        anns = [a for a in by_image[int(record["id"])] if a["bbox"][2] > 0 and a["bbox"][3] > 0]
+        if len(anns) > max_boxes:
+            raise cc.CocoError(f"{json_path}: image {record['id']} has {len(anns)} annotations, "
+                               f"more than detector.max_boxes = {max_boxes}; raise it in config.yaml")
+        for j, a in enumerate(anns):
+            x, y, w, h = a["bbox"]
+            boxes[i, j] = (x, y, x + w, y + h)
+            labels[i, j] = label_of[int(a["category_id"])]
+            valid[i, j] = True
+    if images is None:
+        raise cc.CocoError(f"{json_path}: no images")
+    return DetectionSet(images, boxes, labels, valid, image_ids, tuple(category_ids), str(json_path))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of the training augmentation (config.yaml `detector.augment`)."""
+
+    brightness: float = 0.15  # additive, fraction of 255
+    contrast: float = 0.25  # multiplicative, 1 +- this
+    channel_gain: float = 0.08  # per-channel colour gain, 1 +- this
+    noise_std: float = 4.0  # Gaussian pixel noise (0-255 scale)
+    scale: float = 0.10  # isotropic zoom 1 +- this
+    rotate_deg: float = 3.0
+    translate_px: float = 12.0
+    min_visible: float = 0.5  # a warped box keeps its label if this fraction of it stays inside
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "AugmentConfig":
+        return cls(**(d or {}))
+
+
+def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Boxes `[G, 4]` through a 2x3 affine matrix: the axis-aligned hull of the warped corners."""
+    x1, y1, x2, y2 = boxes.T
+    corners = np.stack([np.stack([x1, y1], -1), np.stack([x2, y1], -1),
+                        np.stack([x1, y2], -1), np.stack([x2, y2], -1)], 1)  # [G, 4, 2]
+    warped = corners @ matrix[:, :2].T + matrix[:, 2]
+    return np.concatenate([warped.min(1), warped.max(1)], -1).astype(np.float32)
+
+
+def augment(rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+            valid: np.ndarray, cfg: AugmentConfig):
+    """One training image: photometric jitter and a small rotation/zoom/shift (never a flip)."""
+    h, w = image.shape[:2]
+    angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
+    scale = rng.uniform(1 - cfg.scale, 1 + cfg.scale)
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    matrix[:, 2] += rng.uniform(-cfg.translate_px, cfg.translate_px, 2)
+    out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    warped = _warp_boxes(boxes, matrix)
+    # Rotation enlarges the hull of a box by ~|sin| of its size; shrink it back about its centre.
+    shrink = 1.0 / (abs(np.cos(np.deg2rad(angle))) + abs(np.sin(np.deg2rad(angle))))
+    centre = (warped[:, :2] + warped[:, 2:]) / 2
+    half = (warped[:, 2:] - warped[:, :2]) / 2 * shrink
+    warped = np.concatenate([centre - half, centre + half], -1)
+    area = np.prod(np.maximum(warped[:, 2:] - warped[:, :2], 0), -1)
+    clipped = np.concatenate([np.clip(warped[:, :2], 0, [w, h]), np.clip(warped[:, 2:], 0, [w, h])], -1)
+    inside = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), -1)
+    keep = valid & (inside >= cfg.min_visible * np.maximum(area, 1e-6)) & (inside > 1.0)
+
+    x = out.astype(np.float32)
+    x = (x - 127.5) * rng.uniform(1 - cfg.contrast, 1 + cfg.contrast) + 127.5
+    x = x * rng.uniform(1 - cfg.channel_gain, 1 + cfg.channel_gain, 3)
+    x = x + 255 * rng.uniform(-cfg.brightness, cfg.brightness)
+    if cfg.noise_std > 0:
+        x = x + rng.normal(0, cfg.noise_std, x.shape).astype(np.float32)
+    image = np.clip(x, 0, 255).astype(np.uint8)
+    clipped = np.where(keep[:, None], clipped, 0).astype(np.float32)
+    return image, clipped, np.where(keep, labels, 0).astype(np.int32), keep
+
+
+def batches(data: DetectionSet, batch_size: int, seed: int, augment_cfg: AugmentConfig | None,
+            start_step: int = 0):
+    """Endless training batches `(images, boxes, labels, valid)`; reproducible from any step.
+
+    Batch `s` comes from epoch permutations seeded by (seed, epoch) and augmentation seeded by
+    (seed, s), so a training resumed at `start_step` sees the same batches as an unbroken one.
+    """
+    n = len(data)
+    per_epoch = max(n // batch_size, 1)
+    step = start_step
+    while True:
+        epoch, offset = divmod(step, per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        if n < batch_size:
+            order = np.resize(order, batch_size)
+        idx = order[offset * batch_size:(offset + 1) * batch_size]
+        images, boxes = data.images[idx], data.boxes[idx]
+        labels, valid = data.labels[idx], data.valid[idx]
+        if augment_cfg is not None:
+            rng = np.random.default_rng([seed, 1 << 20, step])
+            out = [augment(rng, images[i], boxes[i], labels[i], valid[i], augment_cfg)
+                   for i in range(len(idx))]
+            images, boxes, labels, valid = (np.stack(a) for a in zip(*out))
+        yield images, boxes, labels, valid
+        step += 1
+
+
+def box_statistics(data: DetectionSet) -> dict[str, float]:
+    """Height/width percentiles of the ground-truth boxes (for the log and anchor sizing)."""
+    b = data.boxes[data.valid]
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    return {
+        "boxes": int(len(b)),
+        "height_p5": float(np.percentile(h, 5)), "height_p50": float(np.median(h)),
+        "height_p95": float(np.percentile(h, 95)),
+        "aspect_h_over_w_p50": float(np.median(h / np.maximum(w, 1e-6))),
+    }

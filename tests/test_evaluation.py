@@ -272,3 +272,19 @@ def test_reading_order_with_jittered_characters():
     labels = "22676177455"
     order = np.concatenate(reading_order(boxes[::-1]))
     assert "".join(labels[::-1][i] for i in order) == labels
+
+
+def test_class_scores_conditional_or_joint():
+    from billetjax.evaluation.billet_id import class_probabilities
+
+    ids = list(range(1, 11))
+    joint = det(1, [0, 0, 5, 5], 8, 0.55, class_scores=[0, 0.4, 0, 0, 0, 0, 0, 0.55, 0, 0])
+    # A softmax over the characters alone: P(char) = 0.3 / 0.6 = 0.5, so "7" 0.3, "1" 0.2, background 0.5.
+    conditional = det(1, [0, 0, 5, 5], 8, 0.3, class_scores=[0, 0.4, 0, 0, 0, 0, 0, 0.6, 0, 0])
+    plain = det(1, [0, 0, 5, 5], 3, 0.7)
+    p = class_probabilities([joint, conditional, plain], ids)
+    np.testing.assert_allclose(p[0], probs([{"1": 0.4, "7": 0.55}])[0])
+    np.testing.assert_allclose(p[1], probs([{"1": 0.2, "7": 0.3}])[0])
+    np.testing.assert_allclose(p[2], probs([{"2": 0.7}])[0])
+    with pytest.raises(ValueError, match="class_scores has 3 entries"):
+        class_probabilities([det(1, [0, 0, 5, 5], 1, 0.9, class_scores=[1, 0, 0])], ids)

@@ -183,20 +183,34 @@ def decode_with_pattern(
 
 
 def class_probabilities(detections: list[dict], category_ids: list[int]) -> np.ndarray:
-    """float[n, K]: each detection's `class_scores` when present, else its score at its category."""
+    """float[n, K]: joint probabilities (box is character c); what is missing to 1 is background.
+
+    From a detection's `class_scores` (one per category, ascending id) when present, rescaled so
+    that the entry of its own label equals its `score`: scores that are already joint stay as
+    they are, and a softmax over the characters alone (conditional on "is a character", as our
+    detector writes it) becomes joint with P(character) = score / class_scores[label]. Without
+    `class_scores`: its score at its label.
+    """
     column = {cid: k for k, cid in enumerate(category_ids)}
     probs = np.zeros((len(detections), len(category_ids)))
     for i, det in enumerate(detections):
+        label, score = column[int(det["category_id"])], float(det["score"])
         scores = det.get("class_scores")
         if scores is None:
-            probs[i, column[int(det["category_id"])]] = float(det["score"])
+            probs[i, label] = score
             continue
         if len(scores) != len(category_ids):
             raise ValueError(
                 f"detection on image {det['image_id']}: class_scores has {len(scores)} entries, "
                 f"the ground truth has {len(category_ids)} categories (one score per category, sorted by id)"
             )
-        probs[i] = scores
+        row = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+        if row[label] > 0:
+            row = row * (score / row[label])
+        else:
+            row = np.zeros_like(row)
+            row[label] = score
+        probs[i] = row / max(1.0, row.sum())
     return probs
 
 

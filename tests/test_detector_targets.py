@@ -88,8 +88,8 @@ match_jit = jax.jit(targets.match, static_argnums=(2, 3, 4))
 @pytest.mark.parametrize("allow_low", [False, True])
 def test_match_equals_torchvision_matcher_with_ties_and_padding(allow_low):
     rng = np.random.default_rng(2 + allow_low)
-    for trial in range(20):
-        num_pred, num_gt = rng.integers(1, 60), rng.integers(1, 8)
+    num_pred, num_gt = 60, 8  # one shape: one compilation per threshold pair
+    for trial in range(24):
         # IoU on a coarse grid: ties within rows and columns, zeros, exact threshold values.
         iou = (rng.integers(0, 11, (num_pred, num_gt)) / 10).astype(np.float32)
         iou *= rng.uniform(size=iou.shape) < 0.6
@@ -104,8 +104,8 @@ def test_match_equals_torchvision_matcher_with_ties_and_padding(allow_low):
 
 
 def test_match_without_valid_ground_truth():
-    iou = np.random.default_rng(4).uniform(size=(10, 3)).astype(np.float32)
-    assert (np.asarray(targets.match(iou, np.zeros(3, bool), 0.7, 0.3, True)) == -1).all()
+    iou = np.random.default_rng(4).uniform(size=(60, 8)).astype(np.float32)
+    assert (np.asarray(match_jit(iou, np.zeros(8, bool), 0.7, 0.3, True)) == -1).all()
 
 
 # ---------------------------------------------------------------- sampler
@@ -116,6 +116,10 @@ def make_labels(rng, n, p_pos, p_neg):
     return np.where(u < p_pos, 1, np.where(u < p_pos + p_neg, 0, -1)).astype(np.int32)
 
 
+sample_jit = jax.jit(targets.sample_balanced, static_argnums=(2, 3))
+sample_indices_jit = jax.jit(targets.sample_balanced_indices, static_argnums=(2, 3))
+
+
 @pytest.mark.parametrize("num_pos,num_neg", [(3, 500), (100, 500), (100, 20), (0, 5), (0, 0)])
 def test_sample_balanced_counts(num_pos, num_neg):
     rng = np.random.default_rng(5)
@@ -123,15 +127,13 @@ def test_sample_balanced_counts(num_pos, num_neg):
     perm = rng.permutation(700)
     labels[perm[:num_pos]] = 1
     labels[perm[num_pos : num_pos + num_neg]] = 0
-    pos, neg = jax.jit(targets.sample_balanced, static_argnums=(2, 3))(jax.random.key(0), labels, 64, 0.25)
-    pos, neg = np.asarray(pos), np.asarray(neg)
+    pos, neg = map(np.asarray, sample_jit(jax.random.key(0), labels, 64, 0.25))
     # torchvision BalancedPositiveNegativeSampler's counts.
     expect_pos = min(num_pos, 16)
     expect_neg = min(num_neg, 64 - expect_pos)
     assert pos.sum() == expect_pos and neg.sum() == expect_neg
     assert (labels[pos] == 1).all() and (labels[neg] == 0).all()
-    idx, is_pos, valid = targets.sample_balanced_indices(jax.random.key(0), labels, 64, 0.25)
-    idx, is_pos, valid = map(np.asarray, (idx, is_pos, valid))
+    idx, is_pos, valid = map(np.asarray, sample_indices_jit(jax.random.key(0), labels, 64, 0.25))
     assert idx.shape == (64,) and valid.sum() == expect_pos + expect_neg
     assert valid[: valid.sum()].all() and is_pos[:expect_pos].all() and not is_pos[expect_pos:].any()
     np.testing.assert_array_equal(np.sort(idx[valid & is_pos]), np.flatnonzero(pos))

@@ -40,19 +40,49 @@ def match(
     (padding) matches nothing; without any valid ground truth every prediction is -1.
     """
     gt_valid = jnp.asarray(gt_valid, bool)
-    # IoU >= 0, so -1 for padding never wins against a real box; first maximum on ties as torch.
+    # IoU >= 0, so -1 for padding never wins against a real box.
     quality = jnp.where(gt_valid[None, :], iou, -1.0)
-    matched_vals = quality.max(axis=1)
-    matches = quality.argmax(axis=1).astype(jnp.int32)
+    matched_vals, matches = _max_and_first_argmax(quality)
     result = jnp.where(
         matched_vals < low_threshold,
         BELOW_LOW_THRESHOLD,
         jnp.where(matched_vals < high_threshold, BETWEEN_THRESHOLDS, matches),
     ).astype(jnp.int32)
     if allow_low_quality_matches:
-        best_per_gt = quality.max(axis=0)  # [G]
-        is_best = (quality == best_per_gt[None, :]) & gt_valid[None, :]
-        result = jnp.where(is_best.any(axis=1), matches, result)
+        best_per_gt = jnp.where(gt_valid, quality.max(axis=0), jnp.inf)  # [G]
+        is_best = _is_best_for_some_gt(quality, best_per_gt)
+        result = jnp.where(is_best, matches, result)
+    return result
+
+
+# XLA:CPU's argmax and boolean any() over a short minor axis are ~10x slower than elementwise work
+# (measured: [8, 16320, 32] argmax 10 ms, a loop over the 32 columns 1.4 ms), and G is small.
+_UNROLL_COLUMNS = 128
+
+
+def _max_and_first_argmax(quality):
+    """Row maxima ``[A]`` and the first column attaining each (torch.max(dim) semantics)."""
+    num_cols = quality.shape[1]
+    if num_cols == 0:
+        return jnp.full(quality.shape[:1], -1.0, quality.dtype), jnp.zeros(quality.shape[:1], jnp.int32)
+    if num_cols > _UNROLL_COLUMNS:
+        return quality.max(axis=1), quality.argmax(axis=1).astype(jnp.int32)
+    best, index = quality[:, 0], jnp.zeros(quality.shape[:1], jnp.int32)
+    for g in range(1, num_cols):
+        better = quality[:, g] > best  # strict: ties keep the earlier column
+        best = jnp.where(better, quality[:, g], best)
+        index = jnp.where(better, g, index)
+    return best, index
+
+
+def _is_best_for_some_gt(quality, best_per_gt):
+    """``bool[A]``: the row attains some column's maximum ``best_per_gt[G]``."""
+    num_rows, num_cols = quality.shape
+    if num_cols > _UNROLL_COLUMNS:
+        return (quality == best_per_gt[None, :]).any(axis=1)
+    result = jnp.zeros((num_rows,), bool)
+    for g in range(num_cols):
+        result = result | (quality[:, g] == best_per_gt[g])
     return result
 
 
@@ -124,7 +154,12 @@ def _matched_deltas(gt_boxes, matched, positive, boxes, weights):
     """Regression targets onto the matched box where positive, 0 elsewhere (finite everywhere:
     non-positive rows encode a unit box onto itself instead of padding onto padding)."""
     unit = jnp.array([0.0, 0.0, 1.0, 1.0], boxes.dtype)
-    reference = jnp.where(positive[:, None], gt_boxes[jnp.maximum(matched, 0)], unit)
+    # A one-hot product instead of gt_boxes[matched]: XLA:CPU fuses the whole matching into a
+    # gather's index computation and runs it per output element (measured 4 ms against 1 ms for
+    # 16k anchors); HIGHEST keeps the f32 coordinates exact where the default would use TF32.
+    one_hot = jax.nn.one_hot(matched, gt_boxes.shape[0], dtype=gt_boxes.dtype)
+    matched_boxes = jnp.matmul(one_hot, gt_boxes, precision=lax.Precision.HIGHEST)
+    reference = jnp.where(positive[:, None], matched_boxes, unit)
     source = jnp.where(positive[:, None], boxes, unit)
     return jnp.where(positive[:, None], encode_boxes(reference, source, weights), 0.0)
 

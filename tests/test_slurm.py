@@ -357,3 +357,78 @@ def test_smoke_run_through_slurm(cluster, local_run, tmp_path):
         assert_same_tables(local_run, ws)
     finally:
         cancel_run(run_id)
+
+
+def finished_checkpoints(state_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints under a training's resumable state (orbax step folders)."""
+    steps = set()
+    if state_dir.is_dir():
+        for path in state_dir.rglob("*"):
+            # orbax writes <step>.orbax-checkpoint-tmp-* and renames it to <step> when complete
+            if path.is_dir() and path.name.isdigit():
+                steps.add(int(path.name))
+    return sorted(steps)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(3 * RUN_LIMIT_S + 120)
+def test_killed_training_resumes_on_rerun(cluster, local_run, tmp_path):
+    """scancel a detector training once it has a checkpoint; the rerun resumes from there."""
+    ws = make_workspace(tmp_path / "wf")
+    # no retries in the first run: the killed job must fail, so that the *rerun* resumes it
+    first = slurm_snakemake(ws, "--retries", "0", background=True)
+    out_path = ws / "snakemake.out"
+    victim = state_dir = None
+    deadline = time.monotonic() + RUN_LIMIT_S
+    run_id = None
+    try:
+        while first.poll() is None and time.monotonic() < deadline:
+            output = out_path.read_text(errors="replace")
+            jobs, run_id = parse_run(output)
+            trainings = sorted(
+                (job for job in jobs.values() if "params.msgpack" in job.fields.get("output", "") and job.slurm_id),
+                key=lambda job: job.jobid,
+            )
+            if victim is None and trainings:
+                victim = trainings[0]
+                params = victim.fields["output"].split(",")[0].strip()
+                state_dir = ws / Path(params).parent / "state"
+            if victim is not None and finished_checkpoints(state_dir):
+                state, _ = squeue_jobs(run_id).get(victim.slurm_id, ("?", ""))
+                if state == "RUNNING":
+                    slurm("scancel", victim.slurm_id)
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail(
+                "no detector training was seen running with a checkpoint before it finished; "
+                f"victim={victim and victim.rule}, state={state_dir}:\n" + tail(out_path.read_text())
+            )
+        killed_at = finished_checkpoints(state_dir)
+        first.wait(timeout=RUN_LIMIT_S)
+        output = out_path.read_text(errors="replace")
+        jobs, run_id = parse_run(output)
+        print(f"killed SLURM job {victim.slurm_id} ({victim.rule}, {victim.fields.get('wildcards')}) "
+              f"with checkpoints {killed_at}")
+        assert first.returncode != 0, "the run with a cancelled training did not fail"
+        assert re.search(rf"SLURM-job '{victim.slurm_id}' failed, SLURM status is: 'CANCELLED'", output), tail(output)
+        params = ws / victim.fields["output"].split(",")[0].strip()
+        assert not params.exists(), f"{params} exists although its training was killed"
+        last = finished_checkpoints(state_dir)[-1]
+
+        rerun = slurm_snakemake(ws)
+        output = rerun.stdout + rerun.stderr
+        print(f"rerun after the kill: {rerun.seconds:.0f} s")
+        assert rerun.returncode == 0, "rerun failed:\n" + tail(output)
+        jobs, run_id = parse_run(output)
+        again = [job for job in jobs.values() if job.fields.get("output") == victim.fields["output"]]
+        assert again and again[0].slurm_id, "the killed training was not run again through SLURM"
+        text = "\n".join((ws / p).read_text(errors="replace") for p in again[0].logs if (ws / p).is_file())
+        resumed = [int(n) for n in re.findall(r"resum.*?\bstep\D{0,3}(\d+)", text, flags=re.IGNORECASE)]
+        assert resumed, f"the rerun training did not log that it resumed:\n{tail(text, 30)}"
+        assert resumed[-1] == last > 0, f"resumed from step {resumed[-1]}, the last checkpoint was {last}"
+        assert_same_tables(local_run, ws)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        cancel_run(run_id)

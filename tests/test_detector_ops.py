@@ -1,4 +1,5 @@
-"""billetjax.detector.ops against torchvision (the independent reference), random and edge inputs."""
+"""billetjax.detector.ops against torchvision (the independent reference) on random and edge
+inputs."""
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +56,9 @@ def test_box_iou_random_and_edges():
 
 
 def test_box_iou_empty():
-    assert ops.box_iou(np.zeros((0, 4), np.float32), random_boxes(np.random.default_rng(1), 3)).shape == (0, 3)
+    assert ops.box_iou(
+        np.zeros((0, 4), np.float32), random_boxes(np.random.default_rng(1), 3)
+    ).shape == (0, 3)
 
 
 # ---------------------------------------------------------------- nms
@@ -84,12 +87,17 @@ def test_nms_random_with_ties(threshold):
     scores = (rng.integers(0, 20, 400) / 20).astype(np.float32)
     ref = torch_nms(boxes, scores, threshold)
     for max_output in (400, len(ref), 17):
-        assert_same_keep(nms_jit(boxes, scores, iou_threshold=threshold, max_output=max_output), ref, max_output)
+        assert_same_keep(
+            nms_jit(boxes, scores, iou_threshold=threshold, max_output=max_output), ref, max_output
+        )
 
 
 def test_nms_edges_degenerate_identical_and_all_equal_scores():
     boxes = edge_boxes()
-    for scores in (np.ones(len(boxes), np.float32), np.linspace(1, 0, len(boxes)).astype(np.float32)):
+    for scores in (
+        np.ones(len(boxes), np.float32),
+        np.linspace(1, 0, len(boxes)).astype(np.float32),
+    ):
         for thr in (0.0, 0.5):
             ref = torch_nms(boxes, scores, thr)
             assert_same_keep(nms_jit(boxes, scores, iou_threshold=thr, max_output=12), ref, 12)
@@ -115,7 +123,9 @@ def test_nms_valid_mask_equals_nms_of_the_subset():
 
 
 def test_nms_empty_and_vmap():
-    assert (np.asarray(ops.nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5, 4)) == -1).all()
+    assert (
+        np.asarray(ops.nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5, 4)) == -1
+    ).all()
     rng = np.random.default_rng(4)
     boxes = np.stack([random_boxes(rng, 200) for _ in range(3)])
     scores = rng.uniform(size=(3, 200)).astype(np.float32)
@@ -127,7 +137,9 @@ def test_nms_empty_and_vmap():
 def test_batched_nms_matches_torchvision():
     rng = np.random.default_rng(5)
     boxes = random_boxes(rng, 500)
-    scores = rng.permutation(500).astype(np.float32) / 500  # distinct: order across classes is defined
+    scores = (
+        rng.permutation(500).astype(np.float32) / 500
+    )  # distinct: order across classes is defined
     idxs = rng.integers(0, 11, 500)
     ref = torchvision.ops.batched_nms(
         torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(idxs), 0.5
@@ -183,7 +195,9 @@ def test_roi_align_forward_float64(aligned, output_size, ratio):
     features = rng.normal(size=(2, 13, 17, 3))
     boxes, batch_index = roi_cases(rng)
     with jax.enable_x64(True):
-        ours = np.asarray(roi_align_jit(features, boxes, batch_index, output_size, 0.25, ratio, aligned))
+        ours = np.asarray(
+            roi_align_jit(features, boxes, batch_index, output_size, 0.25, ratio, aligned)
+        )
     ref = torch_roi_align(features, boxes, batch_index, output_size, 0.25, ratio, aligned)
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
@@ -221,7 +235,14 @@ def test_roi_align_gradient_matches_torch_autograd(aligned):
 
 def test_roi_align_refuses_adaptive_sampling():
     with pytest.raises(ValueError, match="sampling_ratio"):
-        ops.roi_align(np.zeros((1, 4, 4, 1), np.float32), np.zeros((1, 4), np.float32), np.zeros(1, int), 2, 1.0, 0)
+        ops.roi_align(
+            np.zeros((1, 4, 4, 1), np.float32),
+            np.zeros((1, 4), np.float32),
+            np.zeros(1, int),
+            2,
+            1.0,
+            0,
+        )
 
 
 # ---------------------------------------------------------------- box coding
@@ -250,9 +271,13 @@ def test_decode_class_specific_deltas():
     rng = np.random.default_rng(10)
     proposals = random_boxes(rng, 20)
     deltas = rng.normal(size=(20, 4 * 3)).astype(np.float32)
-    ref = BoxCoder((10.0, 10.0, 5.0, 5.0)).decode_single(torch.from_numpy(deltas), torch.from_numpy(proposals))
+    ref = BoxCoder((10.0, 10.0, 5.0, 5.0)).decode_single(
+        torch.from_numpy(deltas), torch.from_numpy(proposals)
+    )
     ours = ops.decode_boxes(deltas.reshape(20, 3, 4), proposals[:, None, :])
-    np.testing.assert_allclose(np.asarray(ours), ref.numpy().reshape(20, 3, 4), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(ours), ref.numpy().reshape(20, 3, 4), rtol=1e-5, atol=1e-4
+    )
 
 
 def test_decode_clips_huge_scale():
@@ -291,7 +316,7 @@ def test_multiscale_roi_align_equals_per_level_torchvision(aligned):
                 features, boxes, batch_index, levels, (7, 7), scales, 2, aligned
             )
         )
-    for level, (f, scale) in enumerate(zip(features, scales)):
+    for level, (f, scale) in enumerate(zip(features, scales, strict=True)):
         sel = levels == level
         ref = torch_roi_align(f, boxes[sel], batch_index[sel], (7, 7), scale, 2, aligned)
         np.testing.assert_allclose(ours[sel], ref, rtol=1e-10, atol=1e-12)

@@ -1,8 +1,8 @@
-"""billetjax.detector.anchors and .targets against torchvision's AnchorGenerator, Matcher, RPN and
-RoIHeads target assignment (the independent references), plus the sampler's counts and randomness."""
+"""billetjax.detector.anchors and .targets against torchvision's AnchorGenerator, Matcher, RPN
+and RoIHeads target assignment (the independent references), plus the sampler's counts and
+randomness."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -49,7 +49,9 @@ def test_pyramid_anchors_match_torchvision_anchor_generator():
     np.testing.assert_array_equal(ours, ref)
     # One level, non-square stride.
     gen = AnchorGenerator(((16.0,),), ((1.5,),))
-    ref = gen(ImageList(torch.zeros(1, 3, 40, 60), [(40, 60)]), [torch.zeros(1, 1, 10, 20)])[0].numpy()
+    ref = gen(ImageList(torch.zeros(1, 3, 40, 60), [(40, 60)]), [torch.zeros(1, 1, 10, 20)])[
+        0
+    ].numpy()
     np.testing.assert_array_equal(anchors.anchor_grid((10, 20), (4, 3), (16.0,), (1.5,)), ref)
 
 
@@ -57,12 +59,20 @@ def test_anchor_sizes_from_digit_boxes():
     rng = np.random.default_rng(0)
     boxes = digit_boxes(rng, 2000)
     boxes[:3, 2] = 0  # boxes without area are skipped, not fatal
-    sizes, ratios, summary = anchors.anchor_sizes_from_boxes(boxes, num_levels=3, sizes_per_level=2, strides=[4, 8, 16])
+    sizes, ratios, summary = anchors.anchor_sizes_from_boxes(
+        boxes, num_levels=3, sizes_per_level=2, strides=[4, 8, 16]
+    )
     flat = [s for level in sizes for s in level]
     assert len(sizes) == 3 and all(len(level) == 2 for level in sizes)
     assert flat == sorted(flat) and 6 < flat[0] < 12 and 35 < flat[-1] < 50  # sqrt(w*h) of digits
-    assert len(ratios) == 3 and all(1.35 < r < 2.05 for r in ratios) and list(ratios) == sorted(ratios)
-    assert "aspect ratios (h/w)" in summary and "3 without area skipped" in summary and "coverage" in summary
+    assert (
+        len(ratios) == 3 and all(1.35 < r < 2.05 for r in ratios) and list(ratios) == sorted(ratios)
+    )
+    assert (
+        "aspect ratios (h/w)" in summary
+        and "3 without area skipped" in summary
+        and "coverage" in summary
+    )
     with pytest.raises(ValueError, match="positive"):
         anchors.anchor_sizes_from_boxes(np.zeros((4, 4)), num_levels=2)
 
@@ -74,7 +84,11 @@ def test_best_anchor_iou_equals_brute_force():
     strides = [4, 8, 16]
     # A grid far larger than the boxes' extent, so that no border cuts the brute force.
     grid = anchors.pyramid_anchors([(80, 80), (40, 40), (20, 20)], strides, sizes, ratios)
-    brute = torchvision.ops.box_iou(torch.from_numpy(xywh_to_xyxy(boxes)), torch.from_numpy(grid)).max(1).values
+    brute = (
+        torchvision.ops.box_iou(torch.from_numpy(xywh_to_xyxy(boxes)), torch.from_numpy(grid))
+        .max(1)
+        .values
+    )
     best = anchors.best_anchor_iou(boxes, strides, sizes, ratios)
     np.testing.assert_allclose(best, brute.numpy(), atol=1e-5)
 
@@ -135,7 +149,9 @@ def test_sample_balanced_counts(num_pos, num_neg):
     assert (labels[pos] == 1).all() and (labels[neg] == 0).all()
     idx, is_pos, valid = map(np.asarray, sample_indices_jit(jax.random.key(0), labels, 64, 0.25))
     assert idx.shape == (64,) and valid.sum() == expect_pos + expect_neg
-    assert valid[: valid.sum()].all() and is_pos[:expect_pos].all() and not is_pos[expect_pos:].any()
+    assert (
+        valid[: valid.sum()].all() and is_pos[:expect_pos].all() and not is_pos[expect_pos:].any()
+    )
     np.testing.assert_array_equal(np.sort(idx[valid & is_pos]), np.flatnonzero(pos))
     np.testing.assert_array_equal(np.sort(idx[valid & ~is_pos]), np.flatnonzero(neg))
 
@@ -180,7 +196,9 @@ def torch_rpn(fg=0.7, bg=0.3):
 @pytest.mark.parametrize("num_valid", [1, 7, 0])
 def test_rpn_targets_match_torchvision_assignment(num_valid):
     rng = np.random.default_rng(7 + num_valid)
-    grid = anchors.pyramid_anchors([(50, 50), (25, 25)], [4, 8], ((12.0, 18.0), (28.0, 40.0)), (1.4, 1.8))
+    grid = anchors.pyramid_anchors(
+        [(50, 50), (25, 25)], [4, 8], ((12.0, 18.0), (28.0, 40.0)), (1.4, 1.8)
+    )
     gt_boxes, _, gt_valid = padded_gt(rng, num_valid, 10)
     out = jax.jit(targets.rpn_targets)(grid, gt_boxes, gt_valid, jax.random.key(3))
     rpn = torch_rpn()
@@ -188,11 +206,17 @@ def test_rpn_targets_match_torchvision_assignment(num_valid):
         [torch.from_numpy(grid)], [{"boxes": torch.from_numpy(gt_boxes[:num_valid])}]
     )
     labels = labels[0].numpy()
-    ref_deltas = BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(matched[0], torch.from_numpy(grid)).numpy()
+    ref_deltas = (
+        BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(matched[0], torch.from_numpy(grid)).numpy()
+    )
     np.testing.assert_array_equal(np.asarray(out.objectness), (labels == 1).astype(np.float32))
     positive_all = labels == 1
-    np.testing.assert_allclose(np.asarray(out.deltas)[positive_all], ref_deltas[positive_all], rtol=1e-5, atol=1e-5)
-    assert (np.asarray(out.deltas)[~positive_all] == 0).all() and np.isfinite(np.asarray(out.deltas)).all()
+    np.testing.assert_allclose(
+        np.asarray(out.deltas)[positive_all], ref_deltas[positive_all], rtol=1e-5, atol=1e-5
+    )
+    assert (np.asarray(out.deltas)[~positive_all] == 0).all() and np.isfinite(
+        np.asarray(out.deltas)
+    ).all()
     pos, neg = np.asarray(out.positive), np.asarray(out.negative)
     assert (labels[pos] == 1).all() and (labels[neg] == 0).all()
     assert pos.sum() == min(positive_all.sum(), 128)
@@ -213,7 +237,9 @@ def test_roi_targets_match_torchvision_assignment(num_valid):
     rng = np.random.default_rng(11 + num_valid)
     gt_boxes, gt_labels, gt_valid = padded_gt(rng, num_valid, 12)
     # Proposals: jittered ground truth (foreground) and random boxes (background), some padding.
-    jitter = np.repeat(gt_boxes[:num_valid], 40, axis=0) + rng.normal(scale=3, size=(40 * num_valid, 4))
+    jitter = np.repeat(gt_boxes[:num_valid], 40, axis=0) + rng.normal(
+        scale=3, size=(40 * num_valid, 4)
+    )
     random = xywh_to_xyxy(digit_boxes(rng, 700 - len(jitter)))
     proposals = np.concatenate([jitter, random]).astype(np.float32)
     proposal_valid = rng.uniform(size=700) < 0.9
@@ -226,10 +252,14 @@ def test_roi_targets_match_torchvision_assignment(num_valid):
     candidate_valid = np.concatenate([proposal_valid, gt_valid])
     # torchvision's assignment of the proposals it would see (valid ones, then the ground truth).
     kept = np.flatnonzero(candidate_valid)
-    tv_props = heads.add_gt_proposals([torch.from_numpy(proposals[proposal_valid])], [torch.from_numpy(gt_boxes[:num_valid])])
+    tv_props = heads.add_gt_proposals(
+        [torch.from_numpy(proposals[proposal_valid])], [torch.from_numpy(gt_boxes[:num_valid])]
+    )
     np.testing.assert_array_equal(tv_props[0].numpy(), candidates[kept])
     matched, labels = heads.assign_targets_to_proposals(
-        tv_props, [torch.from_numpy(gt_boxes[:num_valid])], [torch.from_numpy(gt_labels[:num_valid]).long()]
+        tv_props,
+        [torch.from_numpy(gt_boxes[:num_valid])],
+        [torch.from_numpy(gt_labels[:num_valid]).long()],
     )
     ref_labels = np.full(len(candidates), -9)
     ref_labels[kept] = labels[0].numpy()
@@ -246,7 +276,9 @@ def test_roi_targets_match_torchvision_assignment(num_valid):
     np.testing.assert_array_equal(np.asarray(out.labels)[valid], ref_labels[index[valid]])
     assert (np.asarray(out.labels)[~valid] == 0).all()
     np.testing.assert_array_equal(positive, valid & (ref_labels[index] > 0))
-    np.testing.assert_allclose(np.asarray(out.deltas)[positive], ref_deltas[index[positive]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(out.deltas)[positive], ref_deltas[index[positive]], rtol=1e-5, atol=1e-5
+    )
     assert (np.asarray(out.deltas)[~positive] == 0).all()
     num_fg, num_bg = (ref_labels > 0).sum(), (ref_labels == 0).sum()
     assert positive.sum() == min(num_fg, 128)
@@ -263,7 +295,11 @@ def test_roi_targets_vmap_over_images_and_too_few_candidates():
     proposals = np.stack([xywh_to_xyxy(digit_boxes(rng, 30)) for _ in range(2)])
     proposal_valid = np.ones((2, 30), bool)
     keys = jax.random.split(jax.random.key(5), 2)
-    fn = jax.jit(jax.vmap(lambda p, pv, b, lab, v, k: targets.roi_targets(p, pv, b, lab, v, k, num_samples=64)))
+    fn = jax.jit(
+        jax.vmap(
+            lambda p, pv, b, lab, v, k: targets.roi_targets(p, pv, b, lab, v, k, num_samples=64)
+        )
+    )
     out = fn(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, keys)
     assert out.rois.shape == (2, 64, 4) and out.labels.shape == (2, 64)
     # Fewer candidates (30 proposals + the valid ground truth) than samples: the rest is padding.

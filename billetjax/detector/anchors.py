@@ -72,7 +72,10 @@ def pyramid_anchors(
     if len(aspect_ratios) and np.ndim(aspect_ratios[0]) == 0:
         aspect_ratios = [aspect_ratios] * len(sizes)
     return np.concatenate(
-        [anchor_grid(hw, s, sz, ar) for hw, s, sz, ar in zip(feature_hws, strides, sizes, aspect_ratios)]
+        [
+            anchor_grid(hw, s, sz, ar)
+            for hw, s, sz, ar in zip(feature_hws, strides, sizes, aspect_ratios, strict=True)
+        ]
     )
 
 
@@ -99,7 +102,7 @@ def best_anchor_iou(
     boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
     centre = boxes[:, :2] + boxes[:, 2:] / 2
     best = np.zeros(len(boxes))
-    for stride, level_sizes in zip(strides, sizes):
+    for stride, level_sizes in zip(strides, sizes, strict=True):
         base = base_anchors(level_sizes, aspect_ratios).astype(np.float64)
         anchor_wh = base[:, 2:] - base[:, :2]  # [A, 2]
         anchor_centre = (base[:, :2] + base[:, 2:]) / 2  # rounding can move it by 0.5 px
@@ -142,7 +145,10 @@ def anchor_sizes_from_boxes(
             "width and height; check the training annotations' bbox fields ([x, y, w, h])"
         )
     if num_levels < 1 or sizes_per_level < 1 or num_aspect_ratios < 1:
-        raise ValueError("anchor_sizes_from_boxes: num_levels, sizes_per_level and num_aspect_ratios must be >= 1")
+        raise ValueError(
+            "anchor_sizes_from_boxes: num_levels, sizes_per_level and num_aspect_ratios "
+            "must be >= 1"
+        )
     w, h = w[usable], h[usable]
     scale = np.sqrt(w * h)
     ratio = h / w
@@ -174,7 +180,8 @@ def anchor_sizes_from_boxes(
     if strides is not None:
         best = best_anchor_iou(boxes[usable], strides, sizes, aspect_ratios)
         lines.append(
-            f"  coverage with strides {list(strides)}: best-anchor IoU median {np.median(best):.2f}, "
-            f">= 0.7 for {100 * np.mean(best >= 0.7):.1f} %, >= 0.5 for {100 * np.mean(best >= 0.5):.1f} %"
+            f"  coverage with strides {list(strides)}: best-anchor IoU median "
+            f"{np.median(best):.2f}, >= 0.7 for {100 * np.mean(best >= 0.7):.1f} %, "
+            f">= 0.5 for {100 * np.mean(best >= 0.5):.1f} %"
         )
     return sizes, aspect_ratios, "\n".join(lines)

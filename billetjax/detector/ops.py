@@ -292,7 +292,10 @@ def multiscale_roi_align(
     height = jnp.asarray(heights, jnp.int32)[levels]
     width = jnp.asarray(widths, jnp.int32)[levels]
     scale = jnp.asarray(spatial_scales, jnp.promote_types(features[0].dtype, jnp.float32))[levels]
-    base = jnp.asarray(starts, jnp.int32)[levels] + jnp.asarray(batch_index, jnp.int32) * height * width
+    base = (
+        jnp.asarray(starts, jnp.int32)[levels]
+        + jnp.asarray(batch_index, jnp.int32) * height * width
+    )
     return _roi_align_table(
         jnp.concatenate(tables, axis=0), base, height, width, scale, boxes,
         _pair(output_size), ratio, aligned,

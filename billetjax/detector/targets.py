@@ -64,7 +64,9 @@ def _max_and_first_argmax(quality):
     """Row maxima ``[A]`` and the first column attaining each (torch.max(dim) semantics)."""
     num_cols = quality.shape[1]
     if num_cols == 0:
-        return jnp.full(quality.shape[:1], -1.0, quality.dtype), jnp.zeros(quality.shape[:1], jnp.int32)
+        return jnp.full(quality.shape[:1], -1.0, quality.dtype), jnp.zeros(
+            quality.shape[:1], jnp.int32
+        )
     if num_cols > _UNROLL_COLUMNS:
         return quality.max(axis=1), quality.argmax(axis=1).astype(jnp.int32)
     best, index = quality[:, 0], jnp.zeros(quality.shape[:1], jnp.int32)
@@ -140,9 +142,12 @@ def sample_balanced(
 ) -> tuple[jax.Array, jax.Array]:
     """Masks ``(positive bool[A], negative bool[A])`` of a balanced sample of ``labels[A]``
     (1 positive, 0 negative, -1 ignored): at most ``num_samples * positive_fraction`` positives,
-    negatives filling up to ``num_samples``, chosen at random (see :func:`sample_balanced_indices`)."""
+    negatives filling up to ``num_samples``, chosen at random
+    (see :func:`sample_balanced_indices`)."""
     num_boxes = jnp.shape(labels)[0]
-    indices, is_positive, valid = sample_balanced_indices(key, labels, num_samples, positive_fraction)
+    indices, is_positive, valid = sample_balanced_indices(
+        key, labels, num_samples, positive_fraction
+    )
     # Invalid slots scatter to an extra bin that is cut off.
     target = jnp.where(valid, indices, num_boxes)
     pos = jnp.zeros((num_boxes + 1,), bool).at[target].max(is_positive & valid)[:num_boxes]
@@ -166,7 +171,11 @@ def _matched_deltas(gt_boxes, matched, positive, boxes, weights):
 
 def _usable_gt(gt_boxes, gt_valid):
     """Valid ground truth with a positive area (a box without area has no regression target)."""
-    return jnp.asarray(gt_valid, bool) & (gt_boxes[:, 2] > gt_boxes[:, 0]) & (gt_boxes[:, 3] > gt_boxes[:, 1])
+    return (
+        jnp.asarray(gt_valid, bool)
+        & (gt_boxes[:, 2] > gt_boxes[:, 0])
+        & (gt_boxes[:, 3] > gt_boxes[:, 1])
+    )
 
 
 class RPNTargets(NamedTuple):
@@ -259,11 +268,18 @@ def roi_targets(
     )
     labels = jnp.where(matched >= 0, 1, jnp.where(matched == BELOW_LOW_THRESHOLD, 0, -1))
     labels = jnp.where(candidate_valid, labels, -1)
-    indices, is_positive, valid = sample_balanced_indices(key, labels, num_samples, positive_fraction)
+    indices, is_positive, valid = sample_balanced_indices(
+        key, labels, num_samples, positive_fraction
+    )
     rois = candidates[indices]
     roi_matched = matched[indices]
     positive = is_positive & valid
-    classes = jnp.where(positive, jnp.asarray(gt_labels, jnp.int32)[jnp.maximum(roi_matched, 0)], 0)
+    # One-hot lookup: also defined for G = 0 (no ground-truth slots at all).
+    matched_label = (
+        jax.nn.one_hot(roi_matched, gt_boxes.shape[0], dtype=jnp.int32)
+        * jnp.asarray(gt_labels, jnp.int32)
+    ).sum(1)
+    classes = jnp.where(positive, matched_label, 0)
     deltas = _matched_deltas(gt_boxes, roi_matched, positive, rois, weights)
     return RoITargets(
         rois=lax.stop_gradient(rois),

@@ -78,6 +78,26 @@ TINY = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """The persistent compilation cache (as the workflow's scripts use it), so that the trainings
+    of this file compile each shape once; restored afterwards."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    from billetjax.utils import enable_jax_cache
+
+    keys = ["jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes"]
+    before = {k: getattr(jax.config, k) for k in keys}
+    enable_jax_cache(tmp_path_factory.mktemp("jax_cache"))
+    compilation_cache.reset_cache()  # the folder counts even if an earlier test compiled
+    yield
+    for k, v in before.items():
+        jax.config.update(k, v)
+    compilation_cache.reset_cache()
+
+
 @pytest.fixture(scope="module")
 def digit_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("digits")
@@ -116,3 +136,64 @@ def test_overfits_a_few_images(tmp_path, digit_set):
     d = detections[0]
     assert set(d) == {"image_id", "category_id", "bbox", "score", "class_scores"}
     assert len(d["class_scores"]) == 10 and abs(sum(d["class_scores"]) - 1) < 1e-4
+
+
+def test_train_step_compiles_once(digit_set):
+    """Different batches and steps reuse one compiled step; evaluation compiles once as well."""
+    from billetjax.detector import data as det_data
+    from billetjax.detector.train import Functions, make_optimizer, make_spec
+
+    data = det_data.load_detection_set(digit_set, max_boxes=TINY["max_boxes"])
+    b = data.boxes[data.valid]
+    cfg = {**TINY, "steps": 4, "eval_every": 4, "model": {**TINY["model"], "head_width": 32}}
+    spec, _ = make_spec(cfg, 128, data.category_ids, np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1))
+    optimizer, schedule = make_optimizer(cfg, 4)
+    fns = Functions(spec, optimizer, schedule, seed=0)
+    state = fns.initial_state
+    key = __import__("jax").random.key(0)
+    batches = det_data.batches(data, 4, seed=0, augment_cfg=det_data.AugmentConfig())
+    for _ in range(3):
+        state, metrics = fns.train_step(state, next(batches), key)
+    assert int(state["step"]) == 3 and np.isfinite(float(metrics["loss"]))
+    assert fns.train_step._cache_size() == 1
+    for _ in range(2):
+        fns.predict(state["params"], data.images)
+    assert fns.predict._cache_size() == 1
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path, digit_set, monkeypatch):
+    """A training killed after a checkpoint resumes there and ends with the weights of an unbroken
+    run (same batches, same random keys)."""
+    from flax import serialization
+
+    import billetjax.detector.train as train_module
+
+    small = {"steps": 6, "eval_every": 6, "checkpoint_every": 3,
+             "model": {**TINY["model"], "head_width": 32}}
+    _, unbroken = _train(tmp_path / "a", digit_set, **small)
+
+    real_batches = train_module.det_data.batches
+
+    def dying_batches(*args, **kwargs):
+        gen = real_batches(*args, **kwargs)
+        for i in range(4):  # the 5th step's batch never comes: killed after checkpoint 3
+            yield next(gen)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(train_module.det_data, "batches", dying_batches)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "b", digit_set, **small)
+    assert (tmp_path / "b/out/state/checkpoints/3").is_dir()
+    monkeypatch.setattr(train_module.det_data, "batches", real_batches)
+    _, resumed = _train(tmp_path / "b", digit_set, **small)
+
+    a = serialization.msgpack_restore((unbroken / "params.msgpack").read_bytes())
+    b = serialization.msgpack_restore((resumed / "params.msgpack").read_bytes())
+    flat_a, flat_b = (__import__("jax").tree.leaves(x["params"]) for x in (a, b))
+    for x, y in zip(flat_a, flat_b):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    import pandas as pd
+
+    history = pd.read_csv(resumed / "history.csv")
+    assert history["step"].tolist() == sorted(set(history["step"]))
+    assert not (resumed / "state").exists()  # removed after success

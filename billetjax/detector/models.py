@@ -30,6 +30,7 @@ class ModelConfig:
     fpn_width: int = 64
     head_width: int = 256  # the box head's two fully connected layers
     anchors_per_location: int = 3
+    anchor_levels: int = 3  # the finest FPN levels that carry anchors (and the RPN head)
     pool_size: int = 7  # RoIAlign output size
     groups: int = 8  # GroupNorm groups (batch statistics are too noisy at our batch sizes)
 
@@ -39,7 +40,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], num_classes: int, anchors_per_location: int) -> "ModelConfig":
-        keys = {"stem_width", "widths", "blocks", "fpn_width", "head_width", "pool_size", "groups"}
+        keys = {"stem_width", "widths", "blocks", "fpn_width", "head_width", "pool_size", "groups",
+                "anchor_levels"}
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in keys}
         return cls(num_classes=num_classes, anchors_per_location=anchors_per_location, **kw)
 
@@ -195,7 +197,7 @@ class FasterRCNN(nnx.Module):
 
     def __call__(self, images: jax.Array):
         levels = self.features(images)
-        logits, deltas = self.rpn(levels)
+        logits, deltas = self.rpn(levels[: self.cfg.anchor_levels])
         return levels, logits, deltas
 
 
@@ -322,7 +324,9 @@ class DetectorSpec:
 
     @property
     def feature_hws(self) -> tuple[tuple[int, int], ...]:
-        return tuple((self.image_size_px // s, self.image_size_px // s) for s in self.model.strides)
+        """Sizes of the levels that carry anchors (the finest `model.anchor_levels`)."""
+        strides = self.model.strides[: self.model.anchor_levels]
+        return tuple((self.image_size_px // s, self.image_size_px // s) for s in strides)
 
     def anchors(self):
         """Anchors `float32[N, 4]` of all levels (torchvision's order) and each level's count."""

@@ -9,6 +9,7 @@ A killed training resumes from the latest orbax checkpoint in its `state/` folde
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -53,14 +54,15 @@ def make_spec(detector_cfg: dict, image_size_px: int, category_ids: tuple[int, .
     model_cfg = detector_cfg.get("model", {})
     anchor_cfg = detector_cfg.get("anchors", {})
     n_levels = len(model_cfg.get("widths", ModelConfig.widths))
+    n_anchor_levels = min(int(model_cfg.get("anchor_levels", n_levels)), n_levels)
     n_sizes = int(anchor_cfg.get("sizes_per_level", 1))
     n_ratios = int(anchor_cfg.get("aspect_ratios", 3))
-    strides = tuple(4 * 2**i for i in range(n_levels))
+    strides = tuple(4 * 2**i for i in range(n_anchor_levels))
     sizes, ratios, summary = anchors_lib.anchor_sizes_from_boxes(
-        train_boxes_xywh, n_levels, n_sizes, n_ratios,
+        train_boxes_xywh, n_anchor_levels, n_sizes, n_ratios,
         size_quantiles=tuple(anchor_cfg.get("size_quantiles", (0.02, 0.98))), strides=strides)
-    model = ModelConfig.from_dict(model_cfg, num_classes=len(category_ids),
-                                  anchors_per_location=n_sizes * n_ratios)
+    model = ModelConfig.from_dict({**model_cfg, "anchor_levels": n_anchor_levels},
+                                  num_classes=len(category_ids), anchors_per_location=n_sizes * n_ratios)
     if image_size_px % model.strides[-1]:
         raise ValueError(f"image_size_px = {image_size_px} must be a multiple of the coarsest "
                          f"stride {model.strides[-1]} (detector.model.widths has {n_levels} levels)")
@@ -264,11 +266,14 @@ def save_params(path: str | os.PathLike, spec: DetectorSpec, params) -> None:
 
 def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out: str | os.PathLike,
           history_out: str | os.PathLike, state_dir: str | os.PathLike, detector_cfg: dict,
-          image_size_px: int, seed: int, checkpoint_every: int | None = None) -> dict[str, Any]:
+          image_size_px: int, seed: int, checkpoint_every: int | None = None,
+          keep_state: bool = False) -> dict[str, Any]:
     """Train one detector and write `params_out` and `history_out` (HISTORY_COLUMNS).
 
-    Resumes from the latest checkpoint in `state_dir` (orbax); the running history lives there
-    too, so a killed job loses at most `checkpoint_every` steps. Returns a summary dict.
+    Resumes from the latest checkpoint in `state_dir` (orbax) when it was written for the same
+    data, config and seed (else starts afresh); the running history lives there too, so a killed
+    job loses at most `checkpoint_every` steps. The state is deleted after success unless
+    `keep_state`. Returns a summary dict.
     """
     import orbax.checkpoint as ocp
 
@@ -296,7 +301,7 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
     log.info("%d parameters, %d anchors per image", n_params, fns.anchors.shape[0])
 
     state_dir = Path(state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    _claim_state_dir(state_dir, _fingerprint(train_json, val_json, detector_cfg, image_size_px, seed))
     manager = ocp.CheckpointManager(state_dir / "checkpoints",
                                     options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
     history_path = state_dir / "history.csv"
@@ -350,15 +355,32 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
             _write_history(history_path, history)
 
     manager.wait_until_finished()
+    manager.close()
     elapsed = time.perf_counter() - t_start
     save_params(params_out, spec, state["params"])
     _write_history(Path(history_out), history)
+    if not keep_state:
+        shutil.rmtree(state_dir, ignore_errors=True)
     final = next((r for r in reversed(history) if r["val_map50"] != "nan"), {})
     log.info("trained %d steps in %.1f s; wrote %s and %s", steps - start, elapsed, params_out, history_out)
     return {"steps": steps, "seconds": elapsed, "val_map50": final.get("val_map50"),
             "val_loss": final.get("val_loss"), "spec": json.loads(spec.to_json())}
 
 
-def remove_state(state_dir: str | os.PathLike) -> None:
-    """Delete a finished training's resumable state (the outputs keep everything needed)."""
-    shutil.rmtree(state_dir, ignore_errors=True)
+def _fingerprint(train_json, val_json, detector_cfg: dict, image_size_px: int, seed: int) -> str:
+    """Hash of everything a checkpoint depends on: resuming another run's state would be wrong."""
+    h = hashlib.sha256()
+    for path in (train_json, val_json):
+        h.update(Path(path).read_bytes())
+    h.update(json.dumps([detector_cfg, image_size_px, seed], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _claim_state_dir(state_dir: Path, fingerprint: str) -> None:
+    """Empty `state_dir` unless it holds the state of a run with this fingerprint."""
+    marker = state_dir / "fingerprint.txt"
+    if state_dir.exists() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
+        log.info("%s holds the state of another configuration or data set: starting afresh", state_dir)
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")

@@ -1,0 +1,242 @@
+"""Benchmark: our jitted Faster R-CNN training step against torchvision's `FasterRCNN` (eager).
+
+Both sides build the same detector from config.yaml's `detector` section: the ResNet-style backbone
+(same widths, blocks, GroupNorm), FPN, anchors (sizes and ratios on the same levels), RPN and RoI
+counts, RoIAlign on the finest level, the two-layer box head; the same image size, batch and
+synthetic batch of digit-sized boxes; SGD with momentum. Rounds alternate between the two so that a
+shared, noisy machine slows both alike; we report medians over rounds, then inference images/s,
+our compile time and the process's peak memory. The last printed line is JSON:
+{"ours_steps_per_s", "peer_steps_per_s", "ratio", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import yaml
+
+from billetjax.detector.train import Functions, make_optimizer, make_spec
+
+
+def synthetic_batch(rng: np.random.Generator, batch: int, size: int, max_boxes: int, num_classes: int):
+    """Random images with 8-12 digit-sized boxes each (heights 18-30 px, h/w about 1.7)."""
+    images = rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
+    boxes = np.zeros((batch, max_boxes, 4), np.float32)
+    labels = np.zeros((batch, max_boxes), np.int32)
+    valid = np.zeros((batch, max_boxes), bool)
+    for i in range(batch):
+        n = int(rng.integers(8, min(12, max_boxes) + 1))
+        h = rng.uniform(18, 30, n)
+        w = h / rng.uniform(1.4, 2.0, n)
+        x = rng.uniform(0, size - w)
+        y = rng.uniform(0, size - h)
+        boxes[i, :n] = np.stack([x, y, x + w, y + h], 1)
+        labels[i, :n] = rng.integers(1, num_classes + 1, n)
+        valid[i, :n] = True
+    return images, boxes, labels, valid
+
+
+def build_torch_detector(spec, batch_norm_free: bool = True):
+    """torchvision FasterRCNN with our backbone/FPN/head shapes and our spec's counts."""
+    from collections import OrderedDict
+
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+
+    m = spec.model
+
+    def norm(c):
+        return nn.GroupNorm(min(m.groups, c), c)
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.norm1 = norm(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.norm2 = norm(cout)
+            self.proj = None
+            if stride != 1 or cin != cout:
+                self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
+
+        def forward(self, x):
+            y = F.relu(self.norm1(self.conv1(x)))
+            y = self.norm2(self.conv2(y))
+            return F.relu(y + (x if self.proj is None else self.proj(x)))
+
+    class Backbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, m.stem_width, 3, 2, 1, bias=False), norm(m.stem_width), nn.ReLU(),
+                nn.Conv2d(m.stem_width, m.stem_width, 3, 2, 1, bias=False), norm(m.stem_width), nn.ReLU())
+            stages, cin = [], m.stem_width
+            for i, (width, n) in enumerate(zip(m.widths, m.blocks)):
+                blocks = []
+                for j in range(n):
+                    blocks.append(Block(cin, width, 2 if (i > 0 and j == 0) else 1))
+                    cin = width
+                stages.append(nn.Sequential(*blocks))
+            self.stages = nn.ModuleList(stages)
+            # torchvision's FPN: 1x1 laterals, nearest-neighbour top-down, 3x3 outputs (as ours).
+            self.fpn = FeaturePyramidNetwork(list(m.widths), m.fpn_width)
+            self.out_channels = m.fpn_width
+
+        def forward(self, x):
+            x = self.stem(x)
+            feats = OrderedDict()
+            for i, stage in enumerate(self.stages):
+                x = stage(x)
+                feats[str(i)] = x
+            out = self.fpn(feats)
+            return OrderedDict((k, out[k]) for k in list(out)[: m.anchor_levels])
+
+    anchor_gen = AnchorGenerator(sizes=tuple(tuple(s) for s in spec.anchor_sizes),
+                                 aspect_ratios=(tuple(spec.aspect_ratios),) * m.anchor_levels)
+    rpn, roi = spec.rpn, spec.roi
+    return FasterRCNN(
+        Backbone(), num_classes=None, min_size=spec.image_size_px, max_size=spec.image_size_px,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        rpn_anchor_generator=anchor_gen,
+        rpn_pre_nms_top_n_train=rpn["pre_nms_top_n_train"], rpn_post_nms_top_n_train=rpn["post_nms_top_n_train"],
+        rpn_pre_nms_top_n_test=rpn["pre_nms_top_n_test"], rpn_post_nms_top_n_test=rpn["post_nms_top_n_test"],
+        rpn_nms_thresh=rpn["nms_iou"], rpn_fg_iou_thresh=rpn["fg_iou"], rpn_bg_iou_thresh=rpn["bg_iou"],
+        rpn_batch_size_per_image=rpn["batch_size_per_image"], rpn_positive_fraction=rpn["positive_fraction"],
+        box_roi_pool=MultiScaleRoIAlign(["0"], m.pool_size, roi["sampling_ratio"]),
+        box_head=TwoMLPHead(m.fpn_width * m.pool_size**2, m.head_width),
+        box_predictor=FastRCNNPredictor(m.head_width, m.num_classes + 1),
+        box_score_thresh=spec.inference["score_threshold"], box_nms_thresh=spec.inference["nms_iou"],
+        box_detections_per_img=spec.inference["max_detections"],
+        box_fg_iou_thresh=roi["fg_iou"], box_bg_iou_thresh=roi["bg_iou"],
+        box_batch_size_per_image=roi["batch_size_per_image"], box_positive_fraction=roi["positive_fraction"],
+    )
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m billetjax.bench detector", description=__doc__)
+    parser.add_argument("--config", default="config.yaml", help="config whose detector section is timed")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="training steps per round and side")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the config's")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    cfg = dict(config["detector"])
+    size = int(args.image_size or config["image_size_px"])
+    batch = int(args.batch_size or cfg["batch_size"])
+    max_boxes = int(cfg.get("max_boxes", 16))
+    rng = np.random.default_rng(0)
+    num_classes = 10
+    images, boxes, labels, valid = synthetic_batch(rng, batch, size, max_boxes, num_classes)
+    b = boxes[valid]
+    spec, _ = make_spec(cfg, size, tuple(range(1, num_classes + 1)),
+                        np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1))
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), torch threads "
+          f"{torch.get_num_threads()}, image {size} px, batch {batch}", flush=True)
+    print(f"model: {spec.model}", flush=True)
+
+    # ours
+    optimizer, schedule = make_optimizer(cfg, int(cfg["steps"]))
+    fns = Functions(spec, optimizer, schedule, seed=0)
+    state = fns.initial_state
+    key = jax.random.key(0)
+    batch_arrays = tuple(jax.device_put(a) for a in (images, boxes, labels, valid))
+    t0 = time.perf_counter()
+    state, metrics = fns.train_step(state, batch_arrays, key)
+    jax.block_until_ready(metrics["loss"])
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(fns.predict(state["params"], batch_arrays[0]))
+    predict_compile_s = time.perf_counter() - t0
+    rss_ours = _peak_rss_mib()
+
+    # peer
+    torch.manual_seed(0)
+    peer = build_torch_detector(spec)
+    peer.train()
+    opt = torch.optim.SGD(peer.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    t_images = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in images]
+    t_targets = [{"boxes": torch.from_numpy(boxes[i][valid[i]]),
+                  "labels": torch.from_numpy(labels[i][valid[i]]).long()} for i in range(batch)]
+    n_ours = sum(x.size for x in jax.tree.leaves(state["params"]))
+    n_peer = sum(p.numel() for p in peer.parameters())
+    print(f"parameters: ours {n_ours}, peer {n_peer}", flush=True)
+
+    def peer_step():
+        losses = peer(t_images, t_targets)
+        loss = sum(losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    peer_step()  # warm-up
+
+    ours_rates, peer_rates = [], []
+    for r in range(args.rounds):
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            state, metrics = fns.train_step(state, batch_arrays, key)
+        jax.block_until_ready(metrics["loss"])
+        ours_rates.append(args.steps / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            peer_step()
+        peer_rates.append(args.steps / (time.perf_counter() - t0))
+        print(f"round {r + 1}: ours {ours_rates[-1]:.3f} steps/s, peer {peer_rates[-1]:.3f} steps/s",
+              flush=True)
+
+    # inference, interleaved as well
+    peer.eval()
+    ours_inf, peer_inf = [], []
+    for _ in range(max(args.rounds // 2, 2)):
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            out = fns.predict(state["params"], batch_arrays[0])
+        jax.block_until_ready(out)
+        ours_inf.append(args.steps * batch / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(args.steps):
+                peer(t_images)
+        peer_inf.append(args.steps * batch / (time.perf_counter() - t0))
+
+    ours, peer_rate = statistics.median(ours_rates), statistics.median(peer_rates)
+    result = {
+        "ours_steps_per_s": round(ours, 4),
+        "peer_steps_per_s": round(peer_rate, 4),
+        "ratio": round(ours / peer_rate, 3),
+        "ours_inference_images_per_s": round(statistics.median(ours_inf), 2),
+        "peer_inference_images_per_s": round(statistics.median(peer_inf), 2),
+        "ours_compile_s": round(compile_s, 2),
+        "ours_predict_compile_s": round(predict_compile_s, 2),
+        "peak_rss_mib_after_ours": round(rss_ours, 1),
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "batch_size": batch,
+        "image_size_px": size,
+        "rounds": args.rounds,
+        "device": jax.devices()[0].device_kind,
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

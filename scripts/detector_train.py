@@ -1,0 +1,22 @@
+"""Train one Faster R-CNN (experiment x seed) and write its weights and training history."""
+
+from billetjax.utils import enable_jax_cache, log_to, stage_seed
+
+log_to(snakemake.log[0])
+enable_jax_cache()
+
+from billetjax.detector.train import train  # noqa: E402
+
+config = snakemake.params.config
+# The seed of an initialisation depends on the run's seed, not on the experiment: at one seed every
+# experiment starts from the same weights, so the experiments differ by their data alone.
+train(
+    snakemake.input.train,
+    snakemake.input.val,
+    snakemake.output.params,
+    snakemake.output.history,
+    snakemake.params.state_dir,
+    config["detector"],
+    config["image_size_px"],
+    stage_seed(config["seed"], "detector", int(snakemake.wildcards.seed)) % (2**31),
+)

@@ -1,0 +1,120 @@
+"""Detector modules and the static-shape logic around them (proposals, detection, input pipeline)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from billetjax.detector import data as det_data
+from billetjax.detector.models import (DetectorSpec, FasterRCNN, ModelConfig, detect, rpn_proposals,
+                                       upsample2x)
+
+SMALL = ModelConfig(num_classes=10, stem_width=8, widths=(8, 16, 16), fpn_width=16, head_width=32,
+                    anchors_per_location=3)
+
+
+def _spec(image_size_px=64):
+    return DetectorSpec(model=SMALL, image_size_px=image_size_px, category_ids=tuple(range(1, 11)),
+                        anchor_sizes=((12.0,), (18.0,), (24.0,)), aspect_ratios=(1.5, 1.7, 2.0),
+                        rpn={"pre_nms_top_n_test": 50}, roi={"sampling_ratio": 1},
+                        inference={"score_threshold": 0.05})
+
+
+def test_upsample_is_nearest_neighbour():
+    x = jnp.arange(2 * 3 * 4 * 5, dtype=jnp.float32).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(upsample2x(x), jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+
+
+def test_model_shapes_match_anchor_layout():
+    spec = _spec()
+    model = FasterRCNN(spec.model, nnx.Rngs(0))
+    images = jnp.zeros((2, 64, 64, 3), jnp.uint8)
+    levels, logits, deltas = model(images)
+    assert [lv.shape for lv in levels] == [(2, 16, 16, 16), (2, 8, 8, 16), (2, 4, 4, 16)]
+    anchors, level_sizes = spec.anchors()
+    assert level_sizes == (16 * 16 * 3, 8 * 8 * 3, 4 * 4 * 3)
+    assert logits.shape == (2, anchors.shape[0]) and deltas.shape == (2, anchors.shape[0], 4)
+    cls, box = model.box_head(jnp.zeros((5, 7, 7, 16)))
+    assert cls.shape == (5, 11) and box.shape == (5, 11, 4)
+
+
+def test_spec_round_trips_through_json():
+    spec = _spec()
+    assert DetectorSpec.from_json(spec.to_json()) == spec
+
+
+def test_proposals_are_the_best_anchors_after_nms():
+    # Three anchors on one level; zero deltas decode to the anchors themselves.
+    anchors = jnp.array([[10, 10, 30, 40], [11, 10, 31, 40], [50, 50, 70, 80]], jnp.float32)
+    logits = jnp.array([[3.0, 2.0, 1.0]])
+    deltas = jnp.zeros((1, 3, 4))
+    boxes, valid = rpn_proposals(logits, deltas, anchors, (3,), (64, 64), pre_nms_top_n=3,
+                                 post_nms_top_n=3, nms_iou=0.7)
+    # Anchor 1 overlaps anchor 0 with IoU 19/21 > 0.7 -> suppressed; anchor 2 clipped to the image.
+    np.testing.assert_array_equal(valid[0], [True, True, False])
+    np.testing.assert_allclose(boxes[0, 0], [10, 10, 30, 40])
+    np.testing.assert_allclose(boxes[0, 1], [50, 50, 64, 64])
+
+
+def test_detect_applies_threshold_and_per_class_nms():
+    rois = jnp.array([[[10, 10, 30, 40], [11, 10, 31, 40], [12, 11, 31, 41], [40, 40, 50, 60]]],
+                     jnp.float32)
+    logits = jnp.full((1, 4, 4), -10.0)  # 3 characters + background
+    logits = logits.at[0, 0, 1].set(5.0)  # RoI 0: class 1, strong
+    logits = logits.at[0, 1, 1].set(4.0)  # RoI 1: class 1 again, overlapping -> suppressed
+    logits = logits.at[0, 2, 2].set(4.5)  # RoI 2: class 2, overlapping but another class -> kept
+    logits = logits.at[0, 3, 0].set(5.0)  # RoI 3: background
+    dets = detect(logits, jnp.zeros((1, 4, 4, 4)), rois, jnp.ones((1, 4), bool), (64, 64),
+                  score_threshold=0.5, nms_iou=0.5, max_detections=5)
+    valid = np.asarray(dets["valid"][0])
+    assert valid.sum() == 2
+    np.testing.assert_array_equal(dets["labels"][0][valid], [1, 2])
+    np.testing.assert_allclose(dets["boxes"][0][0], [10, 10, 30, 40])
+    expected = jax.nn.softmax(logits[0, 0, 1:])
+    np.testing.assert_allclose(dets["class_scores"][0, 0], expected, rtol=1e-6)
+    assert np.all(np.asarray(dets["labels"][0][~valid]) == 0)
+
+
+def test_augmentation_moves_boxes_with_the_pixels():
+    """A pure shift moves a bright square and its box alike; nothing is mirrored."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[20:30, 10:16] = 255
+    boxes = np.array([[10, 20, 16, 30], [0, 0, 0, 0]], np.float32)
+    labels = np.array([3, 0], np.int32)
+    valid = np.array([True, False])
+    cfg = det_data.AugmentConfig(brightness=0, contrast=0, channel_gain=0, noise_std=0, scale=0,
+                                 rotate_deg=0, translate_px=5)
+    out, b, lab, v = det_data.augment(np.random.default_rng(1), image, boxes, labels, valid, cfg)
+    ys, xs = np.nonzero(out[..., 0] > 127)
+    np.testing.assert_allclose(b[0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.0)
+    assert v.tolist() == [True, False] and lab.tolist() == [3, 0]
+
+
+def test_batches_resume_identically():
+    n = 6
+    data = det_data.DetectionSet(
+        images=np.random.default_rng(0).integers(0, 255, (n, 32, 32, 3), dtype=np.uint8),
+        boxes=np.tile(np.array([[[4, 4, 20, 28]]], np.float32), (n, 1, 1)),
+        labels=np.ones((n, 1), np.int32), valid=np.ones((n, 1), bool),
+        image_ids=np.arange(n), category_ids=(1,))
+    cfg = det_data.AugmentConfig()
+    full = det_data.batches(data, 4, seed=5, augment_cfg=cfg)
+    seq = [next(full) for _ in range(4)]
+    resumed = next(det_data.batches(data, 4, seed=5, augment_cfg=cfg, start_step=3))
+    for a, b in zip(seq[3], resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_too_many_boxes_is_refused(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_detector_train import write_digit_set
+
+    path = write_digit_set(tmp_path, n_images=1, size_px=96, digits=4, height_px=(14, 18))
+    with pytest.raises(ValueError, match="max_boxes"):
+        det_data.load_detection_set(path, max_boxes=2)

@@ -73,3 +73,18 @@ def gallery_run():
             f"{len(config['experiments']['sets'])} rows"
         )
     return {"experiment": gallery["experiment"], "seed": SEEDS[0], "test_set": gallery["test_set"]}
+
+
+# --- synth stage (rules/synth.smk) ---
+
+
+def synth_stamp_banks(wildcards):
+    """The stamp banks a synthetic pool embeds: one per GAN checkpoint, or the classic bank."""
+    if wildcards.method == "classic":
+        return ["results/synth/classic/stamps_classic.npz"]
+    return expand("results/synth/gan/stamps_step{ckpt}.npz", ckpt=config["synth"]["checkpoints"])
+
+
+def synth_stamp_geometry():
+    """Size and framing of a stamp crop: the GAN's input size and the stamp pairs' margin."""
+    return {"size_px": config["gan"]["image_size_px"], "margin": config["data"]["stamps"]["margin"]}

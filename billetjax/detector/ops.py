@@ -111,6 +111,8 @@ def batched_nms(
 
     Instead of torchvision's coordinate offset (which rounds coordinates in float32 once offsets
     are large) the IoU is masked by category, i.e. exactly torchvision's per-class semantics.
+    Equal scores keep the input order, also across categories (torchvision's per-class path,
+    taken for more than 1000 boxes on CPU, may order such ties differently).
     """
     boxes = jnp.asarray(boxes)
     return _greedy_nms(

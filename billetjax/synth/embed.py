@@ -34,6 +34,10 @@ OCCLUDER_TRIES = 30
 BORDER_MARGIN_PX = 2.0
 # Visible parts smaller than this (px²) are not annotated: they do not show in the mask either.
 MIN_PART_AREA_PX = 1.0
+# A surface is face in front of a background when Otsu's two classes differ by this many grey
+# levels and the face covers at least this share of the image.
+FACE_CONTRAST = 25.0
+FACE_MIN_SHARE = 0.15
 # Outline simplification tolerance (px) for the written polygons.
 SIMPLIFY_PX = 0.15
 PARTIAL_MODES = ("erased", "edge", "occluder")
@@ -51,8 +55,8 @@ class EmbedParams:
     """How stamps are embedded; built from `synth.embed` and `synth.partial`."""
 
     char_height_px: tuple[float, float] = (16.0, 30.0)   # at 256 px, scaled with the image size
-    char_gap: tuple[float, float] = (0.12, 0.35)         # gap between characters (char heights)
-    row_gap: tuple[float, float] = (0.25, 0.7)           # gap between rows (char heights)
+    char_gap: tuple[float, float] = (0.08, 0.3)          # gap between characters (char heights)
+    row_gap: tuple[float, float] = (0.2, 0.5)            # gap between rows (char heights)
     char_jitter: float = 0.04                            # position jitter (char heights)
     char_rotation_deg: float = 2.0                       # per-character rotation, +-
     surface_rotation_deg: float = 8.0                    # surface rotation, +-
@@ -194,16 +198,48 @@ def _rows(n: int, widths: np.ndarray, gaps: np.ndarray, limit: float, rng: np.ra
     if not options:
         return None
     # Two rows as a rule (the paper's billets), others for variety.
-    weights = np.array([{1: 0.2, 2: 0.55, 3: 0.25}[len(o)] for o in options])
+    weights = np.array([{1: 0.1, 2: 0.8, 3: 0.1}[len(o)] for o in options])
     return options[rng.choice(len(options), p=weights / weights.sum())]
 
 
+def face_region(surface: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Where stamps may go: the billet's face (uint8 0/1 mask) and the background's colour (or None).
+
+    Blank surfaces may show the face in front of a dark background (camera frames): the face is
+    the convex hull of the largest bright region (Otsu on the blurred luminance), so dark scale on
+    the face does not cut it. A surface without a clear dark surround is all face.
+    """
+    size = surface.shape[:2]
+    grey = cv2.GaussianBlur(cv2.cvtColor(surface, cv2.COLOR_RGB2GRAY), (0, 0), 3)
+    _, bright = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    whole = np.ones(size, np.uint8)
+    if bright.all() or not bright.any():
+        return whole, None
+    if float(grey[bright > 0].mean()) - float(grey[bright == 0].mean()) < FACE_CONTRAST:
+        return whole, None
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    points = cv2.findNonZero((labels == largest).astype(np.uint8))
+    face = np.zeros(size, np.uint8)
+    cv2.fillConvexPoly(face, cv2.convexHull(points), 1)
+    if face.mean() < FACE_MIN_SHARE or face.mean() > 0.97:
+        return whole, None
+    outside = surface[face == 0]
+    return face, np.median(outside, axis=0).astype(np.float32) / 255.0
+
+
 def layout(stamps: list[Stamp], rng: np.random.Generator, size_px: int, warp: np.ndarray,
-           params: EmbedParams) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+           params: EmbedParams, face: np.ndarray | None = None) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
     """Placements (3x3, crop px -> layout px) of the stamps as a billet ID in rows, and (row, column).
 
-    Every undegraded glyph lands inside the image after `warp`, at least BORDER_MARGIN_PX from it.
+    The rows lie on the `face` (uint8 mask in surface pixels; default: the whole surface, less 5 %
+    at the border), and every undegraded glyph lands inside the image after `warp`, at least
+    BORDER_MARGIN_PX from its border.
     """
+    if face is None:
+        face = np.zeros((size_px, size_px), np.uint8)
+        inset = int(0.05 * size_px)
+        face[inset:size_px - inset, inset:size_px - inset] = 1
     scale_px = size_px / REFERENCE_SIZE_PX
     height = rng.uniform(*params.char_height_px) * scale_px
     n = len(stamps)
@@ -233,8 +269,17 @@ def layout(stamps: list[Stamp], rng: np.random.Generator, size_px: int, warp: np
                 x += widths[j] + gaps[j]
         centres += rng.normal(0, params.char_jitter * height, size=(n, 2))
         block = np.array([max(row_widths), len(rows) * row_pitch - (row_pitch - height)])
-        origin = rng.uniform(0.05 * size_px, size_px - block - 0.05 * size_px) if (block < 0.9 * size_px).all() \
-            else (size_px - block) / 2
+        # The characters' box (padded by the jitter) must lie on the billet's face.
+        pad = int(np.ceil(3 * params.char_jitter * height + 0.1 * height)) + 1
+        kernel = np.ones((int(np.ceil(block[1])) + 2 * pad, int(np.ceil(block[0])) + 2 * pad), np.uint8)
+        if kernel.shape[0] >= size_px or kernel.shape[1] >= size_px:
+            continue
+        valid = cv2.erode(face, kernel, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        ys, xs = np.nonzero(valid)
+        if not len(ys):
+            continue
+        pick = rng.integers(len(ys))
+        origin = np.array([xs[pick], ys[pick]], np.float64) + pad + rng.uniform(0, 1, 2)
         placements = []
         for j, stamp in enumerate(stamps):
             x0, y0, x1, y1 = stamp.whole_box
@@ -260,10 +305,10 @@ def layout(stamps: list[Stamp], rng: np.random.Generator, size_px: int, warp: np
 
 def _blob(rng: np.random.Generator, centre: np.ndarray, radius: float) -> Polygon:
     """An irregular, star-shaped patch (scale, dirt) around `centre`."""
-    theta = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-    k = np.arange(1, 5)
-    amp = rng.normal(0, 0.18, size=4) / k
-    phase = rng.uniform(0, 2 * np.pi, size=4)
+    theta = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+    k = np.arange(1, 13)  # high harmonics make the rim ragged, like flaking scale
+    amp = rng.normal(0, 0.25, size=len(k)) / k ** 0.8
+    phase = rng.uniform(0, 2 * np.pi, size=len(k))
     r = 1 + np.sum(amp[:, None] * np.sin(k[:, None] * theta[None] + phase[:, None]), axis=0)
     r = np.maximum(r, 0.3)  # star-shaped and simple: no self-intersection
     stretch = rng.uniform(0.6, 1.4)
@@ -414,8 +459,12 @@ def blend_stamp(canvas: np.ndarray, stamp: Stamp, matrix: np.ndarray, rng: np.ra
 
 
 def paint_occluder(canvas: np.ndarray, kind: str, polygon_px, texture: np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Paint an occluder (image px) over the canvas; returns where it hides, bool[H, W]."""
+                   rng: np.random.Generator, background: np.ndarray | None = None) -> np.ndarray:
+    """Paint an occluder (image px) over the canvas; returns where it hides, bool[H, W].
+
+    An edge shows what lies beyond the face: the surface's `background` colour (RGB 0..1) when it
+    has one, else a dark tone.
+    """
     size_px = canvas.shape[0]
     clipped = _solid(polygon_px.intersection(box(0, 0, size_px, size_px)), 0.0)
     if clipped.is_empty:
@@ -427,14 +476,17 @@ def paint_occluder(canvas: np.ndarray, kind: str, polygon_px, texture: np.ndarra
     hidden = antialiased > round(255 * MASK_COVERAGE)
     if kind == "edge":
         # Beyond the face: a dark, noisy background, and a bright chamfer along the edge.
-        tone = rng.uniform(0.04, 0.18)
-        fill = tone * (1 + 0.25 * rng.normal(size=canvas.shape[:2]))[..., None] * rng.uniform(0.85, 1.15, 3)
+        tone = background if background is not None else rng.uniform(0.04, 0.18) * rng.uniform(0.85, 1.15, 3)
+        fill = (1 + 0.25 * rng.normal(size=canvas.shape[:2]))[..., None] * tone
         rim = cv2.GaussianBlur(coverage, (0, 0), max(1.0, size_px / 256)) * (1 - coverage)
         canvas[:] = canvas * (1 - rim[..., None] * 0.5) + rim[..., None] * 0.5 * rng.uniform(0.6, 0.9)
     else:
-        # Scale or dirt: another surface's texture, darker and rust-tinted.
-        tint = np.array([1.0, rng.uniform(0.7, 0.9), rng.uniform(0.5, 0.8)]) * rng.uniform(0.45, 0.8)
-        fill = texture * tint
+        # Scale or dirt: another surface's texture, much darker; grey-blue scale, sometimes rust.
+        if rng.random() < 0.75:
+            tint = np.array([0.9, 0.95, 1.05]) * rng.uniform(0.3, 0.6)
+        else:
+            tint = np.array([1.0, rng.uniform(0.6, 0.8), rng.uniform(0.4, 0.6)]) * rng.uniform(0.5, 0.8)
+        fill = texture * tint * (1 + 0.1 * rng.normal(size=canvas.shape[:2]))[..., None]
     alpha = coverage[..., None]
     canvas[:] = canvas * (1 - alpha) + np.clip(fill, 0, 1) * alpha
     return hidden
@@ -455,7 +507,8 @@ def compose_billet(surface: np.ndarray, texture: np.ndarray, stamps: list[Stamp]
     if surface.shape[:2] != (size_px, size_px):
         raise ValueError(f"surface must be square, got {surface.shape[1]}x{surface.shape[0]}")
     warp = surface_warp(rng, size_px, params)
-    placements, cells = layout(stamps, rng, size_px, warp, params)
+    face, background = face_region(surface)
+    placements, cells = layout(stamps, rng, size_px, warp, params, face)
     solids = [transform(fill_holes(s.geometry), p) for s, p in zip(stamps, placements)]
     whole_areas = np.array([s.whole_area * abs(np.linalg.det(p[:2, :2])) for s, p in zip(stamps, placements)])
 
@@ -474,7 +527,7 @@ def compose_billet(surface: np.ndarray, texture: np.ndarray, stamps: list[Stamp]
     texture = np.roll(texture, rng.integers(size_px, size=2), axis=(0, 1)).astype(np.float32) / 255.0
     hidden = np.zeros((size_px, size_px), bool)
     for kind, polygon in occluders:
-        hidden |= paint_occluder(canvas, kind, transform(polygon, warp), texture, rng)
+        hidden |= paint_occluder(canvas, kind, transform(polygon, warp), texture, rng, background)
     noise = rng.uniform(*params.noise_std) / 255.0
     if noise > 0:
         canvas += rng.normal(0, noise, size=canvas.shape).astype(np.float32)

@@ -39,6 +39,7 @@ rule synth_stamps_classic:
     params:
         config=config_for("synth"),
         stamp=synth_stamp_geometry(),
+    threads: 2
     log:
         "logs/synth/stamps_classic.log",
     benchmark:

@@ -19,4 +19,6 @@ make_bank(
     snakemake.params.stamp["margin"],
     checkpoint=checkpoint,
     generator_path=snakemake.input.get("generator"),
+    # Masks are made in worker processes only where JAX is not loaded (forking it is unsafe).
+    workers=1 if checkpoint is not None else snakemake.threads,
 )

@@ -174,3 +174,28 @@ def test_hsv_shift_changes_colour_but_not_geometry():
 def test_fill_holes_keeps_parts():
     two = shapely.MultiPolygon([Polygon([(0, 0), (1, 0), (1, 1)]), Polygon([(2, 2), (3, 2), (3, 3)])])
     assert len(fill_holes(two).geoms) == 2
+
+
+def test_stamps_stay_on_the_billet_face():
+    """A bright face on a dark background: every character lands on the face, none on the dark."""
+    from billetjax.synth.embed import face_region
+
+    rng = np.random.default_rng(9)
+    surface = np.full((256, 256, 3), 20, np.uint8)
+    surface[60:200, 90:230] = 140
+    face, background = face_region(surface)
+    square = np.zeros((256, 256), bool)
+    square[60:200, 90:230] = True
+    assert (square & (face > 0)).sum() / (square | (face > 0)).sum() > 0.97  # the blur rounds corners
+    np.testing.assert_allclose(background, 20 / 255, atol=1e-3)
+    uniform, none = face_region(_surface(rng))
+    assert uniform.all() and none is None
+    params = EmbedParams(surface_rotation_deg=0.0, surface_perspective=0.0)
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        billet = compose_billet(surface, surface, _stamps(rng, MaskParams()), rng, params)
+        for char in billet.characters:
+            x, y, w, h = annotation_of(char)["bbox"]
+            # The surface warp still zooms 6 % about the centre.
+            cx, cy = (np.array([x + w / 2, y + h / 2]) - 128) / 1.06 + 128
+            assert 90 <= cx <= 230 and 60 <= cy <= 200

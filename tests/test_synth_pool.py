@@ -152,3 +152,11 @@ def test_gan_banks_split_the_classic_stamps(pool):
         np.testing.assert_array_equal(stamp.mask, classic["masks"][k])
     with pytest.raises(ValueError, match="not in synth.checkpoints"):
         plan.indices("gan", 300, config["synth"]["checkpoints"])
+
+
+def test_masks_do_not_depend_on_the_workers(pool):
+    indices = np.arange(70)
+    one = make_masks(pool["config"], indices, STAMP_PX, MARGIN, workers=1)
+    two = make_masks(pool["config"], indices, STAMP_PX, MARGIN, workers=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a.mask, b.mask)

@@ -86,22 +86,35 @@ def bank_plan(config: dict) -> BankPlan:
     return BankPlan(n_total=n_total, per_checkpoint=per_checkpoint, partial=partial)
 
 
-def make_masks(config: dict, indices: np.ndarray, size_px: int, margin: float) -> list:
-    """The heuristic masks of the given stamp indices (each from its own seed)."""
+def _masks_chunk(args: tuple) -> list:
+    config, indices, size_px, margin = args
     plan = bank_plan(config)
     params = MaskParams.from_config(config["synth"])
-    return [make_stamp_mask(ALPHABET[k % len(ALPHABET)], np.random.default_rng(stage_seed(config["seed"], "synth", "mask", int(k))),
+    return [make_stamp_mask(ALPHABET[k % len(ALPHABET)],
+                            np.random.default_rng(stage_seed(config["seed"], "synth", "mask", int(k))),
                             params, size_px, margin, partial=bool(plan.partial[k])) for k in indices]
+
+
+def make_masks(config: dict, indices: np.ndarray, size_px: int, margin: float, workers: int = 1) -> list:
+    """The heuristic masks of the given stamp indices (each from its own seed, so any split of the
+    work gives the same masks)."""
+    indices = np.asarray(indices)
+    if workers <= 1 or len(indices) < 64:
+        return _masks_chunk((config, indices, size_px, margin))
+    chunks = np.array_split(indices, workers * 4)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        parts = pool.map(_masks_chunk, [(config, c, size_px, margin) for c in chunks])
+        return [m for part in parts for m in part]
 
 
 def make_bank(config: dict, method: str, out_npz: str | os.PathLike, size_px: int, margin: float,
               checkpoint: int | None = None, generator_path: str | os.PathLike | None = None,
-              batch_size: int = 64) -> dict:
+              batch_size: int = 64, workers: int = 1) -> dict:
     """Make the heuristic masks of one bank, render them (GAN checkpoint or classic), write the npz."""
     checkpoints = list(config["synth"]["checkpoints"])
     indices = bank_plan(config).indices(method, checkpoint, checkpoints)
     log.info("%s bank%s: %d stamps at %d px", method, f" (step {checkpoint})" if checkpoint else "", len(indices), size_px)
-    stamps = make_masks(config, indices, size_px, margin)
+    stamps = make_masks(config, indices, size_px, margin, workers)
     masks = np.stack([s.mask for s in stamps])
     silhouettes = np.stack([s.silhouette for s in stamps])
     if method == "gan":

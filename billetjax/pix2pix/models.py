@@ -16,9 +16,9 @@ Depth follows the image size S (a power of two):
   about a quarter of the image: 70x70 patches at 256^2 (the reference's `basic`, n_layers=3),
   34x34 at 128^2, 16x16 at 64^2.
 
-Layouts are NHWC. Convolutions are computed as matrix products (see `ops`), which XLA:CPU runs
-several times faster than its strided and transposed convolutions; `impl="lax"` gives the
-straightforward `lax.conv_general_dilated` formulation, numerically the same operation.
+Layouts are NHWC. Convolutions are stride-1 convolutions and matrix products (see `ops`), which
+XLA:CPU runs several times faster than its strided and transposed convolutions; `impl="lax"`
+gives the straightforward `lax.conv_general_dilated` formulation, numerically the same operation.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from billetjax.pix2pix import ops
@@ -38,6 +39,8 @@ BN_MOMENTUM = 0.1
 DROPOUT_RATE = 0.5
 LEAKY_SLOPE = 0.2
 MAX_DROPOUT_BLOCKS = 3
+# How convolutions are computed (see ops): measured fastest on XLA:CPU, see README.
+DEFAULT_IMPL = "hybrid"
 
 
 def unet_depth(image_size: int) -> int:
@@ -62,21 +65,22 @@ class Pix2PixConfig:
     ndf: int = 32
     mask_channels: int = 1  # the reference feeds the mask as an RGB image (3)
     image_channels: int = 3
-    impl: str = "matmul"
+    impl: str = DEFAULT_IMPL
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _normal(rngs: nnx.Rngs, shape, mean=0.0) -> jax.Array:
-    return mean + INIT_STD * jax.random.normal(rngs.params(), shape, jnp.float32)
+def _normal(rng: np.random.Generator, shape, mean=0.0) -> jax.Array:
+    # NumPy draws: jax.random would compile one kernel per weight shape, tens of seconds on CPU.
+    return jnp.asarray(rng.normal(mean, INIT_STD, shape).astype(np.float32))
 
 
 class Conv(nnx.Module):
     """Conv2d(kernel 4, padding 1) with stride 2 (`down`) or 1, kernel stored HWIO."""
 
-    def __init__(self, cin: int, cout: int, stride: int, use_bias: bool, impl: str, *, rngs):
-        self.kernel = nnx.Param(_normal(rngs, (4, 4, cin, cout)))
+    def __init__(self, cin: int, cout: int, stride: int, use_bias: bool, impl: str, *, rng):
+        self.kernel = nnx.Param(_normal(rng, (4, 4, cin, cout)))
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if use_bias else None
         self.stride = stride
         self.impl = impl
@@ -92,8 +96,8 @@ class Conv(nnx.Module):
 class ConvTranspose(nnx.Module):
     """ConvTranspose2d(kernel 4, stride 2, padding 1); kernel [ky, kx, cin, cout] (torch's, permuted)."""
 
-    def __init__(self, cin: int, cout: int, use_bias: bool, impl: str, *, rngs):
-        self.kernel = nnx.Param(_normal(rngs, (4, 4, cin, cout)))
+    def __init__(self, cin: int, cout: int, use_bias: bool, impl: str, *, rng):
+        self.kernel = nnx.Param(_normal(rng, (4, 4, cin, cout)))
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if use_bias else None
         self.impl = impl
 
@@ -110,8 +114,8 @@ class BatchNorm(nnx.Module):
     statistics. `track_running=False` keeps no running averages (the discriminator never uses them).
     """
 
-    def __init__(self, channels: int, *, rngs, track_running: bool = True):
-        self.scale = nnx.Param(_normal(rngs, (channels,), mean=1.0))
+    def __init__(self, channels: int, *, rng: np.random.Generator, track_running: bool = True):
+        self.scale = nnx.Param(_normal(rng, (channels,), mean=1.0))
         self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
         if track_running:
             self.mean = nnx.BatchStat(jnp.zeros((channels,), jnp.float32))
@@ -145,7 +149,7 @@ def _dropout(x: jax.Array, key: jax.Array | None) -> jax.Array:
 class Generator(nnx.Module):
     """U-Net generator: mask [B,S,S,mask_channels] in [-1,1] -> image [B,S,S,3] in [-1,1]."""
 
-    def __init__(self, config: Pix2PixConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: Pix2PixConfig, *, rng: np.random.Generator):
         self.config = config
         depth = unet_depth(config.image_size)
         widths = [config.ngf * min(2**i, 8) for i in range(depth)]
@@ -157,17 +161,17 @@ class Generator(nnx.Module):
         for i in range(depth):
             cin = config.mask_channels if i == 0 else widths[i - 1]
             has_norm = 0 < i < depth - 1
-            setattr(self, f"down{i}", Conv(cin, widths[i], 2, False, impl, rngs=rngs))
+            setattr(self, f"down{i}", Conv(cin, widths[i], 2, False, impl, rng=rng))
             if has_norm:
-                setattr(self, f"down_norm{i}", BatchNorm(widths[i], rngs=rngs))
+                setattr(self, f"down_norm{i}", BatchNorm(widths[i], rng=rng))
         # Decoder level i maps the concatenation [skip_i, up_{i+1}] (or the bottleneck) to
         # widths[i-1]; level 0 is outermost (bias, tanh), all others have batch norm and no bias.
         for i in range(depth):
             cin = widths[i] if i == depth - 1 else 2 * widths[i]
             cout = config.image_channels if i == 0 else widths[i - 1]
-            setattr(self, f"up{i}", ConvTranspose(cin, cout, i == 0, impl, rngs=rngs))
+            setattr(self, f"up{i}", ConvTranspose(cin, cout, i == 0, impl, rng=rng))
             if i > 0:
-                setattr(self, f"up_norm{i}", BatchNorm(cout, rngs=rngs))
+                setattr(self, f"up_norm{i}", BatchNorm(cout, rng=rng))
         # Dropout in the decoder blocks right after the innermost one (reference: up to three).
         self.dropout_levels = tuple(
             i for i in range(depth - 2, 0, -1) if depth - 1 - i <= MAX_DROPOUT_BLOCKS
@@ -201,18 +205,18 @@ class Generator(nnx.Module):
 class Discriminator(nnx.Module):
     """PatchGAN: (mask, image) -> logits [B, P, P, 1], one per patch (no sigmoid)."""
 
-    def __init__(self, config: Pix2PixConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: Pix2PixConfig, *, rng: np.random.Generator):
         n_layers = patchgan_layers(config.image_size)
         impl = config.impl
         widths = [config.ndf * min(2**i, 8) for i in range(n_layers + 1)]
         cin = config.mask_channels + config.image_channels
         self.n_layers = n_layers
-        self.conv0 = Conv(cin, widths[0], 2, True, impl, rngs=rngs)
+        self.conv0 = Conv(cin, widths[0], 2, True, impl, rng=rng)
         for i in range(1, n_layers + 1):
             stride = 2 if i < n_layers else 1
-            setattr(self, f"conv{i}", Conv(widths[i - 1], widths[i], stride, False, impl, rngs=rngs))
-            setattr(self, f"norm{i}", BatchNorm(widths[i], rngs=rngs, track_running=False))
-        self.head = Conv(widths[-1], 1, 1, True, impl, rngs=rngs)
+            setattr(self, f"conv{i}", Conv(widths[i - 1], widths[i], stride, False, impl, rng=rng))
+            setattr(self, f"norm{i}", BatchNorm(widths[i], rng=rng, track_running=False))
+        self.head = Conv(widths[-1], 1, 1, True, impl, rng=rng)
 
     def __call__(self, mask: jax.Array, image: jax.Array, groups: int = 1) -> jax.Array:
         """`groups`: batch-norm statistics per equal part of the batch (real | fake)."""
@@ -235,6 +239,16 @@ def param_counts(
     """(generator, discriminator) trainable parameter counts; the defaults are the reference's
     unet_256/basic with an RGB mask: 54,413,955 and 2,768,705."""
     config = Pix2PixConfig(image_size=image_size, ngf=ngf, ndf=ndf, mask_channels=mask_channels)
-    g = nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0)))
-    d = nnx.eval_shape(lambda: Discriminator(config, rngs=nnx.Rngs(0)))
+    g = nnx.eval_shape(lambda: Generator(config, rng=np.random.default_rng(0)))
+    d = nnx.eval_shape(lambda: Discriminator(config, rng=np.random.default_rng(0)))
     return count_params(g), count_params(d)
+
+
+def create_generator(config: Pix2PixConfig, seed: int) -> Generator:
+    """A generator with weights drawn from `numpy.random.default_rng(seed)`."""
+    return Generator(config, rng=np.random.default_rng(seed))
+
+
+def create_discriminator(config: Pix2PixConfig, seed: int) -> Discriminator:
+    """A discriminator with weights drawn from `numpy.random.default_rng(seed)`."""
+    return Discriminator(config, rng=np.random.default_rng(seed))

@@ -15,6 +15,7 @@
 - "matmul": the same rearrangements, but every convolution as patches (im2col, a few slices) times
   a [K, C_out] matrix, which XLA:CPU hands to its tuned GEMM; maps of 2x2 and 1x1 at the U-Net's
   bottom become plain matrix products of the taps that meet data (the rest only meets padding).
+- "hybrid": "matmul" on maps of at most `TINY_PX` pixels, "phase" on larger ones.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 _DN = ("NHWC", "HWIO", "NHWC")
+TINY_PX = 4  # "hybrid": maps up to this size use matrix products
 
 
 def _pad1(x: jax.Array) -> jax.Array:
@@ -55,9 +57,17 @@ def _s2d_kernel(w: jax.Array) -> jax.Array:
     return w.reshape(2, 2, 4 * cin, cout)
 
 
+def _resolve(impl: str, size: int) -> str:
+    """'hybrid': matrix products on maps of at most TINY_PX, stride-1 convolutions above."""
+    if impl == "hybrid":
+        return "matmul" if size <= TINY_PX else "phase"
+    return impl
+
+
 def conv4x4_s2(x: jax.Array, w: jax.Array, impl: str = "matmul") -> jax.Array:
     """Conv2d(kernel 4, stride 2, padding 1): [B,H,W,C] -> [B,H/2,W/2,Co]."""
     b, h, wd, c = x.shape
+    impl = _resolve(impl, h)
     if impl == "lax":
         return lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_DN)
     if impl == "matmul" and h == 2 and wd == 2:
@@ -74,6 +84,7 @@ def conv4x4_s2(x: jax.Array, w: jax.Array, impl: str = "matmul") -> jax.Array:
 
 def conv4x4_s1(x: jax.Array, w: jax.Array, impl: str = "matmul") -> jax.Array:
     """Conv2d(kernel 4, stride 1, padding 1): [B,H,W,C] -> [B,H-1,W-1,Co]."""
+    impl = _resolve(impl, x.shape[1])
     if impl in ("lax", "phase"):
         return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_DN)
     if impl == "matmul":
@@ -106,6 +117,7 @@ def _interleave(q: jax.Array, h: int, w: int) -> jax.Array:
 def conv_transpose4x4_s2(x: jax.Array, w: jax.Array, impl: str = "matmul") -> jax.Array:
     """ConvTranspose2d(kernel 4, stride 2, padding 1): [B,h,w,C] -> [B,2h,2w,Co]."""
     b, h, wd, c = x.shape
+    impl = _resolve(impl, h)
     if impl == "lax":
         return lax.conv_general_dilated(
             x, w[::-1, ::-1], (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2), dimension_numbers=_DN

@@ -66,7 +66,7 @@ def load_generator(path: str | Path) -> Generator:
     if payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a billetjax pix2pix generator (format {payload.get('format')!r})")
     config = Pix2PixConfig(**payload["config"])
-    generator = nnx.eval_shape(lambda: Generator(config, rngs=nnx.Rngs(0)))
+    generator = nnx.eval_shape(lambda: Generator(config, rng=np.random.default_rng(0)))
     # Params and batch stats share the module tree: merge both pure dicts into the one state.
     values = payload["params"]
     _deep_update(values, payload["batch_stats"])

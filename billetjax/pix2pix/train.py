@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +24,9 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from billetjax.pix2pix.models import Discriminator, Generator, Pix2PixConfig
+from billetjax.pix2pix.models import (
+    DEFAULT_IMPL, Generator, Pix2PixConfig, create_discriminator, create_generator,
+)
 from billetjax.pix2pix.sample import USE_RUNNING_STATS, masks_to_input, save_generator, to_unit
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in section.items() if k in names})
 
-    def model_config(self, mask_channels: int = 1, impl: str = "matmul") -> Pix2PixConfig:
+    def model_config(self, mask_channels: int = 1, impl: str = DEFAULT_IMPL) -> Pix2PixConfig:
         return Pix2PixConfig(
             image_size=self.image_size_px, ngf=self.ngf, ndf=self.ndf,
             mask_channels=mask_channels, impl=impl,
@@ -65,6 +68,9 @@ class TrainConfig:
         """The study's checkpoints (the `{ckpt}` wildcard values)."""
         return list(range(self.checkpoint_every, self.steps + 1, self.checkpoint_every))
 
+
+# Jitted step and validation functions per (training facts, seed, impl) within this process.
+_COMPILED: dict = {}
 
 # Keys of the config that may change between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every"}
@@ -122,12 +128,11 @@ class Models:
     config: Pix2PixConfig
 
 
-def create_state(cfg: TrainConfig, seed: int, impl: str = "matmul") -> tuple[Models, dict]:
+def create_state(cfg: TrainConfig, seed: int, impl: str = DEFAULT_IMPL) -> tuple[Models, dict]:
     """Initialise generator, discriminator and Adam states; returns (static part, state pytree)."""
     config = cfg.model_config(impl=impl)
-    rngs = nnx.Rngs(params=jax.random.key(seed))
-    g = Generator(config, rngs=rngs)
-    d = Discriminator(config, rngs=rngs)
+    g = create_generator(config, seed)
+    d = create_discriminator(config, seed + 1)
     g_def, g_params, g_stats = nnx.split(g, nnx.Param, nnx.BatchStat)
     d_def, d_params = nnx.split(d, nnx.Param)
     g_tx = optax.adam(cfg.learning_rate, b1=cfg.beta1, b2=0.999)
@@ -256,8 +261,13 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def _check_resumable(state_dir: Path, cfg: TrainConfig, seed: int, impl: str) -> None:
-    """Refuse to resume a state made with other model or training facts."""
+def _prepare_state_dir(state_dir: Path, cfg: TrainConfig, seed: int, impl: str) -> None:
+    """Keep a resumable state only if it was made with the same model and training facts.
+
+    A state made with other facts (e.g. ngf changed in the config, so Snakemake reruns the job)
+    cannot be resumed: it is removed with a warning and training starts from scratch. Only
+    `steps`, `checkpoint_every` and `log_every` may change (training is then extended).
+    """
     path = state_dir / "config.json"
     current = {**asdict(cfg), "seed": seed, "impl": impl}
     if path.is_file():
@@ -265,11 +275,11 @@ def _check_resumable(state_dir: Path, cfg: TrainConfig, seed: int, impl: str) ->
         changed = sorted(k for k in set(saved) | set(current)
                          if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
         if changed:
-            raise ValueError(
-                f"{state_dir}: resumable GAN state was made with different {changed} "
-                f"({ {k: saved.get(k) for k in changed} } vs { {k: current.get(k) for k in changed} }); "
-                "delete that folder to train from scratch"
+            log.warning(
+                "%s was made with other %s (%s, now %s): starting from scratch", state_dir, changed,
+                {k: saved.get(k) for k in changed}, {k: current.get(k) for k in changed},
             )
+            shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=1, sort_keys=True))
 
@@ -286,7 +296,7 @@ def train(
     cfg: TrainConfig,
     seed: int,
     state_dir: str | Path | None = None,
-    impl: str = "matmul",
+    impl: str = DEFAULT_IMPL,
     on_step: Callable[[int], None] | None = None,
 ) -> Path:
     """Train pix2pix on stamp pairs; resumes from the latest checkpoint in `state_dir`.
@@ -300,7 +310,7 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     t_masks, t_images = load_pairs(train_path, cfg.image_size_px)
     v_masks, v_images = load_pairs(val_path, cfg.image_size_px)
-    _check_resumable(state_dir, cfg, seed, impl)
+    _prepare_state_dir(state_dir, cfg, seed, impl)
     models, state = create_state(cfg, seed, impl)
     log.info(
         "pix2pix %s: %d train / %d val pairs, G %d params, D %d params, %d steps, checkpoints %s",
@@ -324,28 +334,31 @@ def train(
         log.info("resumed from %s at step %d", state_dir, start)
     history = _read_history(history_path, int(state["step"]))
 
-    step_fn = make_train_step(models, cfg, seed)
-    val_l1 = make_eval_l1(models, seed + 1, cfg.batch_size)
+    # One compilation per training setup and process (a resumed or extended run reuses it).
+    key = (replace(cfg, steps=0, checkpoint_every=0, log_every=0), seed, impl)
+    if key not in _COMPILED:
+        _COMPILED[key] = (make_train_step(models, cfg, seed), make_eval_l1(models, seed + 1, cfg.batch_size))
+    step_fn, val_l1 = _COMPILED[key]
     train_masks, train_images = jax.device_put(t_masks), jax.device_put(t_images)
     checkpoints = set(cfg.checkpoint_steps())
-    window: list[dict] = []
+    window: list[dict] = []  # metrics since the last history row
+    timed = 0  # steps since t0 (the first step of a run, with its compilation, is not timed)
     t0 = time.perf_counter()
     first = int(state["step"]) + 1
     for step in range(first, cfg.steps + 1):
         state, metrics = step_fn(state, train_masks, train_images)
+        window.append(metrics)
+        timed += 1
         if step == first:  # leave compilation out of the step rate
             jax.block_until_ready(metrics)
             log.info("first step (with compilation) took %.1f s", time.perf_counter() - t0)
-            t0 = time.perf_counter()
-        else:
-            window.append(metrics)
+            t0, timed = time.perf_counter(), 0
         if step % cfg.log_every == 0 or step == cfg.steps:
             means = {k: float(v) for k, v in jax.device_get(
-                jax.tree.map(lambda *xs: jnp.stack(xs).mean(), *window)).items()} if window else {}
-            rate = len(window) / max(time.perf_counter() - t0, 1e-9)
+                jax.tree.map(lambda *xs: jnp.stack(xs).mean(), *window)).items()}
+            rate = timed / max(time.perf_counter() - t0, 1e-9) if timed else float("nan")
             vl1 = val_l1(state["g_params"], state["g_stats"], v_masks, v_images)
-            row = {"step": step, **{k: means.get(k, float("nan")) for k in ("g_gan", "g_l1", "d_loss")},
-                   "val_l1": vl1, "steps_per_s": rate}
+            row = {"step": step, **means, "val_l1": vl1, "steps_per_s": rate}
             history.append(row)
             _write_history(history_path, history)
             log.info(
@@ -353,7 +366,7 @@ def train(
                 step, cfg.steps, row["g_gan"], row["g_l1"], row["d_loss"], vl1, rate,
                 (cfg.steps - step) / max(rate, 1e-9),
             )
-            window = []
+            window, timed = [], 0
             t0 = time.perf_counter()
         if step in checkpoints or step == cfg.steps:
             manager.save(step, args=ocp.args.StandardSave(state))

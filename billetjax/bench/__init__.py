@@ -1,0 +1,1 @@
+"""Benchmarks comparing our jitted steps with PyTorch on the same machine (`python -m billetjax.bench`)."""

@@ -1,0 +1,65 @@
+# GAN: pix2pix trained on the stamp pairs (paper §2.2.2), one generator file per checkpoint
+# ({ckpt} = gan.checkpoint_every, 2 * gan.checkpoint_every, ... <= gan.steps), Figure 4's sample
+# grids per checkpoint and the loss curves. The resumable orbax state lives in results/gan/state/,
+# which is not an output: a killed or failed training resumes from its last checkpoint on retry.
+
+
+rule gan_train:
+    input:
+        train="results/data/stamps/train.npz",
+        val="results/data/stamps/val.npz",
+    output:
+        history="results/gan/history.csv",
+        generators=expand("results/gan/generator_step{ckpt}.msgpack", ckpt=gan_checkpoints()),
+    params:
+        config=config_for("gan"),
+        state_dir="results/gan/state",
+    resources:
+        gpu=1,
+    log:
+        "logs/gan/train.log",
+    benchmark:
+        "benchmarks/gan/train.tsv"
+    conda:
+        "../envs/jax.yaml"
+    script:
+        "../scripts/gan_train.py"
+
+
+rule gan_samples:
+    input:
+        generator="results/gan/generator_step{ckpt}.msgpack",
+        val="results/data/stamps/val.npz",
+    output:
+        "results/figures/gan_samples_step{ckpt}.png",
+    params:
+        seed=config["seed"],
+    resources:
+        gpu=1,
+    log:
+        "logs/gan/samples_step{ckpt}.log",
+    benchmark:
+        "benchmarks/gan/samples_step{ckpt}.tsv"
+    conda:
+        "../envs/jax.yaml"
+    script:
+        "../scripts/gan_samples.py"
+
+
+rule gan_losses:
+    input:
+        "results/gan/history.csv",
+    output:
+        "results/figures/gan_losses.png",
+    log:
+        "logs/gan/losses.log",
+    benchmark:
+        "benchmarks/gan/losses.tsv"
+    conda:
+        "../envs/plot.yaml"
+    script:
+        "../scripts/gan_losses.py"
+
+
+FINAL_TARGETS += expand("results/figures/gan_samples_step{ckpt}.png", ckpt=gan_checkpoints())
+FINAL_TARGETS += ["results/figures/gan_losses.png"]

@@ -1,0 +1,13 @@
+"""Figure 4: validation masks, targets and one generator checkpoint's synthesis."""
+
+from billetjax.utils import enable_jax_cache, log_to, stage_seed
+
+log_to(snakemake.log[0])
+enable_jax_cache()
+
+from billetjax.pix2pix.figures import sample_grid  # noqa: E402
+
+sample_grid(
+    snakemake.input.generator, snakemake.input.val, snakemake.output[0],
+    stage_seed(snakemake.params.seed, "gan-samples"),
+)

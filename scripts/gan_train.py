@@ -1,0 +1,17 @@
+"""Train pix2pix on the stamp pairs, resuming from results/gan/state/ after an interruption."""
+
+from billetjax.utils import enable_jax_cache, log_to, stage_seed
+
+log_to(snakemake.log[0])
+enable_jax_cache()
+
+from pathlib import Path  # noqa: E402
+
+from billetjax.pix2pix.train import TrainConfig, train  # noqa: E402
+
+config = snakemake.params.config
+train(
+    snakemake.input.train, snakemake.input.val, Path(snakemake.output.history).parent,
+    TrainConfig.from_config(config["gan"]), stage_seed(config["seed"], "gan"),
+    state_dir=snakemake.params.state_dir,
+)

@@ -308,7 +308,12 @@ def test_gpu_rules_have_cluster_resources():
     profile = yaml.safe_load(PROFILE.read_text())
     missing = gpu_rules - set(profile["set-resources"])
     assert not missing, f"GPU rules without set-resources in profiles/slurm: {sorted(missing)}"
-    stale = set(profile["set-resources"]) - {job.rule for job in jobs.values()}
+    listed = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--list-rules", "--workflow-profile", "none", "--configfile", SMOKE],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    rules = set(listed.stdout.split())
+    stale = set(profile["set-resources"]) - rules
     assert not stale, f"profiles/slurm sets resources for rules the workflow lacks: {sorted(stale)}"
 
 
@@ -338,6 +343,9 @@ def test_smoke_run_through_slurm(cluster, local_run, tmp_path):
             assert Path(job.slurm_log).is_file(), f"no SLURM log {job.slurm_log}"
             assert f"rule {job.rule}:" in Path(job.slurm_log).read_text(errors="replace")
 
+        # the same tables as the local run of the same preset
+        assert_same_tables(local_run, ws)
+
         # the GPU jobs asked SLURM for the GPU, and got it (SLURM sets CUDA_VISIBLE_DEVICES)
         gpu_jobs = [job for job in remote if job.gpu]
         assert gpu_jobs, "no job of the smoke run declared gpu=1"
@@ -353,8 +361,6 @@ def test_smoke_run_through_slurm(cluster, local_run, tmp_path):
             if not job.gpu:
                 details = slurm("scontrol", "show", "job", job.slurm_id)
                 assert "gres:gpu" not in details, f"{job.rule} got a GPU it did not ask for"
-
-        assert_same_tables(local_run, ws)
     finally:
         cancel_run(run_id)
 
@@ -362,12 +368,44 @@ def test_smoke_run_through_slurm(cluster, local_run, tmp_path):
 def finished_checkpoints(state_dir: Path) -> list[int]:
     """Steps of the complete checkpoints under a training's resumable state (orbax step folders)."""
     steps = set()
-    if state_dir.is_dir():
+    try:
         for path in state_dir.rglob("*"):
             # orbax writes <step>.orbax-checkpoint-tmp-* and renames it to <step> when complete
-            if path.is_dir() and path.name.isdigit():
+            if path.name.isdigit() and path.is_dir():
                 steps.add(int(path.name))
+    except FileNotFoundError:  # a temporary folder renamed while we looked
+        return finished_checkpoints(state_dir)
     return sorted(steps)
+
+
+def stop_when_checkpointed(run: subprocess.Popen, ws: Path, deadline: float) -> tuple[Job, Path]:
+    """Watch a running workflow; freeze the first detector training that has saved a checkpoint.
+
+    The smoke preset's trainings leave well under a second between their first checkpoint and
+    their end, so the state folder is polled every 20 ms and the job is suspended at once
+    (`scontrol suspend`: SIGSTOP to all its processes); the caller then cancels it.
+    """
+    victim = state_dir = None
+    out_path = ws / "snakemake.out"
+    while run.poll() is None and time.monotonic() < deadline:
+        if victim is None:
+            jobs, _ = parse_run(out_path.read_text(errors="replace"))
+            trainings = sorted(
+                (j for j in jobs.values() if "params.msgpack" in j.fields.get("output", "") and j.slurm_id),
+                key=lambda j: j.jobid,
+            )
+            if trainings:
+                victim = trainings[0]
+                params = victim.fields["output"].split(",")[0].strip()
+                state_dir = ws / Path(params).parent / "state"
+        elif finished_checkpoints(state_dir):
+            subprocess.run(["scontrol", "suspend", victim.slurm_id], capture_output=True, timeout=30)
+            return victim, state_dir
+        time.sleep(0.02 if victim is not None else 0.5)
+    pytest.fail(
+        f"no detector training was seen with a checkpoint before the run ended (victim: "
+        f"{victim and victim.fields.get('wildcards')}, state: {state_dir}):\n" + tail(out_path.read_text())
+    )
 
 
 @pytest.mark.slurm
@@ -378,32 +416,12 @@ def test_killed_training_resumes_on_rerun(cluster, local_run, tmp_path):
     # no retries in the first run: the killed job must fail, so that the *rerun* resumes it
     first = slurm_snakemake(ws, "--retries", "0", background=True)
     out_path = ws / "snakemake.out"
-    victim = state_dir = None
-    deadline = time.monotonic() + RUN_LIMIT_S
     run_id = None
     try:
-        while first.poll() is None and time.monotonic() < deadline:
-            output = out_path.read_text(errors="replace")
-            jobs, run_id = parse_run(output)
-            trainings = sorted(
-                (job for job in jobs.values() if "params.msgpack" in job.fields.get("output", "") and job.slurm_id),
-                key=lambda job: job.jobid,
-            )
-            if victim is None and trainings:
-                victim = trainings[0]
-                params = victim.fields["output"].split(",")[0].strip()
-                state_dir = ws / Path(params).parent / "state"
-            if victim is not None and finished_checkpoints(state_dir):
-                state, _ = squeue_jobs(run_id).get(victim.slurm_id, ("?", ""))
-                if state == "RUNNING":
-                    slurm("scancel", victim.slurm_id)
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail(
-                "no detector training was seen running with a checkpoint before it finished; "
-                f"victim={victim and victim.rule}, state={state_dir}:\n" + tail(out_path.read_text())
-            )
+        victim, state_dir = stop_when_checkpointed(first, ws, time.monotonic() + RUN_LIMIT_S)
+        state = squeue_jobs(parse_run(out_path.read_text())[1]).get(victim.slurm_id, ("?", ""))[0]
+        assert state in ("SUSPENDED", "RUNNING"), f"the training to kill is {state}, no longer running"
+        slurm("scancel", victim.slurm_id)
         killed_at = finished_checkpoints(state_dir)
         first.wait(timeout=RUN_LIMIT_S)
         output = out_path.read_text(errors="replace")

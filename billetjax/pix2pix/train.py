@@ -43,7 +43,7 @@ class TrainConfig:
     image_size_px: int = 64
     ngf: int = 32
     ndf: int = 32
-    batch_size: int = 16
+    batch_size: int = 8
     steps: int = 3000
     checkpoint_every: int = 1000
     learning_rate: float = 2e-4
@@ -332,6 +332,8 @@ def train(
         start = max(saved_steps)
         state = manager.restore(start, args=ocp.args.StandardRestore(abstract))
         log.info("resumed from %s at step %d", state_dir, start)
+    # Committed to the device either way, so fresh and restored states hit one compiled step.
+    state = jax.device_put(state, jax.devices()[0])
     history = _read_history(history_path, int(state["step"]))
 
     # One compilation per training setup and process (a resumed or extended run reuses it).

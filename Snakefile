@@ -7,13 +7,16 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+configfile: f"{workflow.basedir}/config.yaml"
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/gan.smk"
+include: "rules/synth.smk"
+include: "rules/experiments.smk"
 include: "rules/detector.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

@@ -111,7 +111,7 @@ def _stamps(rng, params, partial=()):
     images = render_classic(np.zeros((1, S, S), np.uint8), [0])
     for j in range(10):
         m = make_stamp_mask(ALPHABET[rng.integers(10)], rng, params, S, MARGIN, partial=j in partial)
-        stamps.append(Stamp(m.label, images[0], m.silhouette, m.geometry, m.whole_box, m.whole_area))
+        stamps.append(Stamp(m.label, images[0], m.mask, m.silhouette, m.geometry, m.whole_box, m.whole_area))
     return stamps
 
 

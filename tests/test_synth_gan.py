@@ -40,10 +40,10 @@ def test_gan_bank_renders_with_a_saved_generator(tmp_path):
     bank = np.load(out)
     n = bank_plan(config).per_checkpoint
     assert bank["images"].shape == (n, size, size, 3) and bank["images"].dtype == np.uint8
-    assert bank["masks"].shape == (n, size, size)
+    assert bank["masks"].shape == bank["silhouettes"].shape == (n, size, size)
     assert (bank["checkpoint"] == 200).all() and bank["stamp_index"][0] == n
     # The GAN gets the silhouettes, as its training pairs had them.
-    np.testing.assert_array_equal(bank["masks"], bank["silhouettes"])
+    np.testing.assert_array_equal(bank["inputs"], bank["silhouettes"])
     again = tmp_path / "again.npz"
     make_bank(config, "gan", again, size, MARGIN, checkpoint=200, generator_path=path, batch_size=4)
     np.testing.assert_array_equal(np.load(again)["images"], bank["images"])

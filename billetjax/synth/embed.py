@@ -6,7 +6,13 @@ shift; on a partially visible billet some characters are erased in the mask, cut
 edge or hidden under a scale patch. Everything is placed in *layout* coordinates first (the surface
 before its warp); one homography H then carries surface, stamps, occluders and polygons alike, so
 the annotations follow the pixels. A stamp's pixels go from its crop to the image in one warp
-(H times its placement), never resampled twice.
+(H times its placement), never resampled twice. The rows are placed on the billet's face where the
+surface shows one in front of a dark background (`face_region`).
+
+Annotations: the outline is the visible silhouette (counters filled, as the real outlines); the box
+is that of the pixels it covers at least half, i.e. the box of the stamp's mask in the written
+image; `Character.mask` is the same mask made the other way (the crop's silhouette warped like the
+stamp's colours, minus occluders), which the tests hold against the box.
 
 Coordinates follow COCO (pixel (r, c) covers [c, c+1) x [r, r+1)); OpenCV's warps put pixel
 centres on integers, which `_cv` converts.
@@ -38,6 +44,8 @@ MIN_PART_AREA_PX = 1.0
 # levels and the face covers at least this share of the image.
 FACE_CONTRAST = 25.0
 FACE_MIN_SHARE = 0.15
+# Spread of the billet ID's position around the face's centre, in face sizes (sqrt of its area).
+CENTRE_SPREAD = 0.2
 # Outline simplification tolerance (px) for the written polygons.
 SIMPLIFY_PX = 0.15
 PARTIAL_MODES = ("erased", "edge", "occluder")
@@ -67,6 +75,7 @@ class EmbedParams:
     saturation_scale: tuple[float, float] = (0.6, 1.4)   # HSV: saturation factor
     value_scale: tuple[float, float] = (0.75, 1.2)       # HSV: value (brightness) factor
     noise_std: tuple[float, float] = (0.0, 2.5)          # camera noise over the whole image (grey levels)
+    match_surface: bool = True                           # scale a stamp's face colour to the surface's first
     partial_characters: tuple[int, int] = (1, 3)         # partially visible characters per partial image
     partial_visible: tuple[float, float] = (0.35, 0.75)  # share of a partial character left visible
     partial_modes: tuple[float, float, float] = (1.0, 1.0, 1.0)  # weights of erased, edge, occluder
@@ -78,10 +87,13 @@ class EmbedParams:
         p = synth.get("partial", {})
         modes = p.get("modes", {})
         kwargs = {}
-        for name, default in cls.__dataclass_fields__.items():
+        for name in cls.__dataclass_fields__:
             if name in e:
                 value = e[name]
-                kwargs[name] = tuple(float(v) for v in value) if isinstance(value, list) else float(value)
+                if isinstance(value, bool):
+                    kwargs[name] = value
+                else:
+                    kwargs[name] = tuple(float(v) for v in value) if isinstance(value, list) else float(value)
         params = cls(
             **kwargs,
             partial_characters=tuple(int(v) for v in p.get("characters", cls.partial_characters)),
@@ -99,7 +111,8 @@ class Stamp:
 
     label: str
     image: np.ndarray           # uint8[S, S, 3] RGB, as rendered
-    silhouette: np.ndarray      # uint8[S, S] 0/255: blending and annotation mask
+    mask: np.ndarray            # uint8[S, S] 0/255: blending mask, counters open
+    silhouette: np.ndarray      # uint8[S, S] 0/255: counters filled, as the annotation outline
     geometry: Polygon | MultiPolygon  # degraded glyph in crop pixels (with counters)
     whole_box: tuple[float, float, float, float]  # undegraded glyph's box in crop pixels
     whole_area: float           # undegraded silhouette's area, crop px²
@@ -115,6 +128,8 @@ class Character:
     mask: np.ndarray                 # bool[H, W]: the stamp's warped mask minus occluders
     row: int
     column: int
+    stamp: Polygon | MultiPolygon | None = None  # whole silhouette in image pixels (before occluders)
+    hidden: np.ndarray | None = None             # bool[H, W]: where occluders hide (shared per billet)
 
 
 @dataclass
@@ -278,7 +293,12 @@ def layout(stamps: list[Stamp], rng: np.random.Generator, size_px: int, warp: np
         ys, xs = np.nonzero(valid)
         if not len(ys):
             continue
-        pick = rng.integers(len(ys))
+        # Stamping machines strike near the middle of the face: favour block centres close to it.
+        centres_xy = np.c_[xs, ys] + (kernel.shape[1] / 2, kernel.shape[0] / 2)
+        face_centre = np.argwhere(face > 0).mean(axis=0)[::-1]
+        spread = CENTRE_SPREAD * np.sqrt(face.sum())
+        weight = np.exp(-0.5 * ((centres_xy - face_centre) ** 2).sum(axis=1) / spread ** 2)
+        pick = rng.choice(len(ys), p=weight / weight.sum())
         origin = np.array([xs[pick], ys[pick]], np.float64) + pad + rng.uniform(0, 1, 2)
         placements = []
         for j, stamp in enumerate(stamps):
@@ -401,8 +421,8 @@ def plan_occluders(mode: str, targets: list[int], solids: list, whole_areas: np.
 
 
 def hsv_shift(rgb: np.ndarray, rng: np.random.Generator, params: EmbedParams) -> np.ndarray:
-    """Random hue shift and saturation/value scaling of a stamp crop (uint8 RGB)."""
-    hsv = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)  # H in [0, 360)
+    """Random hue shift and saturation/value scaling of a stamp crop (float32 RGB 0..1)."""
+    hsv = cv2.cvtColor(np.asarray(rgb, np.float32), cv2.COLOR_RGB2HSV)  # H in [0, 360)
     hsv[..., 0] = np.mod(hsv[..., 0] + rng.uniform(-params.hue_shift_deg, params.hue_shift_deg), 360.0)
     hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*params.saturation_scale), 0, 1)
     hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(*params.value_scale), 0, 1)
@@ -420,26 +440,36 @@ def _window(matrix: np.ndarray, crop_px: int, size_px: int, pad: int) -> tuple[i
 
 def blend_stamp(canvas: np.ndarray, stamp: Stamp, matrix: np.ndarray, rng: np.random.Generator,
                 params: EmbedParams, sigma_px: float) -> np.ndarray:
-    """Blend one stamp into `canvas` (float32 RGB 0..1) through its warped, blurred silhouette.
+    """Blend one stamp into `canvas` (float32 RGB 0..1) through its warped, blurred mask.
 
-    `matrix` maps crop px to image px (COCO). Returns the warped silhouette as bool[H, W]
-    (pixels at least half covered), the mask the annotation must match.
+    The mask keeps the counters open, so the surface shows through them (the renderer may have
+    been given the silhouette, as the GAN is). With `match_surface` the crop's face colour (around
+    the stamp) is first scaled to the surface's colour there, then the random HSV shift applies.
+    `matrix` maps crop px to image px (COCO). Returns the warped mask as bool[H, W] (pixels at
+    least half covered), whose box the annotation's must match.
     """
     size_px = canvas.shape[0]
     crop = stamp.image.shape[0]
-    colour = hsv_shift(stamp.image, rng, params)
+    colour = stamp.image.astype(np.float32) / 255.0
     pad = int(np.ceil(3 * sigma_px)) + 2
     full = np.zeros(canvas.shape[:2], bool)
     window = _window(matrix, crop, size_px, pad)
     if window is None:
         return full
     x0, y0, x1, y1 = window
+    region = canvas[y0:y1, x0:x1]
+    if params.match_surface:
+        face = stamp.silhouette < 128
+        crop_face = colour[face].mean(axis=0) if face.mean() > 0.1 else colour.reshape(-1, 3).mean(axis=0)
+        gain = np.clip(region.reshape(-1, 3).mean(axis=0) / np.maximum(crop_face, 1 / 255), 0.25, 4.0)
+        colour = np.clip(colour * gain, 0, 1)
+    colour = hsv_shift(colour, rng, params)
     size = (x1 - x0, y1 - y0)
     to_window = _translate(-x0, -y0) @ matrix
-    # Coverage of each image pixel by the silhouette, from a MASK_SUPERSAMPLE-times finer warp:
-    # a plain bilinear warp of a shrinking mask loses thin stroke tips.
+    # Coverage of each image pixel by the mask, from a MASK_SUPERSAMPLE-times finer warp: a
+    # plain bilinear warp of a shrinking mask loses thin stroke tips.
     k = MASK_SUPERSAMPLE
-    fine = cv2.warpPerspective(stamp.silhouette, _cv(np.diag([k, k, 1.0]) @ to_window), (size[0] * k, size[1] * k),
+    fine = cv2.warpPerspective(stamp.mask, _cv(np.diag([k, k, 1.0]) @ to_window), (size[0] * k, size[1] * k),
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     coverage = fine.reshape(size[1], k, size[0], k).mean(axis=(1, 3), dtype=np.float32) / 255.0
     # Shrink the colour crop with area averaging first, so its warp does not alias.
@@ -452,7 +482,6 @@ def blend_stamp(canvas: np.ndarray, stamp: Stamp, matrix: np.ndarray, rng: np.ra
                                  borderMode=cv2.BORDER_REFLECT_101)
     alpha = cv2.GaussianBlur(coverage, (0, 0), sigma_px) if sigma_px > 0 else coverage
     alpha = (alpha * rng.uniform(*params.opacity))[..., None]
-    region = canvas[y0:y1, x0:x1]
     canvas[y0:y1, x0:x1] = region * (1 - alpha) + warped * alpha
     full[y0:y1, x0:x1] = coverage >= MASK_COVERAGE
     return full
@@ -543,6 +572,7 @@ def compose_billet(surface: np.ndarray, texture: np.ndarray, stamps: list[Stamp]
             label=stamp.label, outline=outline,
             visible_fraction=float(solid_area(visible) / whole_areas[j]) if not outline.is_empty else 0.0,
             mask=masks[j] & ~hidden, row=cells[j][0], column=cells[j][1],
+            stamp=_solid(transform(solids[j], warp).intersection(frame), 0.0), hidden=hidden,
         ))
     return billet
 
@@ -550,14 +580,18 @@ def compose_billet(surface: np.ndarray, texture: np.ndarray, stamps: list[Stamp]
 def annotation_of(character: Character) -> dict | None:
     """COCO fields (bbox, segmentation, area) of a character's visible outline; None if nothing shows.
 
-    The box is that of the pixels the outline covers at least half (MASK_COVERAGE): the box of
-    the stamp's mask in the written image, on the pixel grid. Counters are not drawn, as in the
-    real outlines; the outline is clipped to the box, then simplified, so it stays inside it.
+    The box is that of the stamp's mask in the written image, on the pixel grid: pixels its
+    silhouette covers at least half (MASK_COVERAGE) and no occluder covers more than half, the
+    rule by which the pixels were painted. Counters are not drawn, as in the real outlines; the
+    outline is clipped to the box, then simplified, so it stays inside it.
     """
     outline = character.outline
     if outline.is_empty:
         return None
-    covered = rasterise(outline, character.mask.shape, antialiased=True) >= round(255 * MASK_COVERAGE)
+    stamp = character.stamp if character.stamp is not None else outline
+    covered = rasterise(stamp, character.mask.shape, antialiased=True) >= round(255 * MASK_COVERAGE)
+    if character.hidden is not None:
+        covered &= ~character.hidden
     rows, cols = np.flatnonzero(covered.any(axis=1)), np.flatnonzero(covered.any(axis=0))
     if not len(rows):
         return None

@@ -62,13 +62,14 @@ def synthetic_samples(pool_json: str | os.PathLike, out_png: str | os.PathLike, 
 
 
 def stamp_strip(bank_npz: str | os.PathLike, out_png: str | os.PathLike, count: int = 12, title: str = "") -> None:
-    """Masks (top) and rendered stamps (bottom) of the first `count` stamps of a bank, two of them cut."""
+    """Renderer inputs (top) and rendered stamps (bottom) of the first `count` stamps of a bank,
+    two of them cut to partially visible ones."""
     plt = _pyplot()
     with np.load(bank_npz) as bank:
         labels, partial = bank["labels"], bank["partial"]
         whole = np.flatnonzero(~partial)[: max(count - 2, 1)]
         picks = np.concatenate([whole, np.flatnonzero(partial)[: count - len(whole)]])
-        masks, images = bank["masks"][picks], bank["images"][picks]
+        masks, images = bank["inputs"][picks], bank["images"][picks]
         checkpoint = int(bank["checkpoint"][0])
     fig, axes = plt.subplots(2, len(picks), figsize=(1.1 * len(picks), 2.6), squeeze=False)
     for c, k in enumerate(picks):

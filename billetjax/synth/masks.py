@@ -23,7 +23,7 @@ from billetjax.glyphs import glyph, rasterise
 # Edges are split to this length (glyph heights) before the elastic field bends them.
 SEGMENT_LENGTH = 0.02
 # Parts smaller than this share of the glyph's area are specks, not stamp: dropped.
-MIN_PART_FRACTION = 0.01
+MIN_PART_FRACTION = 0.03
 # Radius of the morphological opening of a mask's polygon (glyph heights): see `_open`.
 OPENING = 0.025
 # Tries before giving up on a degradation that keeps enough of the glyph.

@@ -8,8 +8,9 @@ renders it; the GAN bank of the i-th checkpoint of `synth.checkpoints` renders s
 [i n, (i+1) n), the classic bank renders all of them. So with one seed both methods embed the very
 same masks on the very same surfaces and layouts: only the renderer differs. Files:
 `results/synth/gan/stamps_step{ckpt}.npz` and `results/synth/classic/stamps_classic.npz`, with
-`images uint8[N,S,S,3]` (RGB), `masks uint8[N,S,S]` (what the renderer got), `silhouettes
-uint8[N,S,S]` (blending/annotation mask, counters filled), `labels <U1[N]`, `partial bool[N]`,
+`images uint8[N,S,S,3]` (RGB), `masks uint8[N,S,S]` (the paper's mask, counters open: what is
+blended in), `silhouettes uint8[N,S,S]` (counters filled: what the annotation outlines), `inputs
+uint8[N,S,S]` (what the renderer got), `labels <U1[N]`, `partial bool[N]`,
 `whole_boxes float64[N,4]`, `whole_areas float64[N]`, `stamp_index int64[N]`, `checkpoint int64[N]`
 (0 for classic) and the degraded glyph polygons as WKB (`geometry_wkb uint8[B]`,
 `geometry_offsets int64[N+1]`).
@@ -134,8 +135,9 @@ def make_bank(config: dict, method: str, out_npz: str | os.PathLike, size_px: in
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in wkb])]).astype(np.int64)
     bank = {
         "images": images.astype(np.uint8),
-        "masks": inputs.astype(np.uint8),
+        "masks": masks,
         "silhouettes": silhouettes,
+        "inputs": inputs.astype(np.uint8),
         "labels": np.array([s.label for s in stamps]),
         "partial": np.array([s.partial for s in stamps]),
         "whole_boxes": np.array([s.whole_box for s in stamps], np.float64),
@@ -171,7 +173,8 @@ def load_banks(paths: list[str | os.PathLike]) -> dict:
 
 
 def _stamp(bank: dict, k: int) -> Stamp:
-    return Stamp(label=str(bank["labels"][k]), image=bank["images"][k], silhouette=bank["silhouettes"][k],
+    return Stamp(label=str(bank["labels"][k]), image=bank["images"][k], mask=bank["masks"][k],
+                 silhouette=bank["silhouettes"][k],
                  geometry=shapely.from_wkb(bank["geometries"][k]), whole_box=tuple(bank["whole_boxes"][k]),
                  whole_area=float(bank["whole_areas"][k]))
 

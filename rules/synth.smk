@@ -21,6 +21,7 @@ rule synth_stamps_gan:
     params:
         config=config_for("synth"),
         stamp=synth_stamp_geometry(),
+    threads: 2
     resources:
         gpu=1,
     log:

@@ -1,4 +1,8 @@
-"""Render one stamp bank: heuristic masks through a GAN checkpoint ({ckpt}) or the classic renderer."""
+"""Render one stamp bank: heuristic masks through a GAN checkpoint ({ckpt}) or the classic renderer.
+
+JAX (and its compilation cache) is loaded by `make_bank` only after the masks are made in forked
+worker processes: forking a process that has loaded JAX is unsafe.
+"""
 
 from billetjax.utils import log_to
 
@@ -7,10 +11,6 @@ log_to(snakemake.log[0])
 from billetjax.synth.pool import make_bank  # noqa: E402
 
 checkpoint = int(snakemake.wildcards.ckpt) if "ckpt" in snakemake.wildcards.keys() else None
-if checkpoint is not None:
-    from billetjax.utils import enable_jax_cache
-
-    enable_jax_cache()
 make_bank(
     snakemake.params.config,
     "gan" if checkpoint is not None else "classic",
@@ -19,6 +19,5 @@ make_bank(
     snakemake.params.stamp["margin"],
     checkpoint=checkpoint,
     generator_path=snakemake.input.get("generator"),
-    # Masks are made in worker processes only where JAX is not loaded (forking it is unsafe).
-    workers=1 if checkpoint is not None else snakemake.threads,
+    workers=snakemake.threads,
 )

@@ -111,7 +111,10 @@ def make_masks(config: dict, indices: np.ndarray, size_px: int, margin: float, w
 def make_bank(config: dict, method: str, out_npz: str | os.PathLike, size_px: int, margin: float,
               checkpoint: int | None = None, generator_path: str | os.PathLike | None = None,
               batch_size: int = 64, workers: int = 1) -> dict:
-    """Make the heuristic masks of one bank, render them (GAN checkpoint or classic), write the npz."""
+    """Make the heuristic masks of one bank, render them (GAN checkpoint or classic), write the npz.
+
+    Call it before anything imports JAX when `workers` > 1: the masks are made in forked workers.
+    """
     checkpoints = list(config["synth"]["checkpoints"])
     indices = bank_plan(config).indices(method, checkpoint, checkpoints)
     log.info("%s bank%s: %d stamps at %d px", method, f" (step {checkpoint})" if checkpoint else "", len(indices), size_px)
@@ -119,7 +122,11 @@ def make_bank(config: dict, method: str, out_npz: str | os.PathLike, size_px: in
     masks = np.stack([s.mask for s in stamps])
     silhouettes = np.stack([s.silhouette for s in stamps])
     if method == "gan":
+        # JAX is loaded only now: the mask workers above were forked from a process without it.
         from billetjax.pix2pix import render_stamps
+        from billetjax.utils import enable_jax_cache
+
+        enable_jax_cache()
 
         inputs = silhouettes if GAN_INPUT == "silhouettes" else masks
         images = render_stamps(generator_path, inputs, seed=stage_seed(config["seed"], "synth", "gan", checkpoint),

@@ -53,7 +53,9 @@ rule table3:
     input:
         expand("results/tables/testset{testset}.csv", testset=TEST_SETS),
     output:
-        "results/tables/table3.csv",
+        report(
+            "results/tables/table3.csv", caption="../docs/captions/table3_csv.rst", category="Table 3"
+        ),
     log:
         "logs/evaluate/table3.log",
     benchmark:
@@ -68,7 +70,9 @@ rule figure_table3:
     input:
         "results/tables/table3.csv",
     output:
-        "results/figures/table3.png",
+        report(
+            "results/figures/table3.png", caption="../docs/captions/table3.rst", category="Table 3"
+        ),
     log:
         "logs/evaluate/figure_table3.log",
     benchmark:
@@ -87,7 +91,11 @@ rule figure_training_curves:
             seed=SEEDS,
         ),
     output:
-        "results/figures/training_curves.png",
+        report(
+            "results/figures/training_curves.png",
+            caption="../docs/captions/training_curves.rst",
+            category="Detector",
+        ),
     params:
         runs=[(e, s) for e in EXPERIMENTS for s in SEEDS],
     log:
@@ -105,7 +113,11 @@ rule figure_detections_gallery:
         gt=f"results/data/testsets/testset{gallery_run()['test_set']}.json",
         detections="results/detections/exp{experiment}/seed{seed}/testset{test_set}.json".format(**gallery_run()),
     output:
-        "results/figures/detections_gallery.png",
+        report(
+            "results/figures/detections_gallery.png",
+            caption="../docs/captions/detections_gallery.rst",
+            category="Detector",
+        ),
     params:
         config=config_for("evaluation"),
         run=gallery_run(),

@@ -242,19 +242,25 @@ def plan_pool(config: dict, bank: dict, n_surfaces: int) -> list[ImagePlan]:
 _WORKER: dict = {}
 
 
-def _init_worker(bank_paths: list[str], surfaces: list[dict], surfaces_dir: str, synth: dict) -> None:
+def _init_worker(bank_paths: list[str], surfaces: list[dict], surfaces_dir: str, synth: dict, size_px: int) -> None:
     _WORKER.update(bank=load_banks(bank_paths), surfaces=surfaces, surfaces_dir=surfaces_dir,
-                   params=EmbedParams.from_config(synth))
+                   params=EmbedParams.from_config(synth), size_px=size_px)
+
+
+def _read_surface(file: Path, size_px: int) -> np.ndarray:
+    """A blank surface at the study's image size (surfaces of another size are resized)."""
+    surface = cc.read_image(file)
+    if surface.shape[:2] != (size_px, size_px):
+        surface = cv2.resize(surface, (size_px, size_px), interpolation=cv2.INTER_AREA)
+    return surface
 
 
 def _make_image(args: tuple[ImagePlan, str]) -> tuple[dict, list[dict]]:
     plan, image_file = args
     bank, params = _WORKER["bank"], _WORKER["params"]
     folder = Path(_WORKER["surfaces_dir"])
-    surface = cc.read_image(folder / _WORKER["surfaces"][plan.surface]["file_name"])
-    texture = cc.read_image(folder / _WORKER["surfaces"][plan.texture]["file_name"])
-    if texture.shape != surface.shape:
-        texture = cv2.resize(texture, surface.shape[1::-1], interpolation=cv2.INTER_AREA)
+    surface = _read_surface(folder / _WORKER["surfaces"][plan.surface]["file_name"], _WORKER["size_px"])
+    texture = _read_surface(folder / _WORKER["surfaces"][plan.texture]["file_name"], _WORKER["size_px"])
     billet = compose_billet(surface, texture, [_stamp(bank, k) for k in plan.stamps],
                             np.random.default_rng(plan.seed), params, plan.partial_mode, plan.partial_targets)
     cc.write_image(image_file, billet.image)
@@ -294,7 +300,7 @@ def make_pool(config: dict, bank_paths: list[str | os.PathLike], surfaces_dir: s
     del bank
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(plan, str(image_dir / f"synthetic_{plan.index + 1:06d}.png")) for plan in plans]
-    init = (bank_paths, surfaces, str(surfaces_dir), config["synth"])
+    init = (bank_paths, surfaces, str(surfaces_dir), config["synth"], int(config["image_size_px"]))
     progress = Progress(len(jobs), "synthetic images", log)
     results = []
     if workers > 1:

@@ -224,7 +224,11 @@ def cluster_problem() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(request):
+    markexpr = request.config.getoption("-m") or ""
+    if not REQUIRED and not ("slurm" in markexpr and "not slurm" not in markexpr):
+        pytest.skip("the SLURM integration tests take minutes: they run with `pytest -m slurm` "
+                    "(tests/slurm/ci.sh starts the cluster and runs them)")
     problem = cluster_problem()
     if problem:
         if REQUIRED:
@@ -350,8 +354,9 @@ def test_smoke_run_through_slurm(cluster, local_run, tmp_path):
         gpu_jobs = [job for job in remote if job.gpu]
         assert gpu_jobs, "no job of the smoke run declared gpu=1"
         for job in gpu_jobs:
-            details = slurm("scontrol", "show", "job", job.slurm_id)
+            details = slurm("scontrol", "show", "job", "-d", job.slurm_id)
             assert re.search(r"TresPerJob=\S*gres:gpu:1", details), f"{job.rule}: no --gpus=1\n{details}"
+            assert re.search(r"JOB_GRES=gpu:1\b", details), f"{job.rule}: no GPU allocated\n{details}"
             visible = cuda_visible_devices(job, ws)
             assert visible not in (None, "", "None", "unset", "NoDevFiles"), (
                 f"{job.rule} (SLURM job {job.slurm_id}): CUDA_VISIBLE_DEVICES not set in its log "
@@ -359,8 +364,8 @@ def test_smoke_run_through_slurm(cluster, local_run, tmp_path):
             )
         for job in remote:
             if not job.gpu:
-                details = slurm("scontrol", "show", "job", job.slurm_id)
-                assert "gres:gpu" not in details, f"{job.rule} got a GPU it did not ask for"
+                details = slurm("scontrol", "show", "job", "-d", job.slurm_id)
+                assert "gres:gpu" not in details and "JOB_GRES=gpu" not in details, f"{job.rule} got a GPU"
     finally:
         cancel_run(run_id)
 

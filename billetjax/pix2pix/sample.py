@@ -15,12 +15,13 @@ from billetjax.pix2pix.models import Generator, Pix2PixConfig
 FORMAT = "billetjax.pix2pix.generator/1"
 
 # Synthesis normalises with the batch-norm running averages (torch's eval mode for batch norm),
-# while dropout stays on. Rendering a stamp then depends only on its mask and its dropout draw,
-# not on the other masks of its batch or the batch's size, and the last, smaller batch is rendered
-# like the others. The running averages are taken with dropout on, as synthesis runs, so they
-# match its statistics. (The reference pix2pix test script keeps batch statistics, which at its
-# batch size of 1 amounts to instance norm; with our batches of 16 the running averages gave a
-# lower validation L1, see the README.)
+# while dropout stays on. A stamp then depends only on its mask and its dropout draw, not on the
+# other masks of its batch or the batch's size (the last, smaller batch renders like the others);
+# the averages were taken with dropout on, as synthesis runs. The reference's test script keeps
+# batch statistics instead (at its batch size of 1, instance norm). Measured on the default config
+# (validation stamps, generator step 1000): L1 0.1353 with running averages vs 0.1337 with batch
+# statistics (1 % apart), and output contrast closer to the targets' (std 20.7 vs 18.6 grey
+# levels; targets 23.1), so the batch independence costs nothing visible.
 USE_RUNNING_STATS = True
 
 

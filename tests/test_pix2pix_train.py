@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from flax import serialization
+from flax import nnx, serialization
 
 from billetjax.pix2pix.figures import loss_figure, sample_grid
 from billetjax.pix2pix.train import TrainConfig, create_state, generator_path, train
@@ -87,7 +87,7 @@ def test_resume_after_interruption_is_bit_identical(pairs, tmp_path):
         state = manager.restore(4, args=ocp.args.StandardRestore(abstract))
     saved = serialization.msgpack_restore(generator_path(whole, 4).read_bytes())
     assert int(state["step"]) == 4 and saved["step"] == 4
-    restored = state["g_params"].to_pure_dict()
+    restored = nnx.to_pure_dict(state["g_params"])
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved["params"])):
         np.testing.assert_array_equal(np.asarray(a), b)
 

@@ -49,8 +49,8 @@ def save_generator(path: str | Path, generator: Generator, step: int) -> Path:
         "format": FORMAT,
         "step": int(step),
         "config": generator.config.to_dict(),
-        "params": jax.device_get(nnx.state(generator, nnx.Param).to_pure_dict()),
-        "batch_stats": jax.device_get(nnx.state(generator, nnx.BatchStat).to_pure_dict()),
+        "params": jax.device_get(nnx.to_pure_dict(nnx.state(generator, nnx.Param))),
+        "batch_stats": jax.device_get(nnx.to_pure_dict(nnx.state(generator, nnx.BatchStat))),
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(serialization.msgpack_serialize(payload))

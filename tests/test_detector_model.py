@@ -13,7 +13,7 @@ from billetjax.detector.models import (DetectorSpec, FasterRCNN, ModelConfig, de
                                        upsample2x)
 
 SMALL = ModelConfig(num_classes=10, stem_width=8, widths=(8, 16, 16), fpn_width=16, head_width=32,
-                    anchors_per_location=3)
+                    anchors_per_location=3, anchor_levels=3)
 
 
 def _spec(image_size_px=64):
@@ -85,8 +85,8 @@ def test_augmentation_moves_boxes_with_the_pixels():
     boxes = np.array([[10, 20, 16, 30], [0, 0, 0, 0]], np.float32)
     labels = np.array([3, 0], np.int32)
     valid = np.array([True, False])
-    cfg = det_data.AugmentConfig(brightness=0, contrast=0, channel_gain=0, noise_std=0, scale=0,
-                                 rotate_deg=0, translate_px=5)
+    cfg = det_data.AugmentConfig(brightness=0, contrast=0, channel_gain=0, noise_std=0,
+                                 blur_sigma=0, scale=0, rotate_deg=0, translate_px=5)
     out, b, lab, v = det_data.augment(np.random.default_rng(1), image, boxes, labels, valid, cfg)
     ys, xs = np.nonzero(out[..., 0] > 127)
     np.testing.assert_allclose(b[0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.0)

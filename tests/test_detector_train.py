@@ -145,7 +145,7 @@ def test_train_step_compiles_once(digit_set):
 
     data = det_data.load_detection_set(digit_set, max_boxes=TINY["max_boxes"])
     b = data.boxes[data.valid]
-    cfg = {**TINY, "steps": 4, "eval_every": 4, "model": {**TINY["model"], "head_width": 32}}
+    cfg = {**TINY, "steps": 4, "eval_every": 4}  # TINY's shapes: compiled programs come from the cache
     spec, _ = make_spec(cfg, 128, data.category_ids, np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1))
     optimizer, schedule = make_optimizer(cfg, 4)
     fns = Functions(spec, optimizer, schedule, seed=0)
@@ -168,8 +168,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, digit_set, monkey
 
     import billetjax.detector.train as train_module
 
-    small = {"steps": 6, "eval_every": 6, "checkpoint_every": 3,
-             "model": {**TINY["model"], "head_width": 32}}
+    small = {"steps": 6, "eval_every": 6, "checkpoint_every": 3}
     _, unbroken = _train(tmp_path / "a", digit_set, **small)
 
     real_batches = train_module.det_data.batches

@@ -43,7 +43,7 @@ def synthetic_batch(rng: np.random.Generator, batch: int, size: int, max_boxes: 
     return images, boxes, labels, valid
 
 
-def build_torch_detector(spec, batch_norm_free: bool = True):
+def build_torch_detector(spec):
     """torchvision FasterRCNN with our backbone/FPN/head shapes and our spec's counts."""
     from collections import OrderedDict
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     peer_step()  # warm-up
 

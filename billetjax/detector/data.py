@@ -93,6 +93,7 @@ class AugmentConfig:
     contrast: float = 0.25  # multiplicative, 1 +- this
     channel_gain: float = 0.08  # per-channel colour gain, 1 +- this
     noise_std: float = 4.0  # Gaussian pixel noise (0-255 scale)
+    blur_sigma: float = 1.2  # Gaussian blur of up to this sigma (px) on half of the images
     scale: float = 0.10  # isotropic zoom 1 +- this
     rotate_deg: float = 3.0
     translate_px: float = 12.0
@@ -132,6 +133,9 @@ def augment(rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, labe
     inside = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), -1)
     keep = valid & (inside >= cfg.min_visible * np.maximum(area, 1e-6)) & (inside > 1.0)
 
+    if cfg.blur_sigma > 0 and rng.random() < 0.5:
+        # Worn, shallow or out-of-focus stamps (the paper's "poor" class) look blurred.
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, cfg.blur_sigma))
     x = out.astype(np.float32)
     x = (x - 127.5) * rng.uniform(1 - cfg.contrast, 1 + cfg.contrast) + 127.5
     x = x * rng.uniform(1 - cfg.channel_gain, 1 + cfg.channel_gain, 3)

@@ -17,6 +17,9 @@ from flax import nnx
 # ImageNet's RGB statistics; any fixed normalisation works for a model trained from scratch.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# torchvision's RPN box coder has unit weights (targets.rpn_targets encodes with them); the box
+# head's coder uses ops' default (10, 10, 5, 5).
+RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,10 @@ class ModelConfig:
     stem_width: int = 32
     widths: tuple[int, ...] = (32, 64, 128)  # one stage per FPN level, strides 4, 8, 16, ...
     blocks: tuple[int, ...] = (1, 1, 1)  # residual blocks per stage
-    fpn_width: int = 64
+    fpn_width: int = 32
     head_width: int = 256  # the box head's two fully connected layers
     anchors_per_location: int = 3
-    anchor_levels: int = 3  # the finest FPN levels that carry anchors (and the RPN head)
+    anchor_levels: int = 1  # the finest FPN levels that carry anchors (and the RPN head)
     pool_size: int = 7  # RoIAlign output size
     groups: int = 8  # GroupNorm groups (batch statistics are too noisy at our batch sizes)
 
@@ -215,7 +218,8 @@ def _proposals_one(logits, deltas, anchors, level_sizes, image_hw, pre_nms_top_n
     for level, n in enumerate(level_sizes):
         k = min(pre_nms_top_n, n)
         top_scores, top = jax.lax.top_k(logits[start:start + n], k)
-        decoded = ops.decode_boxes(deltas[start:start + n][top], anchors[start:start + n][top])
+        decoded = ops.decode_boxes(deltas[start:start + n][top], anchors[start:start + n][top],
+                                   weights=RPN_BOX_WEIGHTS)
         boxes.append(ops.clip_boxes(decoded, *image_hw))
         scores.append(top_scores)
         levels.append(jnp.full((k,), level, jnp.int32))

@@ -55,7 +55,7 @@ def make_spec(detector_cfg: dict, image_size_px: int, category_ids: tuple[int, .
     anchor_cfg = detector_cfg.get("anchors", {})
     n_levels = len(model_cfg.get("widths", ModelConfig.widths))
     n_anchor_levels = min(int(model_cfg.get("anchor_levels", n_levels)), n_levels)
-    n_sizes = int(anchor_cfg.get("sizes_per_level", 1))
+    n_sizes = int(anchor_cfg.get("sizes_per_level", 3))
     n_ratios = int(anchor_cfg.get("aspect_ratios", 3))
     strides = tuple(4 * 2**i for i in range(n_anchor_levels))
     sizes, ratios, summary = anchors_lib.anchor_sizes_from_boxes(
@@ -125,8 +125,8 @@ def detection_losses(model: FasterRCNN, spec: DetectorSpec, anchors: jax.Array,
 
 def make_optimizer(cfg: dict, steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """SGD with momentum, linear warm-up, cosine decay, decoupled weight decay, gradient clipping."""
-    peak = float(cfg.get("learning_rate", 0.02))
-    warmup = min(int(cfg.get("warmup_steps", 100)), max(steps - 1, 0))
+    peak = float(cfg.get("learning_rate", 0.04))
+    warmup = min(int(cfg.get("warmup_steps", 50)), max(steps - 1, 0))
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=peak * 0.001, peak_value=peak, warmup_steps=warmup, decay_steps=max(steps, warmup + 1),
         end_value=peak * float(cfg.get("final_lr_fraction", 0.01)))

@@ -73,3 +73,11 @@ class Progress:
             "%s %d/%d (%.1f/s, ETA %.0f s)%s", self.what, done, self.total, rate, eta,
             f" {extra}" if extra else "",
         )
+
+
+def worker_context():
+    """Processes started by 'spawn': forking a parent whose OpenCV (or JAX) threads are running
+    can deadlock the child, and the parent may be a test run or a notebook that used them."""
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn")

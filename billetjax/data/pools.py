@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from billetjax import coco as cc
-from billetjax.utils import Progress, stage_seed
+from billetjax.utils import Progress, stage_seed, worker_context
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image
     results: list = [None] * len(jobs)
     progress = Progress(len(jobs), f"rendered {prefix} billets", log)
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=worker_init) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=worker_init) as pool:
             for done, (i, record, anns) in enumerate(pool.map(_render_one, jobs, chunksize=4), 1):
                 results[i] = (record, anns)
                 progress.update(done)

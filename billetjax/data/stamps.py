@@ -37,12 +37,15 @@ def crop_pair(image: np.ndarray, polygon: np.ndarray, size_px: int, margin: floa
     side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     scale = size_px / side
-    # One affine map from image to crop coordinates, for the pixels and the polygon alike.
+    # One affine map from image to crop coordinates (COCO's: pixel c covers [c, c + 1)), for the
+    # pixels and the polygon alike; OpenCV puts pixel centres at integers, hence the half pixels.
     m = np.array([[scale, 0, size_px / 2 - cx * scale], [0, scale, size_px / 2 - cy * scale]])
-    crop = cv2.warpAffine(image, m, (size_px, size_px), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT_101)
+    m_index = m.copy()
+    m_index[:, 2] += 0.5 * (scale - 1)
+    crop = cv2.warpAffine(image, m_index, (size_px, size_px),
+                          flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     mask = np.zeros((size_px, size_px), np.uint8)
-    crop_pts = pts @ m[:, :2].T + m[:, 2]
+    crop_pts = pts @ m[:, :2].T + m[:, 2] - 0.5
     cv2.fillPoly(mask, [np.round(crop_pts * 16).astype(np.int32)], 255, lineType=cv2.LINE_8, shift=4)
     return crop, mask
 
@@ -150,8 +153,9 @@ def make_surfaces(config: dict, train_pool_json: str | os.PathLike, out_dir: str
             from concurrent.futures import ProcessPoolExecutor
 
             from billetjax.data.pools import worker_init
+            from billetjax.utils import worker_context
 
-            with ProcessPoolExecutor(max_workers=workers, initializer=worker_init) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=worker_init) as pool:
                 list(pool.map(_render_surface, jobs, chunksize=4))
         else:
             for job in jobs:

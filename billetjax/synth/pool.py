@@ -34,7 +34,7 @@ from billetjax import coco as cc
 from billetjax.glyphs import ALPHABET
 from billetjax.synth.embed import PARTIAL_MODES, EmbedParams, Stamp, annotation_of, compose_billet
 from billetjax.synth.masks import MaskParams, make_stamp_mask
-from billetjax.utils import Progress, stage_seed
+from billetjax.utils import Progress, stage_seed, worker_context
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def make_masks(config: dict, indices: np.ndarray, size_px: int, margin: float, w
     if workers <= 1 or len(indices) < 64:
         return _masks_chunk((config, indices, size_px, margin))
     chunks = np.array_split(indices, workers * 4)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
         parts = pool.map(_masks_chunk, [(config, c, size_px, margin) for c in chunks])
         return [m for part in parts for m in part]
 
@@ -304,7 +304,8 @@ def make_pool(config: dict, bank_paths: list[str | os.PathLike], surfaces_dir: s
     progress = Progress(len(jobs), "synthetic images", log)
     results = []
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=init) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=_init_worker,
+                                 initargs=init) as pool:
             for i, result in enumerate(pool.map(_make_image, jobs, chunksize=8), 1):
                 results.append(result)
                 progress.update(i)

@@ -35,7 +35,7 @@ PROFILE = ROOT / "profiles/slurm/config.yaml"
 TEST_OVERRIDES = ROOT / "tests/slurm/profile/config.yaml"
 PARTITION = os.environ.get("BILLETJAX_SLURM_PARTITION", "billetjax")
 VENV_BIN = Path(sys.executable).parent
-RUN_LIMIT_S = int(os.environ.get("BILLETJAX_SLURM_RUN_LIMIT_S", "900"))
+RUN_LIMIT_S = int(os.environ.get("BILLETJAX_SLURM_RUN_LIMIT_S", "1500"))
 REQUIRED = os.environ.get("BILLETJAX_SLURM_REQUIRED") == "1"
 
 # what a copy of the workflow leaves out: outputs, state, environments, VCS

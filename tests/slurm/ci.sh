@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI step after the unit tests (.ci/run calls it): start the one-node SLURM cluster, run the SLURM
-# integration tests (`pytest -m slurm`), stop the cluster again, whatever the outcome.
+# integration tests (`pytest -m slurm`, extra arguments passed on), stop the cluster again,
+# whatever the outcome.
 #
 # Needs root and apt (Debian): start.sh installs slurm-wlm and munge when missing. Elsewhere it
 # says why and exits 0, as the tests themselves skip there. Inside, BILLETJAX_SLURM_REQUIRED=1
@@ -35,7 +36,7 @@ echo "[slurm ci] cluster set up in $((t1 - t0)) s (package installation included
 export BILLETJAX_SLURM_REQUIRED=1
 export PATH="$(dirname "$PY"):$PATH"
 status=0
-"$PY" -m pytest -m slurm -v -rA -p no:cacheprovider --durations=0 tests/test_slurm.py || status=$?
+"$PY" -m pytest -m slurm -v -rA -p no:cacheprovider --durations=0 tests/test_slurm.py "$@" || status=$?
 t2=$(date +%s)
 echo "[slurm ci] SLURM tests took $((t2 - t1)) s (exit status $status)"
 exit $status

@@ -42,10 +42,13 @@ def log_to(path: str | os.PathLike | None, level: int = logging.INFO) -> logging
 def enable_jax_cache(path: str | os.PathLike | None = None) -> Path:
     """Enable JAX's persistent compilation cache so equal shapes compile once across jobs.
 
-    The folder is `$BILLETJAX_JAX_CACHE`, else `~/.cache/billetjax/jax`.
+    The folder is `$BILLETJAX_JAX_CACHE`, else `~/.cache/billetjax/jax`. Every script that runs a
+    JAX model calls this first, so it also logs the GPU the job was given.
     """
     import jax
 
+    # The device a job was given (SLURM sets this for GPU jobs); the log shows it for every JAX job.
+    logging.getLogger(__name__).info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
     folder = Path(path or os.environ.get("BILLETJAX_JAX_CACHE") or Path.home() / ".cache/billetjax/jax")
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))

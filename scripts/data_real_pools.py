@@ -1,9 +1,11 @@
 """Write the real train and test pools (simulated, or imported from the user's COCO files)."""
 
-from billetjax.utils import log_to
+# Guarded: worker processes start by 'spawn', which re-imports this script as __mp_main__.
+if __name__ == "__main__":
+    from billetjax.utils import log_to
 
-log_to(snakemake.log[0])
+    log_to(snakemake.log[0])
 
-from billetjax.data.pools import make_real_pools  # noqa: E402
+    from billetjax.data.pools import make_real_pools
 
-make_real_pools(snakemake.params.config, snakemake.output.train, snakemake.output.test, workers=snakemake.threads)
+    make_real_pools(snakemake.params.config, snakemake.output.train, snakemake.output.test, workers=snakemake.threads)

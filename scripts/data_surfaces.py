@@ -1,9 +1,11 @@
 """Write the blank billet surfaces that synthetic stamps are embedded into."""
 
-from billetjax.utils import log_to
+# Guarded: worker processes start by 'spawn', which re-imports this script as __mp_main__.
+if __name__ == "__main__":
+    from billetjax.utils import log_to
 
-log_to(snakemake.log[0])
+    log_to(snakemake.log[0])
 
-from billetjax.data.stamps import make_surfaces  # noqa: E402
+    from billetjax.data.stamps import make_surfaces
 
-make_surfaces(snakemake.params.config, snakemake.input[0], snakemake.output.folder, workers=snakemake.threads)
+    make_surfaces(snakemake.params.config, snakemake.input[0], snakemake.output.folder, workers=snakemake.threads)

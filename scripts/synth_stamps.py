@@ -1,23 +1,25 @@
 """Render one stamp bank: heuristic masks through a GAN checkpoint ({ckpt}) or the classic renderer.
 
-JAX (and its compilation cache) is loaded by `make_bank` only after the masks are made in forked
-worker processes: forking a process that has loaded JAX is unsafe.
+JAX (and its compilation cache) is loaded by `make_bank` only after the masks are made in worker
+processes, so the workers never carry a JAX runtime.
 """
 
-from billetjax.utils import log_to
+# Guarded: worker processes start by 'spawn', which re-imports this script as __mp_main__.
+if __name__ == "__main__":
+    from billetjax.utils import log_to
 
-log_to(snakemake.log[0])
+    log_to(snakemake.log[0])
 
-from billetjax.synth.pool import make_bank  # noqa: E402
+    from billetjax.synth.pool import make_bank
 
-checkpoint = int(snakemake.wildcards.ckpt) if "ckpt" in snakemake.wildcards.keys() else None
-make_bank(
-    snakemake.params.config,
-    "gan" if checkpoint is not None else "classic",
-    snakemake.output[0],
-    snakemake.params.stamp["size_px"],
-    snakemake.params.stamp["margin"],
-    checkpoint=checkpoint,
-    generator_path=snakemake.input.get("generator"),
-    workers=snakemake.threads,
-)
+    checkpoint = int(snakemake.wildcards.ckpt) if "ckpt" in snakemake.wildcards.keys() else None
+    make_bank(
+        snakemake.params.config,
+        "gan" if checkpoint is not None else "classic",
+        snakemake.output[0],
+        snakemake.params.stamp["size_px"],
+        snakemake.params.stamp["margin"],
+        checkpoint=checkpoint,
+        generator_path=snakemake.input.get("generator"),
+        workers=snakemake.threads,
+    )

@@ -113,7 +113,7 @@ def make_bank(config: dict, method: str, out_npz: str | os.PathLike, size_px: in
               batch_size: int = 64, workers: int = 1) -> dict:
     """Make the heuristic masks of one bank, render them (GAN checkpoint or classic), write the npz.
 
-    Call it before anything imports JAX when `workers` > 1: the masks are made in forked workers.
+    Call it before anything imports JAX when `workers` > 1: the masks are made in worker processes.
     """
     checkpoints = list(config["synth"]["checkpoints"])
     indices = bank_plan(config).indices(method, checkpoint, checkpoints)
@@ -122,7 +122,7 @@ def make_bank(config: dict, method: str, out_npz: str | os.PathLike, size_px: in
     masks = np.stack([s.mask for s in stamps])
     silhouettes = np.stack([s.silhouette for s in stamps])
     if method == "gan":
-        # JAX is loaded only now: the mask workers above were forked from a process without it.
+        # JAX is loaded only now, after the mask workers are done.
         from billetjax.pix2pix import render_stamps
         from billetjax.utils import enable_jax_cache
 

@@ -31,7 +31,12 @@ rule gan_samples:
         generator="results/gan/generator_step{ckpt}.msgpack",
         val="results/data/stamps/val.npz",
     output:
-        "results/figures/gan_samples_step{ckpt}.png",
+        report(
+            "results/figures/gan_samples_step{ckpt}.png",
+            caption="../docs/captions/gan_samples.rst",
+            category="GAN",
+            subcategory="samples",
+        ),
     params:
         seed=config["seed"],
     resources:
@@ -50,7 +55,11 @@ rule gan_losses:
     input:
         "results/gan/history.csv",
     output:
-        "results/figures/gan_losses.png",
+        report(
+            "results/figures/gan_losses.png",
+            caption="../docs/captions/gan_losses.rst",
+            category="GAN",
+        ),
     log:
         "logs/gan/losses.log",
     benchmark:

@@ -96,7 +96,11 @@ rule synth_figure_stamps_gan:
     input:
         "results/synth/gan/stamps_step{ckpt}.npz",
     output:
-        "results/figures/gan_stamps_step{ckpt}.png",
+        report(
+            "results/figures/gan_stamps_step{ckpt}.png",
+            caption="../docs/captions/gan_stamps.rst",
+            category="Synthesis",
+        ),
     log:
         "logs/synth/figure_stamps_gan_step{ckpt}.log",
     benchmark:
@@ -111,7 +115,11 @@ rule synth_figure_stamps_classic:
     input:
         "results/synth/classic/stamps_classic.npz",
     output:
-        "results/figures/classic_stamps.png",
+        report(
+            "results/figures/classic_stamps.png",
+            caption="../docs/captions/classic_stamps.rst",
+            category="Synthesis",
+        ),
     log:
         "logs/synth/figure_stamps_classic.log",
     benchmark:

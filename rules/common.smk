@@ -10,7 +10,7 @@ validate(config, "../schemas/config.schema.yaml")
 workflow_root = Path(workflow.basedir)
 # envs/*.yaml pip-install billetjax from here: Snakemake copies an env file into .snakemake/conda/,
 # so a path relative to envs/ would not resolve.
-os.environ["BILLETJAX_ROOT"] = str(workflow_root)
+os.environ.update(BILLETJAX_ROOT=str(workflow_root))
 
 # Every stage appends the final artefacts it makes; `rule all` asks for them.
 FINAL_TARGETS = []

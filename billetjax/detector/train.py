@@ -346,9 +346,9 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
                          row["val_map50"], time.perf_counter() - t_eval)
                 t_window = time.perf_counter()
             history.append(row)
-            log.info("step %d/%d loss %.4f (rpn %.3f/%.3f roi %.3f/%.3f) lr %.4f %.2f steps/s", step,
-                     steps, row["loss"], row["rpn_cls"], row["rpn_box"], row["roi_cls"], row["roi_box"],
-                     row["lr"], row["steps_per_s"])
+            log.info("step %d/%d loss %.4f (rpn %.3f/%.3f roi %.3f/%.3f) lr %.4f %.2f steps/s ETA %.0f s",
+                     step, steps, row["loss"], row["rpn_cls"], row["rpn_box"], row["roi_cls"], row["roi_box"],
+                     row["lr"], row["steps_per_s"], (steps - step) / max(row["steps_per_s"], 1e-9))
         if step % checkpoint_every == 0 or step == steps:
             manager.save(step, args=ocp.args.StandardSave(state))
             manager.wait_until_finished()

@@ -84,3 +84,14 @@ def worker_context():
     import multiprocessing
 
     return multiprocessing.get_context("spawn")
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110, **savefig_kwargs) -> Path:
+    """Write a matplotlib figure (making its folder) and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, **savefig_kwargs)
+    plt.close(fig)
+    return path

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from billetjax import coco as cc
+from billetjax.utils import save_figure
 
 
 def statistics(datasets: dict[str, str | os.PathLike]) -> pd.DataFrame:
@@ -78,6 +78,4 @@ def sample_grid(pool_json: str | os.PathLike, out_png: str | os.PathLike, per_ce
                 ax.set_title(f"site {site} · {vis}\n{img['billet_id']}", fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)

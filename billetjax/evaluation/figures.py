@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import matplotlib
 
@@ -19,6 +18,7 @@ from billetjax import coco as cc  # noqa: E402
 from billetjax.evaluation.billet_id import read_billets  # noqa: E402
 from billetjax.evaluation.evaluate import load_detections  # noqa: E402
 from billetjax.evaluation.metrics import match_detections  # noqa: E402
+from billetjax.utils import save_figure  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,7 @@ OUTCOME_COLOURS = {"TP": "#2ca02c", "MC": "#ff7f0e", "FP": "#d62728", "missed": 
 
 
 def _save(fig: plt.Figure, out_path: str | os.PathLike) -> None:
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    logger.info("wrote %s", out_path)
+    logger.info("wrote %s", save_figure(fig, out_path, dpi=DPI, bbox_inches="tight"))
 
 
 def table3_figure(table3_csv: str | os.PathLike, out_path: str | os.PathLike) -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from billetjax.pix2pix.sample import load_generator, render_stamps
+from billetjax.pix2pix.sample import render_stamps
+from billetjax.utils import save_figure
 
 
 def pick_samples(labels: np.ndarray, n: int) -> np.ndarray:
@@ -48,11 +49,7 @@ def sample_grid(generator_path: str | Path, val_path: str | Path, out_png: str |
             ax.set_title(f"{title} '{labels[i]}'" if j == 0 else title, fontsize=8)
     fig.suptitle(f"pix2pix validation stamps, generator step {step}", fontsize=10)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=110)
 
 
 def load_generator_step(path: str | Path) -> int:
@@ -81,8 +78,4 @@ def loss_figure(history_csv: str | Path, out_png: str | Path) -> Path:
     sns.lineplot(l1, x="step", y="L1", hue="set", ax=axes[1])
     axes[1].set_title("L1 to target (images in [-1, 1])")
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=110)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from billetjax import coco as cc
+from billetjax.utils import save_figure
 
 
 def _pyplot():
@@ -56,9 +56,7 @@ def synthetic_samples(pool_json: str | os.PathLike, out_png: str | os.PathLike, 
                          fontsize=8)
     fig.suptitle("Synthetic billet images with their annotations (orange: partially visible characters)", fontsize=11)
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=110)
 
 
 def stamp_strip(bank_npz: str | os.PathLike, out_png: str | os.PathLike, count: int = 12, title: str = "") -> None:
@@ -82,6 +80,4 @@ def stamp_strip(bank_npz: str | os.PathLike, out_png: str | os.PathLike, count: 
         "Stamps of the classic renderer (shaded height field): mask → rendering"
     fig.suptitle(title or default, fontsize=9)
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=120)

@@ -7,6 +7,7 @@ from shapely.geometry import Polygon
 from billetjax.data.simulate import (
     ID_ALPHABET,
     SITES,
+    SITE_LOOKS,
     VISIBILITIES,
     VISIBLE_FRACTION_MIN,
     RenderedBillet,
@@ -124,6 +125,15 @@ def test_poor_stamps_are_fainter_than_well_ones():
     well = np.mean([_stamp_contrast(s, site, "well")[0] for s in (21, 22) for site in SITES])
     poor = np.mean([_stamp_contrast(s, site, "poor")[0] for s in (21, 22) for site in SITES])
     assert poor < 0.7 * well, (poor, well)
+
+
+def test_poor_stamps_stay_legible():
+    # A person must still be able to read (and box) a poor stamp: on average its relief in the
+    # boxes is at least the order of the site's sensor noise (site B: noisier camera and JPEG).
+    for site in SITES:
+        poor = np.mean([_stamp_contrast(s, site, "poor")[0] for s in range(8)])
+        noise = 255 * SITE_LOOKS[site].noise
+        assert poor > 0.9 * noise, (site, poor, noise)
 
 
 def test_sites_differ_in_colour(billets):

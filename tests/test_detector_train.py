@@ -155,10 +155,37 @@ def test_train_step_compiles_once(digit_set):
     for _ in range(3):
         state, metrics = fns.train_step(state, next(batches), key)
     assert int(state["step"]) == 3 and np.isfinite(float(metrics["loss"]))
-    assert fns.train_step._cache_size() == 1
+    assert fns.train_step_fn._cache_size() == 1
     for _ in range(2):
         fns.predict(state["params"], data.images)
-    assert fns.predict._cache_size() == 1
+    assert fns.predict_fn._cache_size() == 1
+
+
+def test_experiments_with_other_anchor_sizes_share_one_program(digit_set):
+    """Anchors are an argument, not a constant: detectors whose anchors were sized from other
+    boxes lower to the same program text, so the persistent cache compiles it once per study."""
+    import jax
+
+    from billetjax.detector import data as det_data
+    from billetjax.detector.train import Functions, make_optimizer, make_spec
+
+    data = det_data.load_detection_set(digit_set, max_boxes=TINY["max_boxes"])
+    b = data.boxes[data.valid]
+    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
+    cfg = {**TINY, "steps": 4, "eval_every": 4}
+    optimizer, schedule = make_optimizer(cfg, 4)
+    texts = []
+    for scale in (1.0, 1.5):
+        scaled = np.concatenate([xywh[:, :2], xywh[:, 2:] * scale], 1)
+        spec, _ = make_spec(cfg, 128, data.category_ids, scaled)
+        fns = Functions(spec, optimizer, schedule, seed=0)
+        batch = (data.images[:4], data.boxes[:4], data.labels[:4], data.valid[:4])
+        texts.append((spec.anchor_sizes, fns.anchors,
+                      fns.train_step_fn.lower(fns.initial_state, batch, jax.random.key(0), fns.anchors).as_text(),
+                      fns.predict_fn.lower(fns.initial_state["params"], data.images[:4], fns.anchors).as_text()))
+    (sizes_a, anchors_a, step_a, predict_a), (sizes_b, anchors_b, step_b, predict_b) = texts
+    assert sizes_a != sizes_b and not np.allclose(anchors_a, anchors_b)
+    assert step_a == step_b and predict_a == predict_b
 
 
 def test_killed_training_resumes_to_the_same_weights(tmp_path, digit_set, monkeypatch):

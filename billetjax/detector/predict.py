@@ -31,15 +31,19 @@ def load_params(path: str | os.PathLike):
 
 
 def make_predict_fn(spec: DetectorSpec, graphdef):
-    """Jitted `(params, images[B, H, W, 3]) -> detections` (arrays `[B, max_detections, ...]`)."""
+    """`(params, images[B, H, W, 3]) -> detections` (arrays `[B, max_detections, ...]`), jitted.
+
+    The anchors are an argument of the compiled program, so detectors that differ only in
+    anchor sizes share one program (and the persistent compilation cache).
+    """
     anchors, level_sizes = spec.anchors()
     anchors = jnp.asarray(anchors)
 
     @jax.jit
-    def predict_fn(params, images):
+    def predict_fn(params, images, anchors):
         return inference(nnx.merge(graphdef, params), spec, images, anchors, level_sizes)
 
-    return predict_fn
+    return lambda params, images: predict_fn(params, images, anchors)
 
 
 def predict(params_path: str | os.PathLike, test_json: str | os.PathLike, out_json: str | os.PathLike,

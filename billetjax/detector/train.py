@@ -142,6 +142,11 @@ class Functions:
     """The jitted functions of one detector shape: train step, validation loss, inference.
 
     Built once per training; `nnx.split` happens here and the functions take plain state pytrees.
+    The anchors are an argument of the compiled programs, not a constant inside them, so every
+    experiment of a study (each with anchors sized from its own boxes) compiles the same
+    programs, and all but the first come from the persistent compilation cache.
+    `train_step`, `eval_loss` and `predict` bind this detector's anchors; the `*_fn` attributes
+    are the jitted functions themselves.
     """
 
     def __init__(self, spec: DetectorSpec, optimizer: optax.GradientTransformation,
@@ -155,19 +160,28 @@ class Functions:
         self.schedule = schedule
         self.initial_state = {"params": params, "opt_state": optimizer.init(params),
                               "step": jnp.zeros((), jnp.int32)}
-        self.train_step = jax.jit(self._train_step, donate_argnums=0)
-        self.eval_loss = jax.jit(self._eval_loss)
-        self.predict = jax.jit(self._predict)
+        self.train_step_fn = jax.jit(self._train_step, donate_argnums=0)
+        self.eval_loss_fn = jax.jit(self._eval_loss)
+        self.predict_fn = jax.jit(self._predict)
 
-    def _losses(self, params, batch, key):
+    def train_step(self, state, batch, key):
+        return self.train_step_fn(state, batch, key, self.anchors)
+
+    def eval_loss(self, params, batch, key):
+        return self.eval_loss_fn(params, batch, key, self.anchors)
+
+    def predict(self, params, images):
+        return self.predict_fn(params, images, self.anchors)
+
+    def _losses(self, params, batch, key, anchors):
         model = nnx.merge(self.graphdef, params)
-        return detection_losses(model, self.spec, self.anchors, self.level_sizes, batch, key)
+        return detection_losses(model, self.spec, anchors, self.level_sizes, batch, key)
 
-    def _train_step(self, state, batch, key):
+    def _train_step(self, state, batch, key, anchors):
         step_key = jax.random.fold_in(key, state["step"])
 
         def loss_fn(params):
-            parts = self._losses(params, batch, step_key)
+            parts = self._losses(params, batch, step_key, anchors)
             return sum(parts.values()), parts
 
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -177,13 +191,13 @@ class Functions:
                    "grad_norm": optax.tree.norm(grads)}
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
-    def _eval_loss(self, params, batch, key):
-        parts = self._losses(params, batch, key)
+    def _eval_loss(self, params, batch, key, anchors):
+        parts = self._losses(params, batch, key, anchors)
         return sum(parts.values())
 
-    def _predict(self, params, images):
+    def _predict(self, params, images, anchors):
         model = nnx.merge(self.graphdef, params)
-        return inference(model, self.spec, images, self.anchors, self.level_sizes)
+        return inference(model, self.spec, images, anchors, self.level_sizes)
 
 
 def _padded_batches(n: int, batch_size: int):

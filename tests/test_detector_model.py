@@ -93,6 +93,21 @@ def test_augmentation_moves_boxes_with_the_pixels():
     assert v.tolist() == [True, False] and lab.tolist() == [3, 0]
 
 
+def test_augmentation_shears_boxes_with_the_pixels():
+    """A pure shear slants a bright bar; its box becomes the hull of the slanted bar."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[12:52, 28:34] = 255
+    boxes = np.array([[28, 12, 34, 52]], np.float32)
+    cfg = det_data.AugmentConfig(brightness=0, contrast=0, channel_gain=0, noise_std=0,
+                                 blur_sigma=0, scale=0, rotate_deg=0, translate_px=0, shear=0.2)
+    out, b, _, v = det_data.augment(np.random.default_rng(4), image, boxes, np.array([1], np.int32),
+                                    np.array([True]), cfg)
+    ys, xs = np.nonzero(out[..., 0] > 127)
+    slope = np.polyfit(ys, xs, 1)[0]
+    assert 0.02 < abs(slope) <= 0.2 and v.tolist() == [True]  # slanted, by at most the shear
+    np.testing.assert_allclose(b[0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.0)
+
+
 def test_batches_resume_identically():
     n = 6
     data = det_data.DetectionSet(
@@ -106,6 +121,33 @@ def test_batches_resume_identically():
     resumed = next(det_data.batches(data, 4, seed=5, augment_cfg=cfg, start_step=3))
     for a, b in zip(seq[3], resumed):
         np.testing.assert_array_equal(a, b)
+
+
+def test_repeat_factors_by_group():
+    groups = np.array(["well"] * 8 + ["poor"] * 2)
+    r = det_data.repeat_factors(groups, threshold=0.5)
+    # poor: f = 0.2 < 0.5 -> sqrt(0.5 / 0.2); well: f = 0.8 -> 1 (never below one).
+    np.testing.assert_allclose(r, [1.0] * 8 + [np.sqrt(2.5)] * 2)
+    np.testing.assert_array_equal(det_data.repeat_factors(groups, threshold=0.0), np.ones(10))
+
+
+def test_batches_with_repeat_factors_show_rare_images_more_often_and_resume():
+    n = 10
+    data = det_data.DetectionSet(
+        images=np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8),
+        boxes=np.zeros((n, 1, 4), np.float32), labels=np.zeros((n, 1), np.int32),
+        valid=np.zeros((n, 1), bool), image_ids=np.arange(n), category_ids=(1,))
+    repeat = np.array([1.0] * 8 + [2.5] * 2)
+    gen = det_data.batches(data, 4, seed=3, augment_cfg=None, repeat=repeat)
+    shown = np.concatenate([next(gen)[0][:, 0, 0, 0] for _ in range(3000)])
+    counts = np.bincount(shown, minlength=n)
+    # Expected shares are proportional to the repeat factors: 1 : 2.5.
+    np.testing.assert_allclose(counts[8:].mean() / counts[:8].mean(), 2.5, rtol=0.05)
+    gen = det_data.batches(data, 4, seed=3, augment_cfg=None, repeat=repeat)
+    seq = [next(gen)[0] for _ in range(12)]
+    for step in (0, 4, 11):  # 12-14 images, 3 batches an epoch: resume inside and across epochs
+        resumed = next(det_data.batches(data, 4, seed=3, augment_cfg=None, start_step=step, repeat=repeat))
+        np.testing.assert_array_equal(resumed[0], seq[step])
 
 
 def test_too_many_boxes_is_refused(tmp_path):

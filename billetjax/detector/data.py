@@ -31,6 +31,7 @@ class DetectionSet:
     image_ids: np.ndarray  # int64[N]
     category_ids: tuple[int, ...]  # ascending
     source: str = ""
+    visibility: np.ndarray | None = None  # str[N], the images' `visibility` ("" where unknown)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,6 +61,7 @@ def load_detection_set(json_path: str | os.PathLike, max_boxes: int,
     labels = np.zeros((n, max_boxes), np.int32)
     valid = np.zeros((n, max_boxes), bool)
     image_ids = np.zeros((n,), np.int64)
+    visibility = np.array([str(r.get("visibility", "")) for r in data["images"]], dtype=object)
     for i, record in enumerate(data["images"]):
         rgb = cc.read_image(cc.image_path(json_path, record))
         if images is None:
@@ -82,7 +84,8 @@ def load_detection_set(json_path: str | os.PathLike, max_boxes: int,
             valid[i, j] = True
     if images is None:
         raise cc.CocoError(f"{json_path}: no images")
-    return DetectionSet(images, boxes, labels, valid, image_ids, tuple(category_ids), str(json_path))
+    return DetectionSet(images, boxes, labels, valid, image_ids, tuple(category_ids), str(json_path),
+                        visibility)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class AugmentConfig:
     blur_sigma: float = 1.2  # Gaussian blur of up to this sigma (px) on half of the images
     scale: float = 0.10  # isotropic zoom 1 +- this
     rotate_deg: float = 3.0
+    shear: float = 0.0  # horizontal shear x += shear * y, +- this (poor stamps are slanted)
     translate_px: float = 12.0
     min_visible: float = 0.5  # a warped box keeps its label if this fraction of it stays inside
 
@@ -115,11 +119,14 @@ def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def augment(rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
             valid: np.ndarray, cfg: AugmentConfig):
-    """One training image: photometric jitter and a small rotation/zoom/shift (never a flip)."""
+    """One training image: photometric jitter and a small rotation/zoom/shear/shift (never a flip)."""
     h, w = image.shape[:2]
     angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
     scale = rng.uniform(1 - cfg.scale, 1 + cfg.scale)
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    if cfg.shear > 0:
+        shear = rng.uniform(-cfg.shear, cfg.shear)
+        matrix = matrix @ np.array([[1.0, shear, -shear * h / 2], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     matrix[:, 2] += rng.uniform(-cfg.translate_px, cfg.translate_px, 2)
     out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     warped = _warp_boxes(boxes, matrix)
@@ -147,31 +154,59 @@ def augment(rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, labe
     return image, clipped, np.where(keep, labels, 0).astype(np.int32), keep
 
 
+def repeat_factors(groups: np.ndarray, threshold: float) -> np.ndarray:
+    """Repeat-factor sampling (Gupta et al. 2019, LVIS) over image groups: an image of a group
+    that makes up a fraction f < `threshold` of the set is shown max(1, sqrt(threshold / f))
+    times per epoch. Grouped by visibility, the rare poor and partial billets are seen more
+    often without starving the well-visible ones. float64[N]; all ones when `threshold` is 0.
+    """
+    groups = np.asarray(groups)
+    if threshold <= 0 or len(groups) == 0:
+        return np.ones(len(groups))
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return np.maximum(1.0, np.sqrt(threshold / (counts / len(groups))))[inverse]
+
+
+def _epoch_order(n: int, seed: int, epoch: int, repeat: np.ndarray | None) -> np.ndarray:
+    """The image indices of one epoch, shuffled; with `repeat`, each image appears floor(r) or
+    ceil(r) times (stochastic rounding, so its expected count is r)."""
+    rng = np.random.default_rng([seed, epoch])
+    if repeat is None:
+        return rng.permutation(n)
+    whole = np.floor(repeat)
+    counts = (whole + (rng.random(n) < repeat - whole)).astype(np.int64)
+    return rng.permutation(np.repeat(np.arange(n), counts))
+
+
 def batches(data: DetectionSet, batch_size: int, seed: int, augment_cfg: AugmentConfig | None,
-            start_step: int = 0):
+            start_step: int = 0, repeat: np.ndarray | None = None):
     """Endless training batches `(images, boxes, labels, valid)`; reproducible from any step.
 
     Batch `s` comes from epoch permutations seeded by (seed, epoch) and augmentation seeded by
     (seed, s), so a training resumed at `start_step` sees the same batches as an unbroken one.
+    `repeat` (per image, >= 1; see `repeat_factors`) shows images more often; None: once each.
     """
     n = len(data)
-    per_epoch = max(n // batch_size, 1)
-    step = start_step
+    if repeat is not None and np.all(repeat == 1.0):
+        repeat = None
+    epoch, first = 0, 0  # the epoch and its first step
     while True:
-        epoch, offset = divmod(step, per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(n)
-        if n < batch_size:
+        order = _epoch_order(n, seed, epoch, repeat)
+        if len(order) < batch_size:
             order = np.resize(order, batch_size)
-        idx = order[offset * batch_size:(offset + 1) * batch_size]
-        images, boxes = data.images[idx], data.boxes[idx]
-        labels, valid = data.labels[idx], data.valid[idx]
-        if augment_cfg is not None:
-            rng = np.random.default_rng([seed, 1 << 20, step])
-            out = [augment(rng, images[i], boxes[i], labels[i], valid[i], augment_cfg)
-                   for i in range(len(idx))]
-            images, boxes, labels, valid = (np.stack(a) for a in zip(*out))
-        yield images, boxes, labels, valid
-        step += 1
+        per_epoch = len(order) // batch_size
+        for offset in range(max(start_step - first, 0), per_epoch):
+            step = first + offset
+            idx = order[offset * batch_size:(offset + 1) * batch_size]
+            images, boxes = data.images[idx], data.boxes[idx]
+            labels, valid = data.labels[idx], data.valid[idx]
+            if augment_cfg is not None:
+                rng = np.random.default_rng([seed, 1 << 20, step])
+                out = [augment(rng, images[i], boxes[i], labels[i], valid[i], augment_cfg)
+                       for i in range(len(idx))]
+                images, boxes, labels, valid = (np.stack(a) for a in zip(*out))
+            yield images, boxes, labels, valid
+        epoch, first = epoch + 1, first + per_epoch
 
 
 def box_statistics(data: DetectionSet) -> dict[str, float]:

@@ -333,7 +333,12 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
     eval_key = jax.random.fold_in(jax.random.key(seed), 1 << 30)
     augment = detector_cfg.get("augment", {})
     augment_cfg = None if augment is False else det_data.AugmentConfig.from_dict(augment)
-    batches = det_data.batches(train_set, batch_size, seed, augment_cfg, start_step=start)
+    repeat = det_data.repeat_factors(train_set.visibility, float(detector_cfg.get("repeat_threshold", 0.0)))
+    groups = {g: (int(np.sum(train_set.visibility == g)), float(repeat[train_set.visibility == g][0]))
+              for g in sorted(set(train_set.visibility))}
+    log.info("repeat-factor sampling by visibility: %s", ", ".join(
+        f"{g or 'unknown'} {n} images x{r:.2f}" for g, (n, r) in groups.items()))
+    batches = det_data.batches(train_set, batch_size, seed, augment_cfg, start_step=start, repeat=repeat)
 
     t_window, steps_window = time.perf_counter(), 0
     t_start = time.perf_counter()

@@ -10,7 +10,7 @@ from flax import nnx
 
 from billetjax.detector import data as det_data
 from billetjax.detector.models import (DetectorSpec, FasterRCNN, ModelConfig, detect, rpn_proposals,
-                                       upsample2x)
+                                       space_to_depth, upsample2x)
 
 SMALL = ModelConfig(num_classes=10, stem_width=8, widths=(8, 16, 16), fpn_width=16, head_width=32,
                     anchors_per_location=3, anchor_levels=3)
@@ -28,8 +28,18 @@ def test_upsample_is_nearest_neighbour():
     np.testing.assert_array_equal(upsample2x(x), jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
 
 
-def test_model_shapes_match_anchor_layout():
+def test_space_to_depth_keeps_each_pixel_in_its_tile():
+    x = np.zeros((1, 16, 12, 3), np.float32)
+    x[0, 9, 6, 2] = 1.0  # tile (2, 1), pixel (1, 2) inside it, channel 2
+    y = np.asarray(space_to_depth(jnp.asarray(x), 4))
+    assert y.shape == (1, 4, 3, 48)
+    assert np.argwhere(y).tolist() == [[0, 2, 1, (1 * 4 + 2) * 3 + 2]]
+
+
+@pytest.mark.parametrize("stem", ["conv", "space_to_depth"])
+def test_model_shapes_match_anchor_layout(stem):
     spec = _spec()
+    spec = DetectorSpec(**{**spec.__dict__, "model": ModelConfig(**{**SMALL.__dict__, "stem": stem})})
     model = FasterRCNN(spec.model, nnx.Rngs(0))
     images = jnp.zeros((2, 64, 64, 3), jnp.uint8)
     levels, logits, deltas = model(images)
@@ -39,6 +49,11 @@ def test_model_shapes_match_anchor_layout():
     assert logits.shape == (2, anchors.shape[0]) and deltas.shape == (2, anchors.shape[0], 4)
     cls, box = model.box_head(jnp.zeros((5, 7, 7, 16)))
     assert cls.shape == (5, 11) and box.shape == (5, 11, 4)
+
+
+def test_unknown_stem_is_refused():
+    with pytest.raises(ValueError, match="stem must be"):
+        FasterRCNN(ModelConfig(**{**SMALL.__dict__, "stem": "patchify"}), nnx.Rngs(0))
 
 
 def test_spec_round_trips_through_json():
@@ -160,3 +175,18 @@ def test_too_many_boxes_is_refused(tmp_path):
     path = write_digit_set(tmp_path, n_images=1, size_px=96, digits=4, height_px=(14, 18))
     with pytest.raises(ValueError, match="max_boxes"):
         det_data.load_detection_set(path, max_boxes=2)
+
+
+@pytest.mark.parametrize("stem", ["conv", "space_to_depth"])
+def test_same_parameter_count_as_the_torchvision_peer(stem):
+    """The benchmark's torchvision FasterRCNN is built with our shapes: same parameter count."""
+    from billetjax.bench.detector import build_torch_detector
+    from billetjax.detector.train import DEFAULT_INFERENCE, DEFAULT_ROI, DEFAULT_RPN
+
+    base = _spec()
+    spec = DetectorSpec(**{**base.__dict__, "model": ModelConfig(**{**SMALL.__dict__, "stem": stem}),
+                           "rpn": DEFAULT_RPN, "roi": DEFAULT_ROI, "inference": DEFAULT_INFERENCE})
+    params = nnx.state(FasterRCNN(spec.model, nnx.Rngs(0)), nnx.Param)
+    ours = sum(x.size for x in jax.tree.leaves(params))
+    peer = sum(p.numel() for p in build_torch_detector(spec).parameters())
+    assert ours == peer

@@ -78,9 +78,14 @@ def build_torch_detector(spec):
     class Backbone(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = nn.Sequential(
-                nn.Conv2d(3, m.stem_width, 3, 2, 1, bias=False), norm(m.stem_width), nn.ReLU(),
-                nn.Conv2d(m.stem_width, m.stem_width, 3, 2, 1, bias=False), norm(m.stem_width), nn.ReLU())
+            if m.stem == "space_to_depth":  # 4x4 tiles to channels, one 3x3 conv at stride 4
+                self.stem = nn.Sequential(
+                    nn.PixelUnshuffle(4), nn.Conv2d(48, m.stem_width, 3, 1, 1, bias=False),
+                    norm(m.stem_width), nn.ReLU())
+            else:
+                self.stem = nn.Sequential(
+                    nn.Conv2d(3, m.stem_width, 3, 2, 1, bias=False), norm(m.stem_width), nn.ReLU(),
+                    nn.Conv2d(m.stem_width, m.stem_width, 3, 2, 1, bias=False), norm(m.stem_width), nn.ReLU())
             stages, cin = [], m.stem_width
             for i, (width, n) in enumerate(zip(m.widths, m.blocks)):
                 blocks = []

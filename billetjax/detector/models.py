@@ -36,6 +36,9 @@ class ModelConfig:
     anchor_levels: int = 1  # the finest FPN levels that carry anchors (and the RPN head)
     pool_size: int = 7  # RoIAlign output size
     groups: int = 8  # GroupNorm groups (batch statistics are too noisy at our batch sizes)
+    # "conv": two stride-2 3x3 convolutions; "space_to_depth": 4x4 pixel blocks to channels, then
+    # one 3x3 convolution at stride 4 (no full-resolution feature maps: faster on CPU).
+    stem: str = "conv"
 
     @property
     def strides(self) -> tuple[int, ...]:
@@ -44,7 +47,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], num_classes: int, anchors_per_location: int) -> "ModelConfig":
         keys = {"stem_width", "widths", "blocks", "fpn_width", "head_width", "pool_size", "groups",
-                "anchor_levels"}
+                "anchor_levels", "stem"}
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in keys}
         return cls(num_classes=num_classes, anchors_per_location=anchors_per_location, **kw)
 
@@ -84,14 +87,30 @@ class BasicBlock(nnx.Module):
         return jax.nn.relu(y + shortcut)
 
 
+def space_to_depth(x: jax.Array, block: int) -> jax.Array:
+    """NHWC `[B, H, W, C]` -> `[B, H/block, W/block, block*block*C]`: each block x block pixel
+    tile becomes one position, its pixels in (row, column, channel) order along the channels."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h // block, w // block, block * block * c)
+
+
 class Backbone(nnx.Module):
     """ResNet-style backbone: a stride-4 stem, then one stage per output level (strides 4, 8, ...)."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        self.stem = _conv(3, cfg.stem_width, 3, 2, rngs)
-        self.stem_norm = _norm(cfg.stem_width, cfg.groups, rngs)
-        self.stem2 = _conv(cfg.stem_width, cfg.stem_width, 3, 2, rngs)
-        self.stem2_norm = _norm(cfg.stem_width, cfg.groups, rngs)
+        if cfg.stem not in ("conv", "space_to_depth"):
+            raise ValueError(f"detector.model.stem must be 'conv' or 'space_to_depth', got {cfg.stem!r}")
+        self.space_to_depth = cfg.stem == "space_to_depth"
+        if self.space_to_depth:
+            self.stem = _conv(3 * 16, cfg.stem_width, 3, 1, rngs)
+            self.stem_norm = _norm(cfg.stem_width, cfg.groups, rngs)
+            self.stem2 = self.stem2_norm = None
+        else:
+            self.stem = _conv(3, cfg.stem_width, 3, 2, rngs)
+            self.stem_norm = _norm(cfg.stem_width, cfg.groups, rngs)
+            self.stem2 = _conv(cfg.stem_width, cfg.stem_width, 3, 2, rngs)
+            self.stem2_norm = _norm(cfg.stem_width, cfg.groups, rngs)
         stages = []
         cin = cfg.stem_width
         for i, (width, n) in enumerate(zip(cfg.widths, cfg.blocks)):
@@ -104,8 +123,11 @@ class Backbone(nnx.Module):
         self.stages = nnx.List(stages)
 
     def __call__(self, x) -> list[jax.Array]:
-        x = jax.nn.relu(self.stem_norm(self.stem(x)))
-        x = jax.nn.relu(self.stem2_norm(self.stem2(x)))
+        if self.space_to_depth:
+            x = jax.nn.relu(self.stem_norm(self.stem(space_to_depth(x, 4))))
+        else:
+            x = jax.nn.relu(self.stem_norm(self.stem(x)))
+            x = jax.nn.relu(self.stem2_norm(self.stem2(x)))
         features = []
         for stage in self.stages:
             for block in stage:

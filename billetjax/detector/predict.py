@@ -24,9 +24,11 @@ def load_params(path: str | os.PathLike):
 
     blob = serialization.msgpack_restore(Path(path).read_bytes())
     spec = DetectorSpec.from_json(blob["spec"])
-    model = FasterRCNN(spec.model, nnx.Rngs(0))
+    # The model's structure only: initialising real weights (dozens of small eager computations,
+    # each compiled) took 5 s of every prediction job, to be overwritten at once.
+    model = nnx.eval_shape(lambda: FasterRCNN(spec.model, nnx.Rngs(0)))
     graphdef, params = nnx.split(model, nnx.Param)
-    nnx.replace_by_pure_dict(params, blob["params"])
+    nnx.replace_by_pure_dict(params, jax.tree.map(jnp.asarray, blob["params"]))
     return spec, graphdef, params
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,7 +41,7 @@ def test_space_to_depth_keeps_each_pixel_in_its_tile():
 @pytest.mark.parametrize("stem", ["conv", "space_to_depth"])
 def test_model_shapes_match_anchor_layout(stem):
     spec = _spec()
-    spec = DetectorSpec(**{**spec.__dict__, "model": ModelConfig(**{**SMALL.__dict__, "stem": stem})})
+    spec = dataclasses.replace(spec, model=dataclasses.replace(SMALL, stem=stem))
     model = FasterRCNN(spec.model, nnx.Rngs(0))
     images = jnp.zeros((2, 64, 64, 3), jnp.uint8)
     levels, logits, deltas = model(images)
@@ -53,7 +55,7 @@ def test_model_shapes_match_anchor_layout(stem):
 
 def test_unknown_stem_is_refused():
     with pytest.raises(ValueError, match="stem must be"):
-        FasterRCNN(ModelConfig(**{**SMALL.__dict__, "stem": "patchify"}), nnx.Rngs(0))
+        FasterRCNN(dataclasses.replace(SMALL, stem="patchify"), nnx.Rngs(0))
 
 
 def test_spec_round_trips_through_json():
@@ -183,9 +185,8 @@ def test_same_parameter_count_as_the_torchvision_peer(stem):
     from billetjax.bench.detector import build_torch_detector
     from billetjax.detector.train import DEFAULT_INFERENCE, DEFAULT_ROI, DEFAULT_RPN
 
-    base = _spec()
-    spec = DetectorSpec(**{**base.__dict__, "model": ModelConfig(**{**SMALL.__dict__, "stem": stem}),
-                           "rpn": DEFAULT_RPN, "roi": DEFAULT_ROI, "inference": DEFAULT_INFERENCE})
+    spec = dataclasses.replace(_spec(), model=dataclasses.replace(SMALL, stem=stem), rpn=DEFAULT_RPN,
+                               roi=DEFAULT_ROI, inference=DEFAULT_INFERENCE)
     params = nnx.state(FasterRCNN(spec.model, nnx.Rngs(0)), nnx.Param)
     ours = sum(x.size for x in jax.tree.leaves(params))
     peer = sum(p.numel() for p in build_torch_detector(spec).parameters())

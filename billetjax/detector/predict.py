@@ -32,19 +32,23 @@ def load_params(path: str | os.PathLike):
     return spec, graphdef, params
 
 
-def make_predict_fn(spec: DetectorSpec, graphdef):
-    """`(params, images[B, H, W, 3]) -> detections` (arrays `[B, max_detections, ...]`), jitted.
-
-    The anchors are an argument of the compiled program, so detectors that differ only in
-    anchor sizes share one program (and the persistent compilation cache).
-    """
-    anchors, level_sizes = spec.anchors()
-    anchors = jnp.asarray(anchors)
+def jit_inference(spec: DetectorSpec, graphdef, level_sizes: tuple[int, ...]):
+    """Jitted `(params, images[B, H, W, 3], anchors) -> detections` (arrays `[B, max_detections,
+    ...]`). The anchors are an argument of the compiled program, not a constant in it, so
+    detectors that differ only in anchor sizes share one program (and the persistent cache)."""
 
     @jax.jit
     def predict_fn(params, images, anchors):
         return inference(nnx.merge(graphdef, params), spec, images, anchors, level_sizes)
 
+    return predict_fn
+
+
+def make_predict_fn(spec: DetectorSpec, graphdef):
+    """`(params, images) -> detections`: `jit_inference` bound to the spec's anchors."""
+    anchors, level_sizes = spec.anchors()
+    anchors = jnp.asarray(anchors)
+    predict_fn = jit_inference(spec, graphdef, level_sizes)
     return lambda params, images: predict_fn(params, images, anchors)
 
 

@@ -28,8 +28,8 @@ from flax import nnx
 from billetjax.detector import anchors as anchors_lib
 from billetjax.detector import data as det_data
 from billetjax.detector import targets
-from billetjax.detector.models import (DetectorSpec, FasterRCNN, ModelConfig, inference,
-                                       pool_rois, rpn_proposals)
+from billetjax.detector.models import DetectorSpec, FasterRCNN, ModelConfig, pool_rois, rpn_proposals
+from billetjax.detector.predict import jit_inference
 
 log = logging.getLogger(__name__)
 # orbax logs every save at INFO through absl; keep the training log readable.
@@ -162,7 +162,7 @@ class Functions:
                               "step": jnp.zeros((), jnp.int32)}
         self.train_step_fn = jax.jit(self._train_step, donate_argnums=0)
         self.eval_loss_fn = jax.jit(self._eval_loss)
-        self.predict_fn = jax.jit(self._predict)
+        self.predict_fn = jit_inference(spec, self.graphdef, self.level_sizes)
 
     def train_step(self, state, batch, key):
         return self.train_step_fn(state, batch, key, self.anchors)
@@ -195,9 +195,6 @@ class Functions:
         parts = self._losses(params, batch, key, anchors)
         return sum(parts.values())
 
-    def _predict(self, params, images, anchors):
-        model = nnx.merge(self.graphdef, params)
-        return inference(model, self.spec, images, anchors, self.level_sizes)
 
 
 def _padded_batches(n: int, batch_size: int):

@@ -1,4 +1,4 @@
-"""COCO JSON annotations as every stage reads and writes them (DESIGN §4).
+"""COCO JSON annotations as every stage reads and writes them (docs/data-format.md).
 
 `load` validates a file and refuses bad input with a message naming the file, the record and the
 problem; `save` writes stable bytes. `images[].file_name` is relative to the folder holding the JSON,
@@ -8,6 +8,7 @@ so a results tree can be moved whole.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -36,24 +37,87 @@ def relative_file_name(json_path: str | os.PathLike, image_file: str | os.PathLi
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as uint8[H, W, 3] RGB; a clear error if it is missing or does not decode."""
+    """An image file of ours as uint8[H, W, 3] RGB; a clear error if it is missing or does not decode."""
     path = Path(path)
     if not path.is_file():
         raise CocoError(f"{path}: image file not found")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as err:
+        raise CocoError(f"{path}: OpenCV could not read the image ({_cv2_message(err)})") from None
     if bgr is None:
         raise CocoError(f"{path}: the file does not decode as an image (corrupt or not an image)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write uint8[H, W, 3] RGB as PNG (lossless; same array, same bytes)."""
+    """Write uint8[H, W, 3] RGB as PNG (lossless; same array, same bytes), atomically.
+
+    Encoded in memory and written through `atomic_write_bytes`: `cv2.imwrite` reports success on a
+    full disk, a short write here raises.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"{path}: expected uint8[H, W, 3], got {rgb.dtype}{list(rgb.shape)}")
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: OpenCV could not write the image")
+    try:
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    except cv2.error as err:
+        raise OSError(f"{path}: OpenCV could not encode the image ({_cv2_message(err)})") from None
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the image")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file whole or not at all: a temporary file beside it, flushed, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: could not write the file ({err.strerror or err})") from err
+
+
+def _cv2_message(err: Exception) -> str:
+    """The useful last line of an OpenCV error."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file, refused by name if it is missing, not UTF-8 (a BOM is accepted) or not JSON.
+
+    NaN and Infinity, which Python's json module accepts but JSON does not, are refused too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CocoError(f"{path}: annotation file not found")
+    data = path.read_bytes()
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(bom):
+            raise CocoError(f"{path}: the file is {name}-encoded; save it as UTF-8 (JSON's encoding)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CocoError(
+            f"{path}: not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start} is invalid); "
+            "save the file as UTF-8 (for a latin-1 file: iconv -f latin1 -t utf-8)"
+        ) from None
+
+    def refuse_constant(token: str):
+        raise CocoError(f"{path}: {token} is not a JSON number; every number must be finite")
+
+    try:
+        return json.loads(text, parse_constant=refuse_constant)
+    except json.JSONDecodeError as err:
+        raise CocoError(f"{path}: not valid JSON ({err})") from None
 
 
 def category_names(coco: dict) -> dict[int, str]:
@@ -70,14 +134,9 @@ def annotations_by_image(coco: dict) -> dict[int, list[dict]]:
 
 
 def save(path: str | os.PathLike, coco: dict) -> None:
-    """Write a COCO dict with stable formatting (same content, same bytes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(coco, f, sort_keys=True, separators=(",", ":"))
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write a COCO dict with stable formatting (same content, same bytes), atomically."""
+    text = json.dumps(coco, sort_keys=True, separators=(",", ":")) + "\n"
+    atomic_write_bytes(path, text.encode())
 
 
 def load(
@@ -87,22 +146,26 @@ def load(
     require_extras: bool = True,
     categories: Iterable[str] | None = None,
 ) -> dict:
-    """Read and validate a COCO file (DESIGN §4); raise `CocoError` naming file, record and problem.
+    """Read and validate a COCO file (docs/data-format.md); raise `CocoError` naming file, record and problem.
 
     check_images: also check every image file exists and has the declared size (decodes it).
-    require_extras: require our keys `site`, `visibility`, `billet_id`, `source` on images.
+    require_extras: require our keys `billet_id` and `source` on images (`site` and `visibility`
+        are optional everywhere, and checked where present).
     categories: if given, every category name must be one of these.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CocoError(f"{path}: annotation file not found")
-    try:
-        with open(path) as f:
-            coco = json.load(f)
-    except json.JSONDecodeError as err:
-        raise CocoError(f"{path}: not valid JSON ({err})") from None
+    coco = read_json(path)
     validate(coco, path, check_images=check_images, require_extras=require_extras, categories=categories)
     return coco
+
+
+def is_integer(value: Any) -> bool:
+    """An integer id (JSON's bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not bool, not a string, not NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate(
@@ -133,13 +196,15 @@ def validate(
         rec = f"categories[{i}]"
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             fail(rec, "needs 'id' and 'name'")
-        if not isinstance(cat["id"], int) or cat["id"] < 1:
-            fail(rec, f"id {cat['id']!r} must be a positive integer (0 is background)")
+        if not is_integer(cat["id"]) or cat["id"] < 0:
+            fail(rec, f"id {cat['id']!r} must be a non-negative integer")
+        if not isinstance(cat["name"], str) or not cat["name"]:
+            fail(rec, f"name {cat['name']!r} must be a non-empty string")
         if cat["id"] in seen_ids:
             fail(rec, f"duplicate category id {cat['id']}")
         if cat["name"] in seen_names:
             fail(rec, f"duplicate category name {cat['name']!r}")
-        if allowed is not None and str(cat["name"]) not in allowed:
+        if allowed is not None and cat["name"] not in allowed:
             fail(rec, f"unknown category {cat['name']!r}; expected one of {sorted(allowed)}")
         seen_ids.add(cat["id"])
         seen_names.add(cat["name"])
@@ -152,28 +217,31 @@ def validate(
         for key in ("id", "file_name", "width", "height"):
             if key not in img:
                 fail(rec, f"missing '{key}'")
+        if not is_integer(img["id"]):
+            fail(rec, f"image id {img['id']!r} must be an integer")
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            fail(rec, f"file_name {img['file_name']!r} must be a non-empty string")
         rec = f"images[{i}] (id {img['id']}, {img['file_name']})"
         if img["id"] in images:
             fail(rec, f"duplicate image id {img['id']}")
-        if not (isinstance(img["width"], int) and isinstance(img["height"], int)) or min(img["width"], img["height"]) < 1:
+        if not (is_integer(img["width"]) and is_integer(img["height"])) or min(img["width"], img["height"]) < 1:
             fail(rec, f"width/height must be positive integers, got {img['width']!r}x{img['height']!r}")
+        if "site" in img and (not isinstance(img["site"], str) or not img["site"]):
+            fail(rec, f"'site' must be a non-empty string, got {img['site']!r}")
+        if "visibility" in img and img["visibility"] not in VISIBILITY:
+            fail(rec, f"'visibility' must be one of {VISIBILITY}, got {img['visibility']!r}")
+        if "billet_id" in img and not isinstance(img["billet_id"], str):
+            fail(rec, f"'billet_id' must be a string, got {img['billet_id']!r}")
         if require_extras:
-            if img.get("site") not in ("A", "B"):
-                fail(rec, f"'site' must be \"A\" or \"B\", got {img.get('site')!r}")
-            if img.get("visibility") not in VISIBILITY:
-                fail(rec, f"'visibility' must be one of {VISIBILITY}, got {img.get('visibility')!r}")
             if not isinstance(img.get("billet_id"), str):
                 fail(rec, f"'billet_id' must be a string, got {img.get('billet_id')!r}")
             if img.get("source") not in SOURCES:
                 fail(rec, f"'source' must be one of {SOURCES}, got {img.get('source')!r}")
         if check_images:
-            file = image_path(path, img)
-            if not file.is_file():
-                fail(rec, f"image file {file} not found")
-            # IMREAD_UNCHANGED of the header would be cheaper, but decoding also proves the file is sound.
-            pixels = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if pixels is None:
-                fail(rec, f"image file {file} does not decode")
+            try:
+                pixels = read_image(image_path(path, img))
+            except CocoError as err:
+                fail(rec, str(err))
             if pixels.shape[:2] != (img["height"], img["width"]):
                 fail(rec, f"image file is {pixels.shape[1]}x{pixels.shape[0]}, record says {img['width']}x{img['height']}")
         images[img["id"]] = img
@@ -186,6 +254,9 @@ def validate(
         for key in ("id", "image_id", "category_id", "bbox"):
             if key not in ann:
                 fail(rec, f"missing '{key}'")
+        for key in ("id", "image_id", "category_id"):
+            if not is_integer(ann[key]):
+                fail(rec, f"{key} {ann[key]!r} must be an integer")
         rec = f"annotations[{i}] (id {ann['id']}, image {ann['image_id']})"
         if ann["id"] in ann_ids:
             fail(rec, f"duplicate annotation id {ann['id']}")
@@ -195,22 +266,29 @@ def validate(
             fail(rec, f"image_id {ann['image_id']} is not in images[]")
         if ann["category_id"] not in seen_ids:
             fail(rec, f"unknown category_id {ann['category_id']}; the file defines {sorted(seen_ids)}")
+        if ann.get("iscrowd", 0) not in (0, False):
+            fail(rec, "iscrowd annotations (RLE masks of groups) are not characters; export each character "
+                      "as a box or polygon")
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            fail(rec, f"bbox must be [x, y, w, h] numbers, got {bbox!r}")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
+            fail(rec, f"bbox must be [x, y, w, h] finite numbers, got {bbox!r}")
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
             fail(rec, f"bbox {bbox} has zero or negative area")
         tol = 1.0  # a pixel of rounding at the border is not an error
         if x < -tol or y < -tol or x + w > img["width"] + tol or y + h > img["height"] + tol:
             fail(rec, f"bbox {bbox} lies outside the image ({img['width']}x{img['height']})")
-        seg = ann.get("segmentation")
-        if seg is not None:
-            if not isinstance(seg, list) or not seg:
-                fail(rec, "segmentation must be a non-empty list of polygons [x1, y1, x2, y2, ...]")
-            for poly in seg:
-                if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
-                    fail(rec, f"polygon with fewer than 3 points (or an odd number of coordinates): {str(poly)[:80]}")
+        seg = ann.get("segmentation", [])
+        if isinstance(seg, dict):
+            fail(rec, "segmentation is an RLE mask; export polygons or boxes (CVAT: draw polygons or "
+                      "rectangles, not masks)")
+        if not isinstance(seg, list):
+            fail(rec, f"segmentation must be a list of polygons [x1, y1, x2, y2, ...] (or [] for a box), got {str(seg)[:80]}")
+        for poly in seg:
+            if not isinstance(poly, list) or not all(is_number(v) for v in poly):
+                fail(rec, f"polygon coordinates must be finite numbers: {str(poly)[:80]}")
+            if len(poly) < 6 or len(poly) % 2:
+                fail(rec, f"polygon with fewer than 3 points (or an odd number of coordinates): {str(poly)[:80]}")
 
 
 def split_counts(coco: dict, key: str) -> Counter:

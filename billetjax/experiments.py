@@ -109,7 +109,7 @@ def make_experiment_set(config: dict, number: int, seed: int, real_pool_json: st
         if names != set(real_names):
             raise cc.CocoError(f"{path}: categories {sorted(names)} differ from the real pool's {real_names}")
         # The order depends on the seed and the pool, not on the experiment: prefixes nest.
-        order = stratified_order([f"{img['site']}/{img['visibility']}" for img in pool["images"]],
+        order = stratified_order([f"{img.get('site', '')}/{img.get('visibility', '')}" for img in pool["images"]],
                                  stage_seed(config["seed"], "experiments", seed, kind))
         train_idx, val_idx = _split(order, n, val_fraction)
         splits["train"].append((pool, path, train_idx))
@@ -125,9 +125,10 @@ def make_experiment_set(config: dict, number: int, seed: int, real_pool_json: st
         cc.save(out, dataset)
         sources = cc.split_counts(dataset, "source")
         sites = cc.split_counts({"images": [i for i in dataset["images"] if i["source"] == "real"]}, "site")
-        log.info("experiment %d seed %d %s: %d images (%d real: A %d, B %d; %d synthetic), %d characters",
-                 number, seed, split, len(dataset["images"]), sources.get("real", 0), sites.get("A", 0),
-                 sites.get("B", 0), sources.get("synthetic", 0), len(dataset["annotations"]))
+        by_site = ", ".join(f"{k} {v}" for k, v in sorted(sites.items(), key=lambda kv: str(kv[0])) if k is not None)
+        log.info("experiment %d seed %d %s: %d images (%d real%s; %d synthetic), %d characters",
+                 number, seed, split, len(dataset["images"]), sources.get("real", 0),
+                 f": {by_site}" if by_site else "", sources.get("synthetic", 0), len(dataset["annotations"]))
 
 
 def _append(dataset: dict, pool: dict, pool_json, indices: np.ndarray, out_json) -> None:

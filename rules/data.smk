@@ -29,7 +29,7 @@ rule test_sets:
     output:
         expand("results/data/testsets/testset{testset}.json", testset=TEST_SETS),
     params:
-        config=config_for("data"),
+        test_sets=config["data"]["test_sets"],
     log:
         "logs/data/test_sets.log",
     benchmark:

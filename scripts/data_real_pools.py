@@ -8,4 +8,5 @@ if __name__ == "__main__":
 
     from billetjax.data.pools import make_real_pools
 
-    make_real_pools(snakemake.params.config, snakemake.output.train, snakemake.output.test, workers=snakemake.threads)
+    make_real_pools(snakemake.params.config, snakemake.output.train, snakemake.output.test,
+                    snakemake.output.train_images, snakemake.output.test_images, workers=snakemake.threads)

@@ -78,9 +78,11 @@ def break_and_load(tmp_path, mutate, **kwargs):
         (lambda d: d["annotations"][3].update(segmentation=[[1, 1, 5, 5]]), r"annotations\[3\].*fewer than 3 points"),
         (lambda d: d["annotations"][0].update(image_id=99), r"image_id 99 is not in images"),
         (lambda d: d["categories"].append({"id": 3, "name": "x"}), r"duplicate category id 3"),
-        (lambda d: d["categories"][0].update(id=0), r"categories\[0\].*positive integer"),
+        (lambda d: d["categories"][0].update(id=-1), r"categories\[0\].*non-negative integer"),
+        (lambda d: d["categories"][0].update(id=True), r"categories\[0\].*non-negative integer"),
+        (lambda d: d["annotations"][0].update(bbox=[5, 10, float("inf"), 20]), "Infinity is not a JSON number"),
         (lambda d: d["images"][1].update(visibility="great"), r"images\[1\].*'visibility'"),
-        (lambda d: d["images"][0].update(site="C"), r"images\[0\].*'site'"),
+        (lambda d: d["images"][0].update(site=3), r"images\[0\].*'site' must be a non-empty string"),
         (lambda d: d.pop("annotations"), r"missing list 'annotations'"),
     ],
 )
@@ -104,6 +106,23 @@ def test_missing_and_undecodable_files(tmp_path):
     (tmp_path / "images" / "im1.png").unlink()
     with pytest.raises(cc.CocoError, match=r"images\[0\].*not found"):
         cc.load(path, check_images=True)
+
+
+def test_non_finite_numbers_in_memory_are_refused(tmp_path):
+    _, data = make_dataset(tmp_path)
+    data["annotations"][1]["segmentation"] = [[1, 1, float("nan"), 5, 9, 9]]
+    with pytest.raises(cc.CocoError, match=r"annotations\[1\] \(id 3, image 1\): polygon coordinates must be finite"):
+        cc.validate(data, "mem.json")
+
+
+def test_category_id_zero_and_box_only_annotations_are_valid(tmp_path):
+    """Label Studio numbers categories from 0; CVAT and Label Studio write boxes as segmentation []."""
+    path, data = make_dataset(tmp_path)
+    data["categories"][0]["id"] = 0
+    data["annotations"][0].update(category_id=0, segmentation=[])
+    cc.save(path, data)
+    assert cc.load(path)["annotations"][0]["segmentation"] == []
+    assert 0 in COCO(str(path)).getCatIds()
 
 
 def test_unknown_category_name(tmp_path):

@@ -18,9 +18,9 @@ CONFIG = {
     "data": {
         "source": "simulate",
         "simulate": {"train_pool_images": 30, "site_a_fraction": 1 / 3, "poor_fraction": 0.1,
-                     "partial_fraction": 0.14, "surfaces": 4},
+                     "partial_fraction": 0.14, "surfaces": 4,
+                     "test_pool": {"well": 4, "poor": 3, "partial": 3}},
         "coco": {},
-        "test_sets": {"well_images": 4, "poor_images": 3, "partial_images": 3},
         "stamps": {"size_px": 32, "train": 40, "val": 10, "margin": 0.15},
     },
 }

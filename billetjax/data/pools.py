@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from billetjax import coco as cc
+from billetjax.data.importer import import_user_pools
 from billetjax.utils import Progress, stage_seed, worker_context
 
 log = logging.getLogger(__name__)
@@ -157,11 +158,12 @@ def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image
 def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
                         workers: int = 1) -> None:
     """Render the embedded stand-in for the paper's private camera images (DESIGN §5)."""
-    sim, sets = config["data"]["simulate"], config["data"]["test_sets"]
+    sim = config["data"]["simulate"]
+    sets = sim["test_pool"]
     size_px, seed = config["image_size_px"], config["seed"]
     train_plan = plan_train_pool(sim["train_pool_images"], sim["site_a_fraction"], sim["poor_fraction"],
                                  sim["partial_fraction"], stage_seed(seed, "data", "train-plan"))
-    test_plan = plan_test_pool(sets["well_images"], sets["poor_images"], sets["partial_images"],
+    test_plan = plan_test_pool(sets["well"], sets["poor"], sets["partial"],
                                stage_seed(seed, "data", "test-plan"))
     render_pool(train_plan, train_json, Path(train_json).parent / "train", size_px,
                 stage_seed(seed, "data", "train"), "train", workers)
@@ -170,154 +172,14 @@ def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: 
                 stage_seed(seed, "data", "test"), "test", workers, first_id=len(train_plan) + 1)
 
 
-# ----------------------------------------------------------------------------- import of user data
-
-
-def fit_square(image: np.ndarray, size_px: int, mode: str) -> tuple[np.ndarray, float, float, float]:
-    """Bring an image to size_px² by resize and pad ('pad') or resize and centre crop ('crop').
-
-    Returns the image and the transform (scale, dx, dy): x' = x * scale + dx.
-    """
-    import cv2
-
-    h, w = image.shape[:2]
-    if mode == "pad":
-        scale = size_px / max(h, w)
-    elif mode == "crop":
-        scale = size_px / min(h, w)
-    else:
-        raise ValueError(f"data.coco.fit must be 'pad' or 'crop', got {mode!r}")
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp)
-    dx, dy = (size_px - nw) // 2, (size_px - nh) // 2
-    out = np.zeros((size_px, size_px, 3), np.uint8)
-    if mode == "pad":
-        # Pad with the image's border colour rather than black, so padding does not look like an edge.
-        out[:] = np.median(np.concatenate([resized[0], resized[-1], resized[:, 0], resized[:, -1]]), axis=0)
-        out[dy:dy + nh, dx:dx + nw] = resized
-    else:
-        out[:] = resized[-dy:-dy + size_px, -dx:-dx + size_px]
-    return out, scale, float(dx), float(dy)
-
-
-MIN_VISIBLE_AFTER_CROP = 0.3  # a character cut by a crop to less than this area share is dropped (logged)
-
-
-def import_coco_pool(src_json: str | os.PathLike, src_images: str | os.PathLike, dst_json: str | os.PathLike,
-                     size_px: int, fit: str = "pad", first_id: int = 1) -> dict:
-    """Validate a user's COCO pool and bring every image and annotation to size_px²."""
-    from shapely.geometry import Polygon, box
-
-    src_json, src_images = Path(src_json), Path(src_images)
-    if not src_images.is_dir():
-        raise cc.CocoError(f"{src_images}: image folder not found (data.coco.*_images)")
-    # Our extras: site and visibility are needed to build Table 2's sets; source and billet_id default.
-    raw = _read_user_json(src_json)
-    for img in raw.get("images", []) if isinstance(raw, dict) else []:
-        if isinstance(img, dict):
-            img.setdefault("source", "real")
-            img.setdefault("billet_id", "")
-    cc.validate(raw, src_json)
-    image_dir = Path(dst_json).parent / Path(dst_json).stem
-    image_dir.mkdir(parents=True, exist_ok=True)
-    grouped = cc.annotations_by_image(raw)
-    out = {k: v for k, v in raw.items() if k not in ("images", "annotations")}
-    out["images"], out["annotations"] = [], []
-    frame = box(0, 0, size_px, size_px)
-    ann_id = 1
-    progress = Progress(len(raw["images"]), f"imported {src_json.name} images", log)
-    for n, img in enumerate(raw["images"], 1):
-        file = src_images / img["file_name"]
-        try:
-            pixels = cc.read_image(file)
-        except cc.CocoError as err:
-            raise cc.CocoError(f"{src_json}: image id {img['id']}: {err}") from None
-        if pixels.shape[:2] != (img["height"], img["width"]):
-            raise cc.CocoError(
-                f"{src_json}: image id {img['id']} ({img['file_name']}): the file is "
-                f"{pixels.shape[1]}x{pixels.shape[0]} but the record says {img['width']}x{img['height']}"
-            )
-        square, scale, dx, dy = fit_square(pixels, size_px, fit)
-        image_id = first_id + n - 1
-        dst_file = image_dir / f"{image_id:06d}.png"
-        cc.write_image(dst_file, square)
-        rec = {k: v for k, v in img.items() if k not in ("id", "file_name", "width", "height")}
-        out["images"].append({"id": image_id, "file_name": cc.relative_file_name(dst_json, dst_file),
-                              "width": size_px, "height": size_px, **rec})
-        for ann in grouped[int(img["id"])]:
-            polys = ann.get("segmentation") or []
-            if polys:
-                pts = cc.coco_to_polygon(polys[0]).astype(np.float64) * scale + (dx, dy)
-            else:  # a box-only annotation: its outline is the box
-                x, y, w, h = ann["bbox"]
-                pts = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]]) * scale + (dx, dy)
-            shape = Polygon(pts).buffer(0)
-            visible = shape.intersection(frame)
-            if shape.area <= 0 or visible.area < MIN_VISIBLE_AFTER_CROP * shape.area:
-                log.warning("%s: annotation id %s of image id %s lies outside the %s-cropped frame; dropped",
-                            src_json, ann["id"], img["id"], fit)
-                continue
-            if visible.geom_type != "Polygon":
-                visible = max(getattr(visible, "geoms", [visible]), key=lambda g: g.area)
-            outline = np.asarray(visible.exterior.coords)[:-1]
-            out["annotations"].append({
-                "id": ann_id, "image_id": image_id, "category_id": ann["category_id"], "iscrowd": 0,
-                "bbox": cc.bbox_of_polygon(outline), "area": round(float(visible.area), 2),
-                "segmentation": [cc.polygon_to_coco(outline)],
-            })
-            ann_id += 1
-        progress.update(n)
-    cc.validate(out, dst_json)
-    cc.save(dst_json, out)
-    return out
-
-
-def _read_user_json(path: Path) -> dict:
-    import json
-
-    if not path.is_file():
-        raise cc.CocoError(f"{path}: annotation file not found (data.coco in the config)")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise cc.CocoError(f"{path}: not valid JSON ({err})") from None
-
-
-def import_user_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike) -> None:
-    """`data.source: coco`: validate and import the user's train and test pools (DESIGN §4)."""
-    user, size_px = config["data"]["coco"], config["image_size_px"]
-    for key in ("train", "train_images", "test", "test_images"):
-        if not user.get(key):
-            raise cc.CocoError(f"config data.coco.{key} is not set; data.source: coco needs all four paths")
-    train = import_coco_pool(user["train"], user["train_images"], train_json, size_px, user.get("fit", "pad"))
-    if not train["images"]:
-        raise cc.CocoError(f"{user['train']}: the train pool has no images")
-    test = import_coco_pool(user["test"], user["test_images"], test_json, size_px, user.get("fit", "pad"),
-                            first_id=len(train["images"]) + 1)
-    if not test["images"]:
-        raise cc.CocoError(f"{user['test']}: the test pool has no images")
-    train_names = {c["name"] for c in train["categories"]}
-    test_names = {c["name"] for c in test["categories"]}
-    if train_names != test_names:
-        raise cc.CocoError(
-            f"{user['test']}: categories {sorted(test_names)} differ from the train pool's {sorted(train_names)}"
-        )
+# ----------------------------------------------------------------------------- both sources
 
 
 def make_real_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
-                    workers: int = 1) -> None:
-    """Write the real train and test pools for `data.source` (simulate or coco)."""
+                    train_images: str | os.PathLike, test_images: str | os.PathLike, workers: int = 1) -> None:
+    """Write the real train and test pools for `data.source` (simulate or coco), their images
+    into `train_images` and `test_images`."""
     if config["data"]["source"] == "simulate":
         simulate_real_pools(config, train_json, test_json, workers)
     else:
-        import_user_pools(config, train_json, test_json)
-
-
-def expected_counts(config: dict) -> dict[str, int]:
-    """Images per test set of Table 2 for this config (set 3 = 4 + 5, set 1 = 2 + 3)."""
-    sets = config["data"]["test_sets"]
-    well, poor, partial = sets["well_images"], sets["poor_images"], sets["partial_images"]
-    return {"1": well + poor + partial, "2": well, "3": poor + partial, "4": poor, "5": partial}
-
+        import_user_pools(config, train_json, test_json, train_images, test_images)

@@ -11,6 +11,10 @@ from billetjax import coco as cc
 from billetjax.utils import save_figure
 
 
+# Images without a site or visibility (optional in a user's data) are grouped under this label.
+UNSET = "-"
+
+
 def statistics(datasets: dict[str, str | os.PathLike]) -> pd.DataFrame:
     """One row per data set × site × visibility (and an 'all' row per data set): images,
     characters, characters per image, box heights (median, 5th and 95th percentile, px)."""
@@ -19,7 +23,7 @@ def statistics(datasets: dict[str, str | os.PathLike]) -> pd.DataFrame:
         data = cc.load(path)
         per_image = cc.annotations_by_image(data)
         frame = pd.DataFrame([
-            {"site": img["site"], "visibility": img["visibility"], "n_chars": len(per_image[img["id"]]),
+            {"site": img.get("site", UNSET), "visibility": img.get("visibility", UNSET), "n_chars": len(per_image[img["id"]]),
              "heights": [a["bbox"][3] for a in per_image[img["id"]]],
              "widths": [a["bbox"][2] for a in per_image[img["id"]]]}
             for img in data["images"]
@@ -56,13 +60,15 @@ def sample_grid(pool_json: str | os.PathLike, out_png: str | os.PathLike, per_ce
     names = cc.category_names(data)
     per_image = cc.annotations_by_image(data)
     rng = np.random.default_rng(seed)
-    classes = [v for v in ("well", "poor", "partial")]
-    sites = sorted({img["site"] for img in data["images"]})
+    present = {img.get("visibility", UNSET) for img in data["images"]}
+    classes = [v for v in ("well", "poor", "partial", UNSET) if v in present]
+    sites = sorted({img.get("site", UNSET) for img in data["images"]})
     fig, axes = plt.subplots(len(sites), len(classes) * per_cell,
                              figsize=(3.2 * len(classes) * per_cell, 3.6 * len(sites)), squeeze=False)
     for r, site in enumerate(sites):
         for c, vis in enumerate(classes):
-            members = [img for img in data["images"] if img["site"] == site and img["visibility"] == vis]
+            members = [img for img in data["images"]
+                       if img.get("site", UNSET) == site and img.get("visibility", UNSET) == vis]
             picks = rng.choice(len(members), size=min(per_cell, len(members)), replace=False) if members else []
             for k in range(per_cell):
                 ax = axes[r, c * per_cell + k]
@@ -75,7 +81,7 @@ def sample_grid(pool_json: str | os.PathLike, out_png: str | os.PathLike, per_ce
                     x, y, w, h = ann["bbox"]
                     ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="#00e5ff", linewidth=0.8))
                     ax.text(x, y - 1, names[ann["category_id"]], color="#00e5ff", fontsize=6, va="bottom")
-                ax.set_title(f"site {site} · {vis}\n{img['billet_id']}", fontsize=8)
+                ax.set_title(f"site {site} · {vis}\n{img.get('billet_id', '')}", fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     save_figure(fig, out_png, dpi=110)

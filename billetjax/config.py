@@ -1,0 +1,305 @@
+"""Checks of a whole config that its JSON schema cannot express, run when the workflow is parsed.
+
+`schemas/config.schema.yaml` checks each key on its own (type, range, no unknown keys) and fills in
+the defaults; this module checks what the schema cannot: values that are not finite numbers (YAML
+`.nan`, `.inf`, which pass `minimum`/`maximum`), and rules that tie keys together (the image size
+and the detector's strides, `detector.max_boxes` and the most characters on one image, the GAN's
+checkpoints and those the synthesis draws from, ...). `rules/common.smk` calls `check_config`
+right after `validate()`, so a bad config is refused by `snakemake -n`, before any job, with
+every problem and the keys involved named, instead of failing hours later in a job.
+
+The stages keep their own checks where they guard a library call; this is the first line.
+Only stdlib at import time: the Snakemake process imports this module on every invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+# The backbone's stem downsamples by 4 (two stride-2 convolutions, or 4x4 space-to-depth); each
+# further stage of `detector.model.widths` halves again (billetjax.detector.models.Backbone).
+STEM_STRIDE = 4
+
+
+class ConfigError(ValueError):
+    """A config the workflow refuses; the message names every problem and its keys."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        super().__init__(f"config refused ({len(self.problems)} {noun}):\n{lines}")
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Raise `ConfigError` naming every problem of a schema-validated config (defaults filled in)."""
+    found = problems(config)
+    if found:
+        raise ConfigError(found)
+
+
+def problems(config: Mapping[str, Any]) -> list[str]:
+    """Every problem of a schema-validated config, one message each (empty when it is fine).
+
+    Non-finite numbers are reported alone: the other rules would only repeat them.
+    """
+    bad = [f"{path} = {value!r}: not a finite number (.nan / .inf are refused everywhere)"
+           for path, value in non_finite(config)]
+    if bad:
+        return bad
+    return [
+        *detector_problems(config),
+        *max_boxes_problems(config),
+        *data_problems(config),
+        *gan_problems(config),
+        *synth_problems(config),
+        *experiment_problems(config),
+        *evaluation_problems(config),
+        *problems_of_test_sets(config),
+    ]
+
+
+# ----------------------------------------------------------------------------- helpers others use
+
+
+def non_finite(value: Any, path: str = "") -> Iterator[tuple[str, float]]:
+    """(key path, value) of every NaN or infinite number in a nested config, e.g.
+    ``("gan.learning_rate", nan)`` or ``("synth.embed.opacity[1]", inf)``."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from non_finite(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from non_finite(item, f"{path}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+
+
+def backbone_strides(n_stages: int) -> tuple[int, ...]:
+    """Strides of the detector backbone's stages (one per entry of `detector.model.widths`):
+    4, 8, 16, ...; equal to `billetjax.detector.models.ModelConfig.strides`."""
+    return tuple(STEM_STRIDE * 2**i for i in range(n_stages))
+
+
+def coarsest_stride(config: Mapping[str, Any]) -> int:
+    """The detector's coarsest stride, which `image_size_px` must be a multiple of: the feature
+    pyramid's top-down path doubles each level back and must land on the level below exactly."""
+    return backbone_strides(len(config["detector"]["model"]["widths"]))[-1]
+
+
+def gan_checkpoints(config: Mapping[str, Any]) -> list[int]:
+    """Steps at which the GAN keeps a generator checkpoint (each one a {ckpt} of the workflow)."""
+    gan = config["gan"]
+    return list(range(gan["checkpoint_every"], gan["steps"] + 1, gan["checkpoint_every"]))
+
+
+def max_characters_per_image(config: Mapping[str, Any]) -> dict[str, int]:
+    """The most annotated characters one training image can carry, per pool the experiments use:
+    ``{"real": n, "synthetic": m}`` ("synthetic" only when some experiment mixes synthetic
+    images in; "real" only when some experiment uses real ones and the count is known at parse
+    time: for `data.source: coco` it is read from `data.coco.train`, and left out when that file
+    is missing or unreadable, which the import job reports)."""
+    rows = config["experiments"]["sets"]
+    counts: dict[str, int] = {}
+    if any(row["synthetic_pct"] < 100 for row in rows):
+        if config["data"]["source"] == "simulate":
+            from billetjax.data.simulate import MAX_ID_CHARACTERS
+
+            counts["real"] = MAX_ID_CHARACTERS
+        else:
+            most = most_annotations_per_image(config["data"]["coco"].get("train"))
+            if most is not None:
+                counts["real"] = most
+    if any(row["synthetic_pct"] > 0 for row in rows):
+        counts["synthetic"] = int(config["synth"]["characters_per_image"])
+    return counts
+
+
+def most_annotations_per_image(path: str | None) -> int | None:
+    """The most annotations with a positive-area bbox on one image of a COCO file (as the
+    detector's input pipeline counts them), or None when the file is not set, missing or not a
+    readable COCO file: the data stage's import refuses those with the file and record named."""
+    if not path:
+        return None
+    try:
+        with open(Path(path)) as f:
+            data = json.load(f)
+        per_image = Counter()
+        for ann in data.get("annotations", []):
+            w, h = ann["bbox"][2], ann["bbox"][3]
+            if w > 0 and h > 0:
+                per_image[ann["image_id"]] += 1
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+    return max(per_image.values(), default=0)
+
+
+# ----------------------------------------------------------------------------- rules per section
+
+
+def detector_problems(config: Mapping[str, Any]) -> list[str]:
+    """The backbone's geometry against the image size; anchor and sampling ranges."""
+    out = []
+    det = config["detector"]
+    model = det["model"]
+    widths, blocks = list(model["widths"]), list(model["blocks"])
+    if len(blocks) != len(widths):
+        out.append(f"detector.model.blocks has {len(blocks)} entries but detector.model.widths has "
+                   f"{len(widths)}: give one block count per stage")
+    strides = backbone_strides(len(widths))
+    size = config["image_size_px"]
+    if size % strides[-1]:
+        lower, upper = size - size % strides[-1], size - size % strides[-1] + strides[-1]
+        out.append(
+            f"image_size_px = {size} is not a multiple of the detector's coarsest stride "
+            f"{strides[-1]} (detector.model.widths has {len(widths)} stages: strides "
+            f"{', '.join(map(str, strides))}); use e.g. {' or '.join(str(s) for s in (lower, upper) if s >= 64)}, "
+            "or fewer stages")
+    groups = model["groups"]
+    for key, width in [("stem_width", model["stem_width"])] + [(f"widths[{i}]", w) for i, w in enumerate(widths)]:
+        if width % min(groups, width):
+            out.append(f"detector.model.{key} = {width} is not divisible by detector.model.groups = "
+                       f"{groups} (GroupNorm splits the channels into equal groups)")
+    quantiles = det["anchors"].get("size_quantiles")
+    if quantiles is not None and not quantiles[0] < quantiles[1]:
+        out.append(f"detector.anchors.size_quantiles = {list(quantiles)}: need low < high")
+    for stage in ("rpn", "roi"):
+        cfg = det[stage]
+        if cfg["bg_iou"] > cfg["fg_iou"]:
+            out.append(f"detector.{stage}.bg_iou = {cfg['bg_iou']} is above detector.{stage}.fg_iou = "
+                       f"{cfg['fg_iou']}: need bg_iou <= fg_iou")
+    return out
+
+
+def max_boxes_problems(config: Mapping[str, Any]) -> list[str]:
+    """`detector.max_boxes` (ground-truth slots per training image) against the most characters
+    on one training image of each pool the experiments use."""
+    max_boxes = config["detector"]["max_boxes"]
+    out = []
+    for pool, n in max_characters_per_image(config).items():
+        if n <= max_boxes:
+            continue
+        if pool == "synthetic":
+            reason = f"synth.characters_per_image puts {n} characters on each synthetic image"
+        elif config["data"]["source"] == "simulate":
+            reason = f"a simulated billet ID has up to {n} characters"
+        else:
+            reason = f"data.coco.train ({config['data']['coco']['train']}) has an image with {n} annotations"
+        out.append(f"detector.max_boxes = {max_boxes} is too small: {reason}; raise detector.max_boxes "
+                   f"to at least {n}")
+    return out
+
+
+def data_problems(config: Mapping[str, Any]) -> list[str]:
+    """The simulated pool's visibility mix."""
+    out = []
+    data = config["data"]
+    if data["source"] == "simulate":
+        sim = data["simulate"]
+        total = sim["poor_fraction"] + sim["partial_fraction"]
+        if total >= 1:
+            out.append(f"data.simulate.poor_fraction + data.simulate.partial_fraction = {total:g} leaves "
+                       "no well visible billets; keep the sum below 1 (paper: about 0.24)")
+    return out
+
+
+def gan_problems(config: Mapping[str, Any]) -> list[str]:
+    """The GAN's input size against the stamp crops; its checkpoints."""
+    out = []
+    gan, stamps = config["gan"], config["data"]["stamps"]
+    if gan["image_size_px"] != stamps["size_px"]:
+        out.append(f"gan.image_size_px = {gan['image_size_px']} differs from data.stamps.size_px = "
+                   f"{stamps['size_px']}: the GAN trains on the stamp crops; set both to the same size")
+    if gan["checkpoint_every"] > gan["steps"]:
+        out.append(f"gan.checkpoint_every = {gan['checkpoint_every']} is above gan.steps = {gan['steps']}: "
+                   "the GAN would keep no checkpoint")
+    return out
+
+
+# [low, high] ranges of the synth section, drawn uniformly (or as integers) between the two.
+SYNTH_RANGES = (
+    "masks.erase_pieces", "masks.erase_radius", "partial.characters", "partial.visible_fraction",
+    "embed.char_height_px", "embed.char_gap", "embed.row_gap", "embed.opacity",
+    "embed.saturation_scale", "embed.value_scale", "embed.noise_std",
+)
+
+
+def synth_problems(config: Mapping[str, Any]) -> list[str]:
+    """The synthesis: checkpoints it draws stamps from, ordered ranges, partial visibility."""
+    out = []
+    synth = config["synth"]
+    if synth["method"] == "gan":
+        available = gan_checkpoints(config)
+        unknown = sorted(set(synth["checkpoints"]) - set(available))
+        if unknown:
+            out.append(f"synth.checkpoints {unknown} are not GAN checkpoints (gan.steps / "
+                       f"gan.checkpoint_every give {available}); pick checkpoints from that list")
+        twice = sorted(c for c, n in Counter(synth["checkpoints"]).items() if n > 1)
+        if twice:
+            out.append(f"synth.checkpoints lists {twice} more than once")
+    for key in SYNTH_RANGES:
+        section, name = key.split(".")
+        low, high = synth[section][name]
+        if low > high:
+            out.append(f"synth.{key} = [{low}, {high}]: low above high")
+    visible_high = synth["partial"]["visible_fraction"][1]
+    min_area = synth["masks"]["min_area_fraction"]
+    if visible_high >= min_area:
+        out.append(f"synth.partial.visible_fraction high {visible_high} must stay below "
+                   f"synth.masks.min_area_fraction {min_area}: else a partially visible stamp is no "
+                   "different from a worn one")
+    if not any(w > 0 for w in synth["partial"]["modes"].values()):
+        out.append("synth.partial.modes: at least one of erased, edge, occluder needs a positive weight")
+    return out
+
+
+def experiment_problems(config: Mapping[str, Any]) -> list[str]:
+    """Enough real (simulated) and synthetic images for the largest experiment."""
+    from billetjax.experiments import experiments
+
+    out = []
+    exps = experiments(config)
+    need_real = max(e.n_real for e in exps)
+    need_synthetic = max(e.n_synthetic for e in exps)
+    if config["data"]["source"] == "simulate":
+        pool = config["data"]["simulate"]["train_pool_images"]
+        if need_real > pool:
+            out.append(f"data.simulate.train_pool_images = {pool} is below the {need_real} real images "
+                       "the largest experiment needs (experiments.images x images_fraction x real "
+                       "share); raise it or lower experiments.images")
+    if need_synthetic > config["synth"]["images"]:
+        out.append(f"synth.images = {config['synth']['images']} is below the {need_synthetic} synthetic "
+                   "images the largest experiment needs (experiments.images x images_fraction x "
+                   "synthetic_pct); raise it or lower experiments.images")
+    return out
+
+
+def evaluation_problems(config: Mapping[str, Any]) -> list[str]:
+    """The gallery's experiment; the ID pattern's positions against its lengths."""
+    out = []
+    evaluation = config["evaluation"]
+    n_sets = len(config["experiments"]["sets"])
+    experiment = evaluation["gallery"]["experiment"]
+    if not 1 <= experiment <= n_sets:
+        out.append(f"evaluation.gallery.experiment = {experiment}, but experiments.sets has {n_sets} "
+                   f"rows; pick 1..{n_sets}")
+    pattern = evaluation.get("id_pattern")
+    if pattern is not None and "length" in pattern and pattern.get("positions"):
+        length = pattern["length"]
+        longest = max(length) if isinstance(length, list) else length
+        if len(pattern["positions"]) > longest:
+            out.append(f"evaluation.id_pattern.positions has {len(pattern['positions'])} entries but "
+                       f"evaluation.id_pattern.length allows at most {longest} characters")
+    return out
+
+
+def problems_of_test_sets(config: Mapping[str, Any]) -> list[str]:
+    """Rules on Table 2's test sets (`data.test_sets`) and the runs that name one
+    (`evaluation.gallery.test_set`). None yet: the schema bounds them while the test sets are a
+    fixed five; rules that depend on how many test sets a config defines belong here."""
+    return []

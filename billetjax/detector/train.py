@@ -8,13 +8,10 @@ A killed training resumes from the latest orbax checkpoint in its `state/` folde
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from billetjax import runs
 from billetjax.detector import anchors as anchors_lib
 from billetjax.detector import data as det_data
 from billetjax.detector import targets
@@ -45,6 +43,16 @@ DEFAULT_RPN = {"pre_nms_top_n_train": 1000, "post_nms_top_n_train": 256, "pre_nm
 DEFAULT_ROI = {"batch_size_per_image": 128, "positive_fraction": 0.25, "fg_iou": 0.5, "bg_iou": 0.5,
                "sampling_ratio": 1}
 DEFAULT_INFERENCE = {"score_threshold": 0.05, "nms_iou": 0.5, "max_detections": 32, "batch_size": 8}
+
+# `detector` keys that may change between a run and its resumption: they decide when to validate
+# and to checkpoint and how to predict during validation, never the weights or the batches.
+# `steps` is NOT among them: the learning rate follows a cosine over `steps` (make_optimizer), so
+# a state at step s of a 900-step run is not on the trajectory of a 1200-step run; a change of
+# `steps` restarts the training.
+RESUMABLE_KEYS = frozenset({"eval_every", "checkpoint_every", "inference"})
+# The modules whose code defines the trajectory (their source is part of the fingerprint).
+TRAJECTORY_MODULES = ("billetjax.detector.train", "billetjax.detector.models", "billetjax.detector.data",
+                      "billetjax.detector.targets", "billetjax.detector.anchors")
 
 
 def make_spec(detector_cfg: dict, image_size_px: int, category_ids: tuple[int, ...],
@@ -245,23 +253,6 @@ def evaluate(fns: Functions, params, val: det_data.DetectionSet, val_coco: dict,
     return float(np.average(losses, weights=weights)), float(m)
 
 
-def _read_history(path: Path, up_to_step: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, HISTORY_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "nan") for k in HISTORY_COLUMNS})
-    os.replace(tmp, path)
-
-
 def save_params(path: str | os.PathLike, spec: DetectorSpec, params) -> None:
     """Final weights and the spec (JSON) in one msgpack file; `predict.load_params` reads it."""
     from flax import serialization
@@ -281,13 +272,12 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
           keep_state: bool = False) -> dict[str, Any]:
     """Train one detector and write `params_out` and `history_out` (HISTORY_COLUMNS).
 
-    Resumes from the latest checkpoint in `state_dir` (orbax) when it was written for the same
-    data, config and seed (else starts afresh); the running history lives there too, so a killed
-    job loses at most `checkpoint_every` steps. The state is deleted after success unless
-    `keep_state`. Returns a summary dict.
+    `state_dir` is a `runs.RunFolder`: the latest checkpoint there is resumed when its fingerprint
+    (config without RESUMABLE_KEYS, seed, implementation, data files) is this run's, else
+    training starts afresh; the running history lives there too, so a killed job loses at most
+    `checkpoint_every` steps. The state is deleted after success unless `keep_state`. Returns a
+    summary dict.
     """
-    import orbax.checkpoint as ocp
-
     from billetjax import coco as cc
 
     steps = int(detector_cfg["steps"])
@@ -311,20 +301,10 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
     n_params = sum(x.size for x in jax.tree.leaves(fns.initial_state["params"]))
     log.info("%d parameters, %d anchors per image", n_params, fns.anchors.shape[0])
 
-    state_dir = Path(state_dir).resolve()
-    _claim_state_dir(state_dir, _fingerprint(train_json, val_json, detector_cfg, image_size_px, seed))
-    manager = ocp.CheckpointManager(state_dir / "checkpoints",
-                                    options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
-    history_path = state_dir / "history.csv"
-    state = fns.initial_state
-    start = 0
-    latest = manager.latest_step()
-    if latest is not None:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
-        start = int(state["step"])
-        log.info("resumed from checkpoint at step %d (%s)", start, state_dir)
-    history = _read_history(history_path, start)
+    run = runs.RunFolder(state_dir, "detector", max_to_keep=1, async_checkpointing=True)
+    run.claim(fingerprint(train_json, val_json, detector_cfg, image_size_px, seed))
+    state, start = run.resume(fns.initial_state, max(run.saved_steps(), default=None))
+    history = runs.History.read(run.history_path, HISTORY_COLUMNS, start)
 
     key = jax.random.key(seed)
     eval_key = jax.random.fold_in(jax.random.key(seed), 1 << 30)
@@ -345,11 +325,13 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
         steps_window += 1
         log_now = step % max(1, min(50, eval_every)) == 0 or step == steps
         evaluate_now = step % eval_every == 0 or step == steps
-        if log_now or evaluate_now:
+        checkpoint_now = step % checkpoint_every == 0 or step == steps
+        if log_now or evaluate_now or checkpoint_now:  # never log or checkpoint a diverged state
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             if not math.isfinite(metrics["loss"]):
-                raise FloatingPointError(f"training diverged at step {step}: {metrics}; lower "
-                                         "detector.learning_rate")
+                raise FloatingPointError(f"detector training diverged at step {step}: {metrics}; "
+                                         "lower detector.learning_rate")
+        if log_now or evaluate_now:
             now = time.perf_counter()
             row = {"step": step, **{k: metrics[k] for k in ("loss", "rpn_cls", "rpn_box", "roi_cls",
                                                              "roi_box", "lr")},
@@ -365,38 +347,35 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
             log.info("step %d/%d loss %.4f (rpn %.3f/%.3f roi %.3f/%.3f) lr %.4f %.2f steps/s ETA %.0f s",
                      step, steps, row["loss"], row["rpn_cls"], row["rpn_box"], row["roi_cls"], row["roi_box"],
                      row["lr"], row["steps_per_s"], (steps - step) / max(row["steps_per_s"], 1e-9))
-        if step % checkpoint_every == 0 or step == steps:
-            manager.save(step, args=ocp.args.StandardSave(state))
-            manager.wait_until_finished()
-            _write_history(history_path, history)
+        if checkpoint_now:
+            run.save(step, state)
+            history.write(run.history_path)
 
-    manager.wait_until_finished()
-    manager.close()
+    run.close()
     elapsed = time.perf_counter() - t_start
     save_params(params_out, spec, state["params"])
-    _write_history(Path(history_out), history)
+    history.write(history_out)
     if not keep_state:
-        shutil.rmtree(state_dir, ignore_errors=True)
-    final = next((r for r in reversed(history) if r["val_map50"] != "nan"), {})
+        run.remove()
+    final = next((r for r in reversed(history.rows) if r["val_map50"] != "nan"), {})
     log.info("trained %d steps in %.1f s; wrote %s and %s", steps - start, elapsed, params_out, history_out)
     return {"steps": steps, "seconds": elapsed, "val_map50": final.get("val_map50"),
             "val_loss": final.get("val_loss"), "spec": json.loads(spec.to_json())}
 
 
-def _fingerprint(train_json, val_json, detector_cfg: dict, image_size_px: int, seed: int) -> str:
-    """Hash of everything a checkpoint depends on: resuming another run's state would be wrong."""
-    h = hashlib.sha256()
-    for path in (train_json, val_json):
-        h.update(Path(path).read_bytes())
-    h.update(json.dumps([detector_cfg, image_size_px, seed], sort_keys=True, default=str).encode())
-    return h.hexdigest()
+def fingerprint(train_json, val_json, detector_cfg: dict, image_size_px: int, seed: int) -> runs.Fingerprint:
+    """What a detector state depends on: the `detector` section and image size, the seed, the
+    implementation, and the SHA-256 of both COCO files and of every image file they reference
+    (one hash per set over the files' names and hashes: the experiments' JSON files keep their
+    bytes when only the images behind them change, e.g. a retrained GAN's synthetic images)."""
+    from billetjax import coco as cc
 
-
-def _claim_state_dir(state_dir: Path, fingerprint: str) -> None:
-    """Empty `state_dir` unless it holds the state of a run with this fingerprint."""
-    marker = state_dir / "fingerprint.txt"
-    if state_dir.exists() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
-        log.info("%s holds the state of another configuration or data set: starting afresh", state_dir)
-        shutil.rmtree(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint + "\n")
+    data = {}
+    for role, path in (("train", train_json), ("val", val_json)):
+        records = json.loads(Path(path).read_text())["images"]
+        data[f"{role} json"] = {"path": str(path), "sha256": runs.file_sha256(path)}
+        data[f"{role} images"] = {"path": str(Path(path).parent),
+                                  "sha256": runs.files_sha256(cc.image_path(path, r) for r in records)}
+    return runs.Fingerprint(
+        config={**detector_cfg, "image_size_px": image_size_px}, resumable=RESUMABLE_KEYS,
+        seed=seed, implementation=runs.implementation(TRAJECTORY_MODULES), data=data)

@@ -8,10 +8,8 @@ checkpoint repeats the uninterrupted run bit for bit.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import shutil
+import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -21,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 
+from billetjax import runs
 from billetjax.pix2pix.models import (
     DEFAULT_IMPL, Generator, Pix2PixConfig, create_discriminator, create_generator,
 )
@@ -72,8 +70,14 @@ class TrainConfig:
 # Jitted step and validation functions per (training facts, seed, impl) within this process.
 _COMPILED: dict = {}
 
-# Keys of the config that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every"}
+# Config keys that may change between a run and its resumption. The learning rate is constant
+# (Adam, no schedule over `steps`) and step s's randomness is fold_in(seed, s), so a state at step
+# s is the same whatever `steps` was: more steps extend the run, fewer stop it at an earlier
+# checkpoint. Checkpointing and logging do not touch the state. Every other key changes the
+# trajectory (model, batch, optimiser, augmentation) and restarts the run.
+RESUMABLE_KEYS = frozenset({"steps", "checkpoint_every", "log_every"})
+# The modules whose code defines the trajectory (their source is part of the fingerprint).
+TRAJECTORY_MODULES = ("billetjax.pix2pix.train", "billetjax.pix2pix.models", "billetjax.pix2pix.sample")
 
 
 # ----------------------------------------------------------------------------- data
@@ -245,43 +249,35 @@ def make_eval_l1(models: Models, seed: int, batch_size: int) -> Callable:
 # ----------------------------------------------------------------------------- loop
 
 
-def _read_history(path: Path, up_to_step: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
+def fingerprint(cfg: TrainConfig, seed: int, impl: str, train_path: str | Path,
+                val_path: str | Path) -> runs.Fingerprint:
+    """What a pix2pix state depends on: the `gan` facts, seed, implementation and the SHA-256 of
+    both stamp-pair files (the validation pairs only shape `val_l1` in the history, but a history
+    that mixes two validation sets would be wrong as well)."""
+    return runs.Fingerprint(
+        config={**asdict(cfg), "impl": impl}, resumable=RESUMABLE_KEYS, seed=seed,
+        implementation=runs.implementation(TRAJECTORY_MODULES),
+        data={role: {"path": str(path), "sha256": runs.file_sha256(path)}
+              for role, path in (("train pairs", train_path), ("val pairs", val_path))},
+    )
 
 
-def _write_history(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+def _resume_step(saved: list[int], cfg: TrainConfig) -> int | None:
+    """The latest saved step to resume from: at most `steps`, and with every study checkpoint
+    up to it saved (after `checkpoint_every` changed, an earlier step is resumed and the missing
+    checkpoints are trained again, bit for bit as the first time)."""
+    checkpoints = cfg.checkpoint_steps()
+    ok = [s for s in saved if s <= cfg.steps and all(c in saved for c in checkpoints if c <= s)]
+    return max(ok, default=None)
 
 
-def _prepare_state_dir(state_dir: Path, cfg: TrainConfig, seed: int, impl: str) -> None:
-    """Keep a resumable state only if it was made with the same model and training facts.
-
-    A state made with other facts (e.g. ngf changed in the config, so Snakemake reruns the job)
-    cannot be resumed: it is removed with a warning and training starts from scratch. Only
-    `steps`, `checkpoint_every` and `log_every` may change (training is then extended).
-    """
-    path = state_dir / "config.json"
-    current = {**asdict(cfg), "seed": seed, "impl": impl}
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        changed = sorted(k for k in set(saved) | set(current)
-                         if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k))
-        if changed:
-            log.warning(
-                "%s was made with other %s (%s, now %s): starting from scratch", state_dir, changed,
-                {k: saved.get(k) for k in changed}, {k: current.get(k) for k in changed},
-            )
-            shutil.rmtree(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(current, indent=1, sort_keys=True))
+def _first_non_finite(window: list[dict], first_step: int) -> tuple[int, dict] | None:
+    """The first (step, losses) of the window with a NaN or infinite loss, or None."""
+    for i, metrics in enumerate(jax.device_get(window)):
+        values = {k: float(v) for k, v in metrics.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            return first_step + i, values
+    return None
 
 
 def generator_path(out_dir: str | Path, step: int) -> Path:
@@ -310,7 +306,8 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     t_masks, t_images = load_pairs(train_path, cfg.image_size_px)
     v_masks, v_images = load_pairs(val_path, cfg.image_size_px)
-    _prepare_state_dir(state_dir, cfg, seed, impl)
+    run = runs.RunFolder(state_dir, "pix2pix", max_to_keep=None)
+    run.claim(fingerprint(cfg, seed, impl, train_path, val_path))
     models, state = create_state(cfg, seed, impl)
     log.info(
         "pix2pix %s: %d train / %d val pairs, G %d params, D %d params, %d steps, checkpoints %s",
@@ -318,23 +315,20 @@ def train(
         sum(x.size for x in jax.tree.leaves(state["g_params"])),
         sum(x.size for x in jax.tree.leaves(state["d_params"])), cfg.steps, cfg.checkpoint_steps(),
     )
+    checkpoints = set(cfg.checkpoint_steps())
 
-    manager = ocp.CheckpointManager(
-        (state_dir / "checkpoints").resolve(),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=None, create=True, enable_async_checkpointing=False
-        ),
-    )
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    history_path = state_dir / "history.csv"
-    saved_steps = [s for s in manager.all_steps() if s <= cfg.steps]
-    if saved_steps:
-        start = max(saved_steps)
-        state = manager.restore(start, args=ocp.args.StandardRestore(abstract))
-        log.info("resumed from %s at step %d", state_dir, start)
+    def write_generator(step: int, restored: dict) -> None:
+        # Every generator file up to the resumed step is rebuilt from this run's state (the orbax
+        # checkpoints keep them all), never taken from an earlier run's outputs.
+        if step in checkpoints:
+            save_generator(generator_path(out_dir, step), _generator(models, restored), step)
+
+    resume_at = _resume_step(run.saved_steps(), cfg)
+    state, start = run.resume(state, resume_at, also=[c for c in checkpoints if resume_at and c < resume_at],
+                              on_restore=write_generator)
     # Committed to the device either way, so fresh and restored states hit one compiled step.
     state = jax.device_put(state, jax.devices()[0])
-    history = _read_history(history_path, int(state["step"]))
+    history = runs.History.read(run.history_path, HISTORY_COLUMNS, start)
 
     # One compilation per training setup and process (a resumed or extended run reuses it).
     key = (replace(cfg, steps=0, checkpoint_every=0, log_every=0), seed, impl)
@@ -342,11 +336,11 @@ def train(
         _COMPILED[key] = (make_train_step(models, cfg, seed), make_eval_l1(models, seed + 1, cfg.batch_size))
     step_fn, val_l1 = _COMPILED[key]
     train_masks, train_images = jax.device_put(t_masks), jax.device_put(t_images)
-    checkpoints = set(cfg.checkpoint_steps())
     window: list[dict] = []  # metrics since the last history row
     timed = 0  # steps since t0 (the first step of a run, with its compilation, is not timed)
     t0 = time.perf_counter()
-    first = int(state["step"]) + 1
+    first = start + 1
+    window_start = first  # the step of window[0]
     for step in range(first, cfg.steps + 1):
         state, metrics = step_fn(state, train_masks, train_images)
         window.append(metrics)
@@ -355,38 +349,37 @@ def train(
             jax.block_until_ready(metrics)
             log.info("first step (with compilation) took %.1f s", time.perf_counter() - t0)
             t0, timed = time.perf_counter(), 0
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        log_now = step % cfg.log_every == 0 or step == cfg.steps
+        if log_now or step in checkpoints:  # never log or checkpoint a diverged state
+            bad = _first_non_finite(window, window_start)
+            if bad is not None:
+                raise FloatingPointError(
+                    f"pix2pix training diverged at step {bad[0]}: losses {bad[1]} are not finite; "
+                    "lower gan.learning_rate or check the stamp pairs")
+        if log_now:
             means = {k: float(v) for k, v in jax.device_get(
                 jax.tree.map(lambda *xs: jnp.stack(xs).mean(), *window)).items()}
             rate = timed / max(time.perf_counter() - t0, 1e-9) if timed else float("nan")
             vl1 = val_l1(state["g_params"], state["g_stats"], v_masks, v_images)
             row = {"step": step, **means, "val_l1": vl1, "steps_per_s": rate}
             history.append(row)
-            _write_history(history_path, history)
+            history.write(run.history_path)
             log.info(
                 "step %d/%d  g_gan %.3f  g_l1 %.4f  d_loss %.3f  val_l1 %.4f  %.2f steps/s  ETA %.0f s",
                 step, cfg.steps, row["g_gan"], row["g_l1"], row["d_loss"], vl1, rate,
                 (cfg.steps - step) / max(rate, 1e-9),
             )
-            window, timed = [], 0
+            window, timed, window_start = [], 0, step + 1
             t0 = time.perf_counter()
         if step in checkpoints or step == cfg.steps:
-            manager.save(step, args=ocp.args.StandardSave(state))
-            manager.wait_until_finished()
+            run.save(step, state)
             if step in checkpoints:
                 save_generator(generator_path(out_dir, step), _generator(models, state), step)
         if on_step is not None:
             on_step(step)
 
-    # A resumed run (or a rerun after Snakemake removed the outputs) rebuilds every generator
-    # file from the orbax checkpoints, which keep them all.
-    for step in sorted(checkpoints):
-        path = generator_path(out_dir, step)
-        if not path.is_file():
-            restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-            save_generator(path, _generator(models, restored), step)
-    manager.close()
-    _write_history(out_dir / "history.csv", history)
+    run.close()
+    history.write(out_dir / "history.csv")
     return out_dir / "history.csv"
 
 

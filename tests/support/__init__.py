@@ -1,0 +1,1 @@
+"""Test support: data sets from outside billetjax (another renderer, real annotation tools' layouts)."""

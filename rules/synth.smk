@@ -13,9 +13,17 @@ if config["synth"]["method"] == "gan":
         )
 
 
+def synth_glyph_inputs(wildcards):
+    """The plant's own glyph file (synth.glyphs) when set, so that editing it remakes the stamps."""
+    return [config["synth"]["glyphs"]] if config["synth"].get("glyphs") else []
+
+
+# The stamps and the pool synthesise the real train pool's categories (names, ids), so they read it.
 rule synth_stamps_gan:
     input:
         generator="results/gan/generator_step{ckpt}.msgpack",
+        real="results/data/real/train_pool.json",
+        glyphs=synth_glyph_inputs,
     output:
         "results/synth/gan/stamps_step{ckpt}.npz",
     params:
@@ -35,6 +43,9 @@ rule synth_stamps_gan:
 
 
 rule synth_stamps_classic:
+    input:
+        real="results/data/real/train_pool.json",
+        glyphs=synth_glyph_inputs,
     output:
         "results/synth/classic/stamps_classic.npz",
     params:
@@ -55,6 +66,7 @@ rule synth_pool:
     input:
         stamps=synth_stamp_banks,
         surfaces="results/data/surfaces",
+        real="results/data/real/train_pool.json",
     output:
         json="results/synth/{method}/pool.json",
         images=directory("results/synth/{method}/images"),

@@ -6,7 +6,7 @@ if __name__ == "__main__":
 
     log_to(snakemake.log[0])
 
-    from billetjax.synth.pool import make_pool
+    from billetjax.synth.pool import make_pool, real_categories
 
     make_pool(
         snakemake.params.config,
@@ -16,4 +16,5 @@ if __name__ == "__main__":
         snakemake.output.images,
         method=snakemake.wildcards.method,
         workers=snakemake.threads,
+        categories=real_categories(snakemake.input.real),
     )

@@ -10,7 +10,7 @@ if __name__ == "__main__":
 
     log_to(snakemake.log[0])
 
-    from billetjax.synth.pool import make_bank
+    from billetjax.synth.pool import make_bank, real_categories
 
     checkpoint = int(snakemake.wildcards.ckpt) if "ckpt" in snakemake.wildcards.keys() else None
     make_bank(
@@ -22,4 +22,5 @@ if __name__ == "__main__":
         checkpoint=checkpoint,
         generator_path=snakemake.input.get("generator"),
         workers=snakemake.threads,
+        categories=real_categories(snakemake.input.real),
     )

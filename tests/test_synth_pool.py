@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 from pycocotools.coco import COCO
 
 from billetjax import coco as cc
@@ -160,3 +161,110 @@ def test_masks_do_not_depend_on_the_workers(pool):
     two = make_masks(pool["config"], indices, STAMP_PX, MARGIN, workers=2)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a.mask, b.mask)
+
+
+# ----------------------------------------------------------------------------- other alphabets
+
+# A user's categories: any ids (0 included), names that are letters and digits, listed out of order.
+MIXED = [{"id": 2, "name": "B", "supercategory": "character"}, {"id": 0, "name": "A"}, {"id": 1, "name": "7"}]
+
+
+def _best_glyph(stamp, candidates: dict) -> str:
+    """The candidate whose glyph, framed like the stamp, overlaps the stamp's silhouette most."""
+    from billetjax.glyphs import rasterise
+    from billetjax.synth.masks import crop_transform, fill_holes
+
+    scores = {}
+    for name, shape in candidates.items():
+        framed = shapely.affinity.affine_transform(shape, crop_transform(shape, STAMP_PX, MARGIN))
+        ref = rasterise(fill_holes(framed), STAMP_PX) > 0
+        seen = stamp.silhouette > 0
+        scores[name] = (ref & seen).sum() / (ref | seen).sum()
+    return max(scores, key=scores.get)
+
+
+@pytest.fixture(scope="module")
+def mixed_pool(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mixed")
+    config = _config(images=6, characters_per_image=6)
+    surfaces = _surfaces(root / "surfaces", n=2)
+    bank = root / "classic" / "stamps_classic.npz"
+    make_bank(config, "classic", bank, STAMP_PX, MARGIN, categories=MIXED)
+    out = root / "classic" / "pool.json"
+    make_pool(config, [bank], surfaces, out, root / "classic" / "images", method="classic", categories=MIXED)
+    return {"config": config, "json": out, "bank": bank, "surfaces": surfaces, "root": root}
+
+
+def test_mixed_alphabet_pool_has_exactly_the_real_categories(mixed_pool):
+    data = cc.load(mixed_pool["json"], check_images=True)
+    assert sorted(data["categories"], key=lambda c: c["id"]) == sorted(MIXED, key=lambda c: c["id"])
+    used = {a["category_id"] for a in data["annotations"]}
+    assert used == {0, 1, 2}
+    names = cc.category_names(data)
+    per_image = cc.annotations_by_image(data)
+    for image in data["images"]:
+        assert set(image["billet_id"]) <= {"A", "7", "B"}
+        assert image["billet_id"] == "".join(names[a["category_id"]] for a in per_image[image["id"]])
+
+
+def test_mixed_alphabet_stamps_cycle_over_the_names_in_id_order(mixed_pool):
+    bank = np.load(mixed_pool["bank"])
+    expected = ["A", "7", "B"]  # ids 0, 1, 2
+    assert bank["labels"].tolist() == [expected[k % 3] for k in bank["stamp_index"]]
+
+
+def test_mixed_alphabet_masks_show_their_own_glyph(mixed_pool):
+    from billetjax.glyphs import glyph
+
+    indices = np.arange(12)
+    stamps = make_masks(mixed_pool["config"], indices, STAMP_PX, MARGIN, categories=MIXED)
+    plan = bank_plan(mixed_pool["config"])
+    candidates = {c: glyph(c) for c in "A7B"}
+    whole = [s for k, s in zip(indices, stamps) if not plan.partial[k]]
+    assert len(whole) >= 8
+    for stamp in whole:
+        assert _best_glyph(stamp, candidates) == stamp.label
+
+
+def test_default_categories_are_the_digits_in_id_order():
+    """No categories given = the simulated digits; a shuffled digit list gives the same stamps, as
+    the study's stamp k is the digit k mod 10 (the default study's banks stay as they were)."""
+    config = _config()
+    indices = np.arange(0, 40, 3)
+    default = make_masks(config, indices, STAMP_PX, MARGIN)
+    shuffled = list(reversed(cc.DIGIT_CATEGORIES))
+    given = make_masks(config, indices, STAMP_PX, MARGIN, categories=shuffled)
+    assert [s.label for s in default] == [str(k % 10) for k in indices]
+    for a, b in zip(default, given):
+        assert a.label == b.label
+        np.testing.assert_array_equal(a.mask, b.mask)
+
+
+def test_own_glyph_file_via_synth_glyphs(tmp_path):
+    """A category the built-in set lacks is drawn from the plant's glyph file (synth.glyphs), and
+    refused by name without it."""
+    from shapely.geometry import Polygon
+
+    hash_glyph = {"exterior": [[0.0, 0.3], [0.6, 0.3], [0.6, 0.5], [0.3, 1.0], [0.0, 0.5]], "holes": []}
+    glyph_file = tmp_path / "plant_glyphs.json"
+    glyph_file.write_text(json.dumps({"glyphs": {"#": hash_glyph}}))
+    categories = [{"id": 1, "name": "#"}, {"id": 2, "name": "1"}]
+    config = _config(glyphs=str(glyph_file))
+    indices = np.arange(8)
+    stamps = make_masks(config, indices, STAMP_PX, MARGIN, categories=categories)
+    assert [s.label for s in stamps] == ["#", "1"] * 4
+    plan = bank_plan(config)
+    from billetjax.glyphs import glyph
+
+    candidates = {"#": Polygon(hash_glyph["exterior"]), "1": glyph("1"), "7": glyph("7")}
+    for k, stamp in zip(indices, stamps):
+        if not plan.partial[k]:
+            assert _best_glyph(stamp, candidates) == stamp.label
+    with pytest.raises(ValueError, match=r"categories \['#'\] have no glyph.*synth.glyphs"):
+        make_masks(_config(), indices, STAMP_PX, MARGIN, categories=categories)
+
+
+def test_pool_refuses_banks_of_other_categories(mixed_pool, tmp_path):
+    with pytest.raises(ValueError, match=r"hold characters \['A', 'B'\] that are not categories"):
+        make_pool(mixed_pool["config"], [mixed_pool["bank"]], mixed_pool["surfaces"], tmp_path / "pool.json",
+                  tmp_path / "images", method="classic")

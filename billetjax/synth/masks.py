@@ -244,9 +244,13 @@ def crop_transform(whole: Polygon, size_px: int, margin: float) -> list[float]:
 
 
 def make_stamp_mask(label: str, rng: np.random.Generator, params: MaskParams, size_px: int,
-                    margin: float, partial: bool = False) -> StampMask:
-    """Deform and degrade one character (and cut it if `partial`), then rasterise it to `size_px`."""
-    whole = _open(deform(glyph(label), rng, params))
+                    margin: float, partial: bool = False, shape: Polygon | None = None) -> StampMask:
+    """Deform and degrade one character (and cut it if `partial`), then rasterise it to `size_px`.
+
+    `shape` is the character's glyph in the unit box (from the study's glyph set, e.g.
+    `billetjax.glyphs.load_glyph_set(synth.glyphs)`); by default the built-in glyph of `label`.
+    """
+    whole = _open(deform(glyph(label) if shape is None else shape, rng, params))
     geometry = degrade(whole, rng, params)
     if partial:
         target = rng.uniform(*params.partial_visible) * solid_area(whole) / solid_area(geometry)

@@ -14,6 +14,11 @@ uint8[N,S,S]` (what the renderer got), `labels <U1[N]`, `partial bool[N]`,
 `whole_boxes float64[N,4]`, `whole_areas float64[N]`, `stamp_index int64[N]`, `checkpoint int64[N]`
 (0 for classic) and the degraded glyph polygons as WKB (`geometry_wkb uint8[B]`,
 `geometry_offsets int64[N+1]`).
+
+Characters. The study synthesises the categories of the real train pool, whatever they are: stamp
+k shows the (k mod K)-th of its K category names in ascending id order (for the simulated digits
+"0".."9"), drawn from the glyph set `synth.glyphs` (the built-in digits and letters by default),
+and the synthetic pool carries the real pool's categories, ids and names unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 import shapely
 
 from billetjax import coco as cc
-from billetjax.glyphs import ALPHABET
+from billetjax.glyphs import load_glyph_set, require_glyphs
 from billetjax.synth.embed import PARTIAL_MODES, EmbedParams, Stamp, annotation_of, compose_billet
 from billetjax.synth.masks import MaskParams, make_stamp_mask
 from billetjax.utils import Progress, stage_seed, worker_context
@@ -87,38 +92,66 @@ def bank_plan(config: dict) -> BankPlan:
     return BankPlan(n_total=n_total, per_checkpoint=per_checkpoint, partial=partial)
 
 
+def real_categories(real_json: str | os.PathLike) -> list[dict]:
+    """The categories of the real train pool (a validated COCO file), in ascending id order."""
+    return sorted(cc.load(real_json)["categories"], key=lambda c: int(c["id"]))
+
+
+def _category_list(categories: list[dict] | None) -> list[dict]:
+    """Categories in ascending id order; None stands for the simulated plant's digits."""
+    chosen = cc.DIGIT_CATEGORIES if categories is None else categories
+    if not chosen:
+        raise ValueError("no categories to synthesise: the real train pool defines none")
+    return sorted((dict(c) for c in chosen), key=lambda c: int(c["id"]))
+
+
 def _masks_chunk(args: tuple) -> list:
-    config, indices, size_px, margin = args
+    config, indices, size_px, margin, names = args
     plan = bank_plan(config)
     params = MaskParams.from_config(config["synth"])
-    return [make_stamp_mask(ALPHABET[k % len(ALPHABET)],
-                            np.random.default_rng(stage_seed(config["seed"], "synth", "mask", int(k))),
-                            params, size_px, margin, partial=bool(plan.partial[k])) for k in indices]
+    glyphs = load_glyph_set(config["synth"].get("glyphs"))
+    out = []
+    for k in indices:
+        label = names[k % len(names)]
+        out.append(make_stamp_mask(label, np.random.default_rng(stage_seed(config["seed"], "synth", "mask", int(k))),
+                                   params, size_px, margin, partial=bool(plan.partial[k]),
+                                   shape=glyphs.glyph(label)))
+    return out
 
 
-def make_masks(config: dict, indices: np.ndarray, size_px: int, margin: float, workers: int = 1) -> list:
+def make_masks(config: dict, indices: np.ndarray, size_px: int, margin: float, workers: int = 1,
+               categories: list[dict] | None = None) -> list:
     """The heuristic masks of the given stamp indices (each from its own seed, so any split of the
-    work gives the same masks)."""
+    work gives the same masks).
+
+    `categories` are the real train pool's (COCO dicts; None: the digits 0-9 with ids 1-10): stamp
+    k shows the (k mod K)-th name in ascending id order, drawn from the glyph set `synth.glyphs`.
+    """
     indices = np.asarray(indices)
+    names = tuple(str(c["name"]) for c in _category_list(categories))
+    # Refuse a category without a glyph here, by name, not deep inside a worker.
+    require_glyphs(names, config["synth"].get("glyphs"), where="the real train pool's categories")
     if workers <= 1 or len(indices) < 64:
-        return _masks_chunk((config, indices, size_px, margin))
+        return _masks_chunk((config, indices, size_px, margin, names))
     chunks = np.array_split(indices, workers * 4)
     with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
-        parts = pool.map(_masks_chunk, [(config, c, size_px, margin) for c in chunks])
+        parts = pool.map(_masks_chunk, [(config, c, size_px, margin, names) for c in chunks])
         return [m for part in parts for m in part]
 
 
 def make_bank(config: dict, method: str, out_npz: str | os.PathLike, size_px: int, margin: float,
               checkpoint: int | None = None, generator_path: str | os.PathLike | None = None,
-              batch_size: int = 64, workers: int = 1) -> dict:
+              batch_size: int = 64, workers: int = 1, categories: list[dict] | None = None) -> dict:
     """Make the heuristic masks of one bank, render them (GAN checkpoint or classic), write the npz.
 
-    Call it before anything imports JAX when `workers` > 1: the masks are made in worker processes.
+    `categories`: the real train pool's (`real_categories`), whose names the stamps cycle over;
+    None: the digits 0-9. Call it before anything imports JAX when `workers` > 1: the masks are
+    made in worker processes.
     """
     checkpoints = list(config["synth"]["checkpoints"])
     indices = bank_plan(config).indices(method, checkpoint, checkpoints)
     log.info("%s bank%s: %d stamps at %d px", method, f" (step {checkpoint})" if checkpoint else "", len(indices), size_px)
-    stamps = make_masks(config, indices, size_px, margin, workers)
+    stamps = make_masks(config, indices, size_px, margin, workers, categories)
     masks = np.stack([s.mask for s in stamps])
     silhouettes = np.stack([s.silhouette for s in stamps])
     if method == "gan":
@@ -282,11 +315,15 @@ def _make_image(args: tuple[ImagePlan, str]) -> tuple[dict, list[dict]]:
 
 
 def make_pool(config: dict, bank_paths: list[str | os.PathLike], surfaces_dir: str | os.PathLike,
-              out_json: str | os.PathLike, image_dir: str | os.PathLike, method: str, workers: int = 1) -> dict:
+              out_json: str | os.PathLike, image_dir: str | os.PathLike, method: str, workers: int = 1,
+              categories: list[dict] | None = None) -> dict:
     """Compose every synthetic image of `synth.images`, write the PNGs and the COCO file; returns it.
 
-    Each image has its own derived seed, so the bytes do not depend on the number of workers.
+    `categories`: the real train pool's (`real_categories`; None: the digits 0-9), written to the
+    synthetic pool unchanged; the banks' labels must be among their names. Each image has its own
+    derived seed, so the bytes do not depend on the number of workers.
     """
+    categories = _category_list(categories)
     surfaces_dir, image_dir = Path(surfaces_dir), Path(image_dir)
     index_file = surfaces_dir / "index.json"
     if not index_file.is_file():
@@ -296,6 +333,10 @@ def make_pool(config: dict, bank_paths: list[str | os.PathLike], surfaces_dir: s
         raise ValueError(f"{index_file}: no surfaces listed")
     bank_paths = [str(p) for p in bank_paths]
     bank = load_banks(bank_paths)
+    strangers = sorted(set(bank["labels"].tolist()) - {str(c["name"]) for c in categories})
+    if strangers:
+        raise ValueError(f"stamp banks {bank_paths} hold characters {strangers} that are not categories of the "
+                         f"real train pool ({[c['name'] for c in categories]}); were they made from another pool?")
     plans = plan_pool(config, bank, len(surfaces))
     del bank
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -314,7 +355,7 @@ def make_pool(config: dict, bank_paths: list[str | os.PathLike], surfaces_dir: s
         for i, job in enumerate(jobs, 1):
             results.append(_make_image(job))
             progress.update(i)
-    coco = cc.empty_dataset(description=f"synthetic billets, stamps rendered by {method} (Figure 5)")
+    coco = cc.empty_dataset(categories, description=f"synthetic billets, stamps rendered by {method} (Figure 5)")
     names = {c["name"]: c["id"] for c in coco["categories"]}
     ann_id = 1
     for (plan, image_file), (record, annotations) in zip(jobs, results):

@@ -1,18 +1,14 @@
 """Stamped-ID camera frames from an independent renderer, written as real annotation tools export them.
 
-Test support, not product code. It shares nothing with billetjax's simulator or glyphs: OpenCV's
-built-in fonts (Hershey fonts in OpenCV 4, the embedded sans font in OpenCV 5), other geometry, 16:9
-frames of a billet end face on a dark background. A workflow that only works on its own simulator
-fails here.
+Test support, not product code. It shares nothing with billetjax's simulator or glyphs (OpenCV's
+fonts: Hershey in OpenCV 4, the embedded sans in OpenCV 5; its own geometry), so a workflow tuned
+to its own simulator fails here.
 
-- `render_frame` / `render_set`: frames with each character's exact outline (from the rendered
-  mask, holes bridged into the ring, one ring per disconnected piece), tight box and raster mask.
-- `write_cvat`, `write_labelstudio`, `write_roboflow`: the folder layout, ids and JSON of CVAT
-  "COCO 1.0", Label Studio "COCO" and Roboflow "COCO JSON" exports (each tool's own conventions:
-  CVAT ids from 1 and images under images/<subset>/, Label Studio ids from 0, Roboflow's empty
-  super-category 0 and `.rf.<hash>.jpg` names).
-- `encode` options for the importer's image tests: JPEG with an EXIF Orientation tag, 16-bit PNG
-  (or 12-bit data in 16-bit PNG); `corrupt` breaks a file.
+- `render_frame` / `render_set`: 16:9 frames of a billet end face with each character's outline
+  (traced from the rendered mask, holes bridged into the ring), tight box and raster mask.
+- `write_cvat`, `write_labelstudio`, `write_roboflow`: layout, ids and JSON as CVAT "COCO 1.0",
+  Label Studio "COCO" and Roboflow "COCO JSON" export them (see each writer).
+- `encode`: JPEG with an EXIF Orientation tag, 16-bit PNG (or 12-bit data in it); `corrupt`.
 
 CLI (a train and a test export of one format):
     python tests/support/exports.py --format cvat --images 300 --out DIR [--letters] [--box-only]
@@ -44,9 +40,9 @@ TEST_MIX = {"well": 0.50, "poor": 0.20, "partial": 0.30}
 # Per-site look (a site name not listed looks like "B"); per-visibility stamp relief and optics.
 SITE_LOOK = {"A": dict(level=(0.50, 0.66), tint=(0.80, 0.93, 1.12), scale=0.35, scratches=(4, 12)),
              "B": dict(level=(0.38, 0.54), tint=(1.00, 1.00, 1.02), scale=0.55, scratches=(10, 30))}
-VIS_LOOK = {"well": dict(relief=(0.8, 1.3), dark=(0.10, 0.22), blur=(0.0, 0.6), noise=0.012, contrast=(0.9, 1.1)),
-            "poor": dict(relief=(0.45, 0.8), dark=(0.04, 0.10), blur=(0.8, 1.5), noise=0.03, contrast=(0.6, 0.85)),
-            "partial": dict(relief=(0.6, 1.1), dark=(0.08, 0.20), blur=(0.0, 0.8), noise=0.015, contrast=(0.85, 1.05))}
+VIS_LOOK = {"well": dict(relief=(0.8, 1.3), dark=(0.1, 0.22), blur=(0, 0.6), noise=0.012, contrast=(0.9, 1.1)),
+            "poor": dict(relief=(0.45, 0.8), dark=(0.04, 0.1), blur=(0.8, 1.5), noise=0.03, contrast=(0.6, 0.85)),
+            "partial": dict(relief=(0.6, 1.1), dark=(0.08, 0.2), blur=(0, 0.8), noise=0.015, contrast=(0.85, 1.05))}
 
 
 @dataclass
@@ -159,12 +155,13 @@ def _stamp_id(rng, width, height, centre, angle, side, letters) -> tuple[list[Ch
     line, stretch = rng.uniform(1.3, 1.6), rng.uniform(0.8, 1.15)
     pitch = 0.7 * stretch * rng.uniform(1.1, 1.35)              # cell width / height, first guess
     room_w, room_h = min(0.8 * side, 0.9 * width), min(0.75 * side, 0.85 * height)
-    while (h_max := min(38.5, room_w / (lengths.max() * pitch), room_h / (n_rows * line))) < 15.5:
+    # Cap height 16-33.5 px keeps the boxes of turned characters 15-40 px tall.
+    while (h_max := min(33.5, room_w / (lengths.max() * pitch), room_h / (n_rows * line))) < 16:
         if len(lengths) == 1 and lengths[0] <= 2:
             raise ValueError(f"a {width}x{height} frame is too small for 15 px characters")
         lengths = np.maximum(lengths - 1, 2) if lengths.max() > 3 else lengths[:-1]
         n_rows = len(lengths)
-    h = rng.uniform(15.5, h_max)
+    h = rng.uniform(16, h_max)
     rows = ["".join(rng.choice(list(alphabet), n)) for n in lengths]
     if letters and not any(c in LETTERS for c in "".join(rows)):
         rows[-1] = rows[-1][:-1] + str(rng.choice(list(LETTERS)))
@@ -196,8 +193,8 @@ def _stamp_id(rng, width, height, centre, angle, side, letters) -> tuple[list[Ch
         rings = [rg + shift for rg in rings]
         allp = np.concatenate(rings)
         cov, origin = _raster(rings, width, height)
-        box = (*allp.min(0), *(allp.max(0) - allp.min(0)))
-        chars.append(Char(name, rings, tuple(float(v) for v in box), cov > 0.5, origin, cov))
+        box = tuple(float(v) for v in (*allp.min(0), *np.ptp(allp, 0)))
+        chars.append(Char(name, rings, box, cov > 0.5, origin, cov))
     return chars, rows
 
 
@@ -248,17 +245,18 @@ def render_frame(seed: int = 0, index: int = 0, *, size: tuple[int, int] = (640,
         np.maximum(cov[y:y + ch, x:x + cw], c.coverage, out=cov[y:y + ch, x:x + cw])
     depth = cv2.GaussianBlur(cov, (0, 0), rng.uniform(0.7, 1.3))                    # engraved relief
     light = np.deg2rad(rng.uniform(0, 360))
-    slope = (np.cos(light) * cv2.Sobel(depth, cv2.CV_32F, 1, 0) + np.sin(light) * cv2.Sobel(depth, cv2.CV_32F, 0, 1)) / 8
-    surf += rng.uniform(*vis["relief"]) * slope - rng.uniform(*vis["dark"]) * cv2.GaussianBlur(cov, (0, 0), 1.0)
+    slope = np.cos(light) * cv2.Sobel(depth, cv2.CV_32F, 1, 0) + np.sin(light) * cv2.Sobel(depth, cv2.CV_32F, 0, 1)
+    surf += rng.uniform(*vis["relief"]) / 8 * slope - rng.uniform(*vis["dark"]) * cv2.GaussianBlur(cov, (0, 0), 1.0)
     img = img * (1 - face) + surf * face
     if visibility == "partial":                                                      # flakes over characters
         for k in rng.choice(len(chars), size=min(len(chars), int(rng.integers(1, 3))), replace=False):
             x, y, w, h = chars[k].bbox
             t = np.sort(rng.uniform(0, 2 * np.pi, 9))
             rad = h * rng.uniform(0.3, 0.55) * rng.uniform(0.6, 1.2, 9)
-            blob = np.stack([x + w * rng.uniform(0.2, 0.8) + rad * np.cos(t), y + h * rng.uniform(0.2, 0.8) + rad * np.sin(t)], 1)
-            m = _poly_mask(blob, H, W, 0.8)
-            tone = (rng.uniform(0.06, 0.2) if rng.random() < 0.6 else rng.uniform(0.65, 0.85)) + 0.05 * _noise(rng, H, W, 4)
+            mid = (x, y) + rng.uniform(0.2, 0.8, 2) * (w, h)
+            m = _poly_mask(mid + rad[:, None] * np.stack([np.cos(t), np.sin(t)], 1), H, W, 0.8)
+            tone = rng.uniform(0.06, 0.2) if rng.random() < 0.6 else rng.uniform(0.65, 0.85)     # scale or dust
+            tone += 0.05 * _noise(rng, H, W, 4)
             img = img * (1 - m) + tone * m
             chars[k].occluded = True
     mean = float(img.mean())
@@ -268,7 +266,8 @@ def render_frame(seed: int = 0, index: int = 0, *, size: tuple[int, int] = (640,
     r2 = ((xx - W / 2) ** 2 + (yy - H / 2) ** 2) / (W * W / 4 + H * H / 4)
     img = img * (1 - rng.uniform(0.1, 0.3) * r2) + vis["noise"] * rng.standard_normal((H, W))
     tint = np.array(look["tint"]) * rng.uniform(0.97, 1.03, 3)
-    return Frame(f"billet_{index:05d}", np.clip(img, 0, 1).astype(np.float32), tint, chars, "".join(rows), site, visibility)
+    img = np.clip(img, 0, 1).astype(np.float32)
+    return Frame(f"billet_{index:05d}", img, tint, chars, "".join(rows), site, visibility)
 
 
 def plan(n: int, mix: dict[str, float], sites: tuple[str, ...] | None = ("A", "B"), seed: int = 0) -> list[tuple]:
@@ -322,26 +321,21 @@ def encode(frame: Frame, *, jpeg: bool = False, exif_orientation: int | None = N
 def corrupt(path, how: str = "truncate", keep: float = 0.5) -> None:
     """Break an image file: 'truncate' (keep a fraction; a cut JPEG may still decode partly),
     'header' (zero the first 64 bytes: never decodes) or 'empty' (0 bytes)."""
-    path = Path(path)
-    data = path.read_bytes()
-    new = {"truncate": data[:int(len(data) * keep)], "header": b"\0" * 64 + data[64:], "empty": b""}[how]
-    path.write_bytes(new)
+    data = Path(path).read_bytes()
+    broken = {"truncate": data[:int(len(data) * keep)], "header": b"\0" * 64 + data[64:], "empty": b""}[how]
+    Path(path).write_bytes(broken)
 
 
 # ---------------------------------------------------------------- tool exports
-def _keys(frame: Frame, image_attrs: str) -> dict:
-    """Our per-image keys on images[] ("keys"/"both"); a tool's own carrier is per writer ("native")."""
+def _attrs(frame: Frame, image_attrs: str, where: str) -> dict:
+    """site, visibility, billet_id: as keys on images[] (where="keys") for image_attrs "keys" or
+    "both"; in the tool's own carrier (where="native", see each writer) for "native" or "both"."""
     if image_attrs not in ("keys", "native", "both", "none"):
         raise ValueError(f"image_attrs: keys, native, both or none, got {image_attrs!r}")
-    if image_attrs not in ("keys", "both"):
+    if image_attrs not in (where, "both"):
         return {}
-    out = {"site": frame.site} if frame.site is not None else {}
-    return {**out, "visibility": frame.visibility, "billet_id": frame.billet_id}
-
-
-def _native(frame: Frame) -> dict:
-    return {k: v for k, v in (("site", frame.site), ("visibility", frame.visibility),
-                              ("billet_id", frame.billet_id)) if v is not None}
+    out = {"site": frame.site, "visibility": frame.visibility, "billet_id": frame.billet_id}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _files(frames: Iterable[Frame], folder: Path, name, enc: dict):
@@ -354,8 +348,7 @@ def _files(frames: Iterable[Frame], folder: Path, name, enc: dict):
         yield i, f, fname
 
 
-def _r(v: float, nd: int = 2) -> float:
-    return round(float(v), nd)
+_r = lambda v, nd=2: round(float(v), nd)
 
 
 def _shoelace(ring: np.ndarray) -> float:
@@ -373,10 +366,11 @@ def write_cvat(frames: Iterable[Frame], out, *, labels: str = DIGITS + LETTERS, 
     out = Path(out)
     cat = {n: i + 1 for i, n in enumerate(labels)}
     images, anns = [], []
-    for i, f, fname in _files(frames, out / "images" / subset, lambda f, ext, _: f.name + ext, dict(jpeg=jpeg, **enc)):
+    name = lambda f, ext, data: f.name + ext
+    for i, f, fname in _files(frames, out / "images" / subset, name, dict(jpeg=jpeg, **enc)):
         W, H = f.size
         images.append({"id": i + 1, "width": W, "height": H, "file_name": fname, "license": 0, "flickr_url": "",
-                       "coco_url": "", "date_captured": 0, **_keys(f, image_attrs)})
+                       "coco_url": "", "date_captured": 0, **_attrs(f, image_attrs, "keys")})
         for c in f.chars:
             attrs = {"occluded": c.occluded}
             if box_only:
@@ -387,9 +381,8 @@ def write_cvat(frames: Iterable[Frame], out, *, labels: str = DIGITS + LETTERS, 
                 seg = [[_r(v) for v in ring.ravel()] for ring in c.polygons]
                 area = float(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects(seg, H, W))))
                 pts = np.concatenate([np.reshape(s, (-1, 2)) for s in seg])
-                box = [_r(v) for v in (*pts.min(0), *(pts.max(0) - pts.min(0)))]
-            if image_attrs in ("native", "both"):
-                attrs.update(_native(f))
+                box = [_r(v) for v in (*pts.min(0), *np.ptp(pts, 0))]
+            attrs.update(_attrs(f, image_attrs, "native"))
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cat[c.name], "segmentation": seg,
                          "area": area, "bbox": box, "iscrowd": 0, "attributes": attrs})
     doc = {"licenses": [{"name": "", "id": 0, "url": ""}],
@@ -415,17 +408,17 @@ def write_labelstudio(frames: Iterable[Frame], out, *, labels: str = DIGITS + LE
     name = lambda f, ext, data: f"{hashlib.md5(data).hexdigest()[:8]}-{f.name}{ext}"
     for i, f, fname in _files(frames, out / "images", name, dict(jpeg=jpeg, **enc)):
         W, H = f.size
-        images.append({"width": W, "height": H, "id": i, "file_name": f"images/{fname}", **_keys(f, image_attrs)})
+        images.append({"width": W, "height": H, "id": i, "file_name": f"images/{fname}",
+                       **_attrs(f, image_attrs, "keys")})
         for c in f.chars:
+            # Label Studio keeps percentages of the image size; its converter scales them back.
             if box_only:
-                x, y, w, h = c.bbox
-                x, y, w, h = (x / W * 100) * W / 100, (y / H * 100) * H / 100, (w / W * 100) * W / 100, (h / H * 100) * H / 100
-                seg, box, area = [], [x, y, w, h], w * h
+                box = [float(v) for v in np.array(c.bbox) / (W, H, W, H) * 100 * (W, H, W, H) / 100]
+                seg, area = [], box[2] * box[3]
             else:
-                ring = np.array([(px / W * 100 / 100 * W, py / H * 100 / 100 * H) for px, py in one_ring(c.polygons)])
+                ring = one_ring(c.polygons) / (W, H) * 100 / 100 * (W, H)
                 seg = [[float(v) for v in ring.ravel()]]
-                lo, hi = ring.min(0), ring.max(0)
-                box, area = [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])], _shoelace(ring)
+                box, area = [float(v) for v in (*ring.min(0), *np.ptp(ring, 0))], _shoelace(ring)
             anns.append({"id": len(anns), "image_id": i, "category_id": cat[c.name], "segmentation": seg,
                          "bbox": box, "ignore": 0, "iscrowd": 0, "area": area})
     doc = {"images": images, "categories": [{"id": cat[n], "name": n} for n in names], "annotations": anns,
@@ -452,10 +445,10 @@ def write_roboflow(frames: Iterable[Frame], out, *, split: str = "train", projec
     for i, f, fname in _files(frames, out / split, name, dict(jpeg=jpeg, **enc)):
         W, H = f.size
         extra = {"name": f"{f.name}.png"}
-        if image_attrs in ("native", "both"):
-            extra["user_tags"] = [f"{k}:{v}" for k, v in _native(f).items()]
+        if tags := [f"{k}:{v}" for k, v in _attrs(f, image_attrs, "native").items()]:
+            extra["user_tags"] = tags
         images.append({"id": i, "license": 1, "file_name": fname, "height": H, "width": W, "date_captured": DATE,
-                       "extra": extra, **_keys(f, image_attrs)})
+                       "extra": extra, **_attrs(f, image_attrs, "keys")})
         for c in f.chars:
             if box_only:
                 seg, box = [], [_r(v, 1) for v in c.bbox]
@@ -463,8 +456,7 @@ def write_roboflow(frames: Iterable[Frame], out, *, split: str = "train", projec
             else:
                 ring = np.round(one_ring(c.polygons), 3)
                 seg = [[float(v) for v in ring.ravel()]]
-                lo, hi = ring.min(0), ring.max(0)
-                box, area = [_r(v, 3) for v in (*lo, *(hi - lo))], _r(_shoelace(ring), 3)
+                box, area = [_r(v, 3) for v in (*ring.min(0), *np.ptp(ring, 0))], _r(_shoelace(ring), 3)
             anns.append({"id": len(anns), "image_id": i, "category_id": cat[c.name], "bbox": box, "area": area,
                          "segmentation": seg, "iscrowd": 0})
     doc = {"info": {"year": "2024", "version": "1", "description": "Exported from roboflow.com", "contributor": "",

@@ -295,11 +295,25 @@ def evaluation_problems(config: Mapping[str, Any]) -> list[str]:
         if len(pattern["positions"]) > longest:
             out.append(f"evaluation.id_pattern.positions has {len(pattern['positions'])} entries but "
                        f"evaluation.id_pattern.length allows at most {longest} characters")
+    if config["data"]["source"] == "simulate":
+        # Letters in the simulated IDs (data.simulate.id_letters) need a pattern that allows them.
+        from billetjax.data.simulate import id_pattern_problems
+
+        out += id_pattern_problems(config)
     return out
 
 
 def problems_of_test_sets(config: Mapping[str, Any]) -> list[str]:
-    """Rules on Table 2's test sets (`data.test_sets`) and the runs that name one
-    (`evaluation.gallery.test_set`). None yet: the schema bounds them while the test sets are a
-    fixed five; rules that depend on how many test sets a config defines belong here."""
-    return []
+    """Test sets (`data.test_sets`, testset{n} = the n-th) have distinct names, and the gallery's
+    `evaluation.gallery.test_set` is one of them."""
+    out = []
+    sets = config["data"]["test_sets"]
+    names = [s["name"] for s in sets]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        out.append(f"data.test_sets: names {repeated} are used more than once; give each set its own name")
+    chosen = config["evaluation"]["gallery"]["test_set"]
+    if not 1 <= chosen <= len(sets):
+        out.append(f"evaluation.gallery.test_set = {chosen}, but data.test_sets has {len(sets)} sets; "
+                   f"pick 1..{len(sets)}")
+    return out

@@ -341,3 +341,11 @@ def test_snakemake_refuses_too_few_box_slots(tmp_path):
     extra = tmp_path / "boxes.yaml"
     extra.write_text("detector:\n  max_boxes: 8\n")
     _refused_by_snakemake(dry_run("--configfile", str(extra)), "detector.max_boxes = 8", "at least 12")
+
+
+def test_test_set_names_are_distinct_and_the_gallery_names_one_of_them():
+    message = refused(config_with(data={"test_sets": [{"name": "all"}, {"name": "all", "where": {"site": "A"}}]}))
+    assert "data.test_sets: names ['all'] are used more than once" in message
+    message = refused(config_with(data={"test_sets": [{"name": "all"}]}, evaluation={"gallery": {"test_set": 3}}))
+    assert "evaluation.gallery.test_set = 3, but data.test_sets has 1 sets" in message
+    cfg.check_config(config_with(data={"test_sets": [{"name": "all"}]}, evaluation={"gallery": {"test_set": 1}}))

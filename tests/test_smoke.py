@@ -1,18 +1,12 @@
 """The whole study end to end at toy size (tests/presets/smoke.yaml), as `make run` runs it.
 
-Checks that every table and figure of DESIGN §11 comes out well formed, and that the same config
+Checks that every table and figure comes out well formed, and that the same config
 run twice gives identical tables (determinism on the CPU).
 """
-
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "tests/presets/smoke.yaml"
 COLUMNS = ["experiment", "synthetic_pct", "real_pct", "n_images", "test_set", "TP", "MC", "FN", "FP", "CB"]
 FIGURES = ["real_samples.png", "synthetic_samples.png", "gan_losses.png", "gan_samples_step10.png",
            "gan_samples_step20.png", "table3.png", "training_curves.png", "detections_gallery.png"]
@@ -20,20 +14,9 @@ FIGURES = ["real_samples.png", "synthetic_samples.png", "gan_losses.png", "gan_s
 pytestmark = pytest.mark.slow
 
 
-def run_study(workdir: Path) -> subprocess.CompletedProcess:
-    """`snakemake` on the smoke preset in its own working directory (results/, logs/ there)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(SMOKE), "--cores", "2", "--resources", "gpu=1", "--retries", "0"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
-
-
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("smoke")
-    result = run_study(workdir)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
-    return workdir
+def study(smoke_study):
+    return smoke_study
 
 
 def test_tables_are_well_formed(study):
@@ -70,9 +53,9 @@ def test_every_job_logged_and_timed(study):
     assert "steps/s" in train_log and "anchor sizes" in train_log
 
 
-def test_same_config_same_tables(study, tmp_path):
+def test_same_config_same_tables(study, tmp_path, run_snakemake, smoke_preset):
     again = tmp_path / "again"
-    result = run_study(again)
+    result = run_snakemake(again, "--configfile", str(smoke_preset), "--cores", "2", "--resources", "gpu=1", "--retries", "0")
     assert result.returncode == 0, result.stderr[-8000:]
     for k in range(1, 6):
         first = (study / f"results/tables/testset{k}.csv").read_bytes()

@@ -120,3 +120,28 @@ FINAL_TARGETS += [
     "results/data/stamps/train.npz",
     "results/data/surfaces",
 ]
+
+
+rule figure_box_masks:
+    input:
+        train="results/data/stamps/train.npz",
+        val="results/data/stamps/val.npz",
+    output:
+        report(
+            "results/figures/box_masks.png",
+            caption="../docs/captions/box_masks.rst",
+            category="Data",
+        ),
+    params:
+        seed=config["seed"],
+    log:
+        "logs/data/figure_box_masks.log",
+    benchmark:
+        "benchmarks/data/figure_box_masks.tsv"
+    conda:
+        "../envs/plot.yaml"
+    script:
+        "../scripts/figure_box_masks.py"
+
+
+FINAL_TARGETS += ["results/figures/box_masks.png"]

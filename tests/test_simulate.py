@@ -1,21 +1,28 @@
-"""The embedded billet renderer: determinism, exact annotations, visible stamps, site and class looks."""
+"""The embedded billet renderer: determinism, exact annotations, visible stamps, site and class looks;
+letters in the IDs (data.simulate.id_letters)."""
+
+import itertools
 
 import numpy as np
 import pytest
 from shapely.geometry import Polygon
 
+from billetjax import coco as cc
 from billetjax.data.simulate import (
     ID_ALPHABET,
     SITES,
     SITE_LOOKS,
     VISIBILITIES,
     VISIBLE_FRACTION_MIN,
+    IdScheme,
     RenderedBillet,
+    id_pattern_problems,
     id_rows,
     random_billet_id,
     render_billet,
     render_surface,
 )
+from billetjax.glyphs import glyph
 
 SIZE = 256
 
@@ -175,5 +182,147 @@ def test_bad_arguments_are_refused():
         _render(0, "C", "well")
     with pytest.raises(ValueError, match="visibility"):
         _render(0, "A", "good")
-    with pytest.raises(ValueError, match="billet_id"):
-        _render(0, "A", "well", billet_id="12X")
+    with pytest.raises(ValueError, match=r"billet_id '12#': no glyph for \['#'\]"):
+        _render(0, "A", "well", billet_id="12#")
+
+
+# ----------------------------------------------------------------------------- letters in IDs
+
+
+def test_digits_only_ids_are_drawn_as_ever():
+    """Without letters (the default study) the IDs are the very ones the digits-only simulator drew
+    (values recorded from it before letters existed)."""
+    before = ["52300028695", "79018923842", "12484036879", "221885103464", "85999046236", "18456280235"]
+    assert [random_billet_id(np.random.default_rng(s)) for s in range(6)] == before
+    assert [random_billet_id(np.random.default_rng(s), IdScheme()) for s in range(6)] == before
+    assert IdScheme().categories() == cc.DIGIT_CATEGORIES
+
+
+def test_letters_go_to_their_positions_only():
+    scheme = IdScheme("QAB", (0, 6))
+    assert scheme.letters == "ABQ" and scheme.alphabet == "0123456789ABQ"
+    rng = np.random.default_rng(1)
+    ids = [random_billet_id(rng, scheme) for _ in range(300)]
+    for billet_id in ids:
+        assert len(billet_id) in (11, 12)
+        assert billet_id[0] in "ABQ" and billet_id[6] in "ABQ"
+        assert all(c.isdigit() for i, c in enumerate(billet_id) if i not in (0, 6))
+    # Every letter turns up, at about a third of the draws each.
+    counts = {c: sum(i[0] == c for i in ids) for c in "ABQ"}
+    assert all(60 < n < 140 for n in counts.values()), counts
+
+
+def test_letter_categories_follow_the_digits():
+    categories = IdScheme("ZA").categories()
+    assert [(c["id"], c["name"]) for c in categories] == [(d + 1, str(d)) for d in range(10)] + [(11, "A"), (12, "Z")]
+
+
+def test_bad_letter_settings_are_refused():
+    with pytest.raises(ValueError, match="capital letters"):
+        IdScheme("a1")
+    with pytest.raises(ValueError, match=r"id_letter_positions \[11\]"):
+        IdScheme("A", (0, 11))
+
+
+def test_letter_annotations_have_their_glyph_shape():
+    """One billet stamped with different characters at position 0 (the same draws, so the same place,
+    size, slant and camera): the annotated shapes overlap one another as the glyphs do (overlap and
+    area ratios survive the shared map), keep the glyphs' counters, and their boxes are as tall."""
+    chars = {}
+    for char in "IWABO7":
+        billet = _render(21, "A", "well", billet_id=char + "23456" + "7" + "8901")
+        first = billet.characters[0]
+        assert first.index == 0 and first.label == char
+        chars[char] = first
+    for a, b in itertools.combinations(chars, 2):
+        sa, sb, ga, gb = chars[a].shape, chars[b].shape, glyph(a), glyph(b)
+        seen = sa.intersection(sb).area / sa.union(sb).area
+        assert seen == pytest.approx(ga.intersection(gb).area / ga.union(gb).area, abs=0.015), (a, b)
+        assert sa.area / sb.area == pytest.approx(ga.area / gb.area, rel=0.015), (a, b)
+        assert chars[a].bbox[3] == pytest.approx(chars[b].bbox[3], rel=0.05), (a, b)
+    for char, first in chars.items():
+        assert len(first.shape.interiors) == len(glyph(char).interiors), char
+
+
+def test_rendered_billets_with_a_letter_scheme():
+    scheme = IdScheme("KX", (0, 6))
+    billet = render_billet(np.random.default_rng(5), site="B", visibility="well", size_px=SIZE, id_scheme=scheme)
+    assert billet.billet_id[0] in "KX" and billet.billet_id[6] in "KX"
+    assert "".join(c.label for c in billet.characters) == billet.billet_id
+    letters = [c for c in billet.characters if c.label.isalpha()]
+    assert [c.index for c in letters] == [0, 6]
+
+
+def test_plant_pattern_reads_the_simulated_ids():
+    """The pattern the scheme proposes accepts every ID it draws; the default study's pattern
+    (digits only) is refused with letters on, naming the position and a pattern that works."""
+    from billetjax.evaluation.billet_id import IdPattern
+
+    for scheme in (IdScheme(), IdScheme("AB"), IdScheme("C", (2, 9))):
+        assert scheme.pattern_problems(scheme.id_pattern()) == []
+        pattern = IdPattern.from_config(scheme.id_pattern(), list(scheme.alphabet))
+        rng = np.random.default_rng(3)
+        assert all(pattern.matches(random_billet_id(rng, scheme)) for _ in range(200))
+    digits_only = IdScheme().id_pattern()
+    assert IdScheme().pattern_problems(digits_only) == [] and IdScheme("AB").pattern_problems(None) == []
+    problems = IdScheme("AB").pattern_problems(digits_only)
+    assert len(problems) == 2
+    assert "at position 0" in problems[0] and "at position 6" in problems[1]
+    assert "'AB'" in problems[0] and "or null" in problems[0]
+    stray = IdScheme().pattern_problems({"length": 11, "alphabet": "0123456789K"})
+    assert len(stray) == 1 and "['K']" in stray[0] and "data.simulate.id_letters" in stray[0]
+
+
+def test_id_pattern_problems_reads_the_config():
+    config = {"data": {"source": "simulate", "simulate": {"id_letters": "AB", "id_letter_positions": [0]}},
+              "evaluation": {"id_pattern": {"length": [11, 12], "positions": ["123456789"]}}}
+    assert len(id_pattern_problems(config)) == 1
+    config["evaluation"]["id_pattern"]["positions"] = ["AB"]
+    assert id_pattern_problems(config) == []
+    config["data"]["source"] = "coco"
+    config["evaluation"]["id_pattern"]["positions"] = ["123456789"]
+    assert id_pattern_problems(config) == []
+
+
+def test_simulated_pool_with_letters_has_letter_categories(tmp_path):
+    """A pool rendered with letters: categories are the digits (ids 1-10) and the letters (11 on),
+    and every letter of an ID that is annotated carries its letter's id."""
+    from billetjax.data.pools import render_pool
+
+    plan = [("A", "well"), ("B", "well"), ("A", "poor")]
+    coco = render_pool(plan, tmp_path / "pool.json", tmp_path / "images", 128, seed=4, prefix="train",
+                       id_scheme=IdScheme("BA", (0, 6)))
+    data = cc.load(tmp_path / "pool.json", check_images=True)
+    assert data == coco
+    assert cc.category_names(data) == {**{d + 1: str(d) for d in range(10)}, 11: "A", 12: "B"}
+    per_image = cc.annotations_by_image(data)
+    letter_ids = []
+    for image in data["images"]:
+        assert image["billet_id"][0] in "AB" and image["billet_id"][6] in "AB"
+        labels = "".join(cc.category_names(data)[a["category_id"]] for a in per_image[image["id"]])
+        if image["visibility"] == "well":
+            assert labels == image["billet_id"]
+        letter_ids += [a["category_id"] for a in per_image[image["id"]] if a["category_id"] > 10]
+    assert len(letter_ids) >= 4 and set(letter_ids) <= {11, 12}
+
+
+def test_config_check_refuses_letters_the_id_pattern_forbids():
+    """At parse time (billetjax.config): config.yaml's digits-only ID pattern with letters on is
+    refused; the pattern the scheme proposes, or none, passes."""
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    from billetjax import config as cfg
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    config["data"]["simulate"]["id_letters"] = "AB"
+    validate(config, str(root / "schemas/config.schema.yaml"))
+    found = [p for p in cfg.problems(config) if "id_letters" in p]
+    assert len(found) == 2 and "at position 0" in found[0] and "at position 6" in found[1]
+    config["evaluation"]["id_pattern"] = IdScheme("AB").id_pattern()
+    assert [p for p in cfg.problems(config) if "id_pattern" in p] == []
+    config["evaluation"]["id_pattern"] = None
+    assert [p for p in cfg.problems(config) if "id_pattern" in p] == []

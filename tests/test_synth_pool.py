@@ -268,3 +268,35 @@ def test_pool_refuses_banks_of_other_categories(mixed_pool, tmp_path):
     with pytest.raises(ValueError, match=r"hold characters \['A', 'B'\] that are not categories"):
         make_pool(mixed_pool["config"], [mixed_pool["bank"]], mixed_pool["surfaces"], tmp_path / "pool.json",
                   tmp_path / "images", method="classic")
+
+
+def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path):
+    """The issue's path: IDs with letters -> a real pool with letter categories -> stamps and a
+    synthetic pool of those categories -> an experiment set mixing both (which refused pools whose
+    categories differ)."""
+    from billetjax.data.pools import render_pool
+    from billetjax.data.simulate import IdScheme
+    from billetjax.experiments import make_experiment_set
+    from billetjax.synth.pool import real_categories
+
+    real_json = tmp_path / "real" / "train_pool.json"
+    plan = [("A", "well"), ("B", "well"), ("A", "well"), ("B", "poor")]
+    render_pool(plan, real_json, tmp_path / "real" / "train", SIZE, seed=3, prefix="train",
+                id_scheme=IdScheme("KZ", (0, 6)))
+    categories = real_categories(real_json)
+    assert [c["name"] for c in categories] == list("0123456789KZ")
+    config = {**_config(images=4, characters_per_image=12),
+              "experiments": {"images": 4, "validation_fraction": 0.25, "sets": [{"synthetic_pct": 50}]}}
+    bank = tmp_path / "classic" / "stamps_classic.npz"
+    make_bank(config, "classic", bank, STAMP_PX, MARGIN, categories=categories)
+    assert set(np.load(bank)["labels"].tolist()) == set("0123456789KZ")
+    pool = tmp_path / "classic" / "pool.json"
+    make_pool(config, [bank], _surfaces(tmp_path / "surfaces", n=2), pool, tmp_path / "classic" / "images",
+              method="classic", categories=categories)
+    train, val = tmp_path / "exp" / "train.json", tmp_path / "exp" / "val.json"
+    make_experiment_set(config, 1, 0, real_json, pool, train, val)
+    data = cc.load(train)
+    assert cc.category_names(data) == {c["id"]: c["name"] for c in categories}
+    assert {img["source"] for img in data["images"]} == {"real", "synthetic"}
+    names = cc.category_names(data)
+    assert {names[a["category_id"]] for a in data["annotations"]} & {"K", "Z"}

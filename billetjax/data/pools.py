@@ -80,8 +80,9 @@ def _render_one(args: tuple) -> tuple[int, dict, list[dict]]:
     """Render one billet into `folder`; returns (index, image record, annotation stubs)."""
     from billetjax.data.simulate import render_billet
 
-    index, seed, site, visibility, size_px, folder, prefix = args
-    billet = render_billet(np.random.default_rng(seed), site=site, visibility=visibility, size_px=size_px)
+    index, seed, site, visibility, size_px, folder, prefix, id_scheme = args
+    billet = render_billet(np.random.default_rng(seed), site=site, visibility=visibility, size_px=size_px,
+                           id_scheme=id_scheme)
     file = Path(folder) / f"{prefix}_{index:06d}.png"
     cc.write_image(file, billet.image)
     record = {
@@ -112,15 +113,21 @@ def _polygon_area(polygon: np.ndarray) -> float:
 
 
 def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image_dir: str | os.PathLike,
-                size_px: int, seed: int, prefix: str, workers: int = 1, first_id: int = 1) -> dict:
+                size_px: int, seed: int, prefix: str, workers: int = 1, first_id: int = 1,
+                id_scheme=None) -> dict:
     """Render every billet of `plan` and write the COCO file; returns the COCO dict.
 
-    Each image has its own derived seed, so the bytes do not depend on the number of workers.
+    `id_scheme` (`billetjax.data.simulate.IdScheme`; None: digits only) says which characters the
+    IDs carry and so the categories (digits 1-10, letters after). Each image has its own derived
+    seed, so the bytes do not depend on the number of workers.
     """
+    from billetjax.data.simulate import IdScheme
+
+    id_scheme = id_scheme or IdScheme()
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (i, stage_seed(seed, prefix, i), site, vis, size_px, str(image_dir), prefix)
+        (i, stage_seed(seed, prefix, i), site, vis, size_px, str(image_dir), prefix, id_scheme)
         for i, (site, vis) in enumerate(plan)
     ]
     results: list = [None] * len(jobs)
@@ -136,7 +143,7 @@ def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image
             results[i] = (record, anns)
             progress.update(done)
 
-    dataset = cc.empty_dataset(description=f"billetjax simulated real billets ({prefix})")
+    dataset = cc.empty_dataset(id_scheme.categories(), description=f"billetjax simulated real billets ({prefix})")
     name_to_id = {c["name"]: c["id"] for c in dataset["categories"]}
     ann_id = 1
     for i, (record, anns) in enumerate(results):
@@ -158,18 +165,22 @@ def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image
 def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
                         workers: int = 1) -> None:
     """Render the embedded stand-in for the paper's private camera images (DESIGN §5)."""
+    from billetjax.data.simulate import IdScheme
+
     sim = config["data"]["simulate"]
     sets = sim["test_pool"]
     size_px, seed = config["image_size_px"], config["seed"]
+    id_scheme = IdScheme.from_config(sim)  # digits only unless data.simulate.id_letters is set
     train_plan = plan_train_pool(sim["train_pool_images"], sim["site_a_fraction"], sim["poor_fraction"],
                                  sim["partial_fraction"], stage_seed(seed, "data", "train-plan"))
     test_plan = plan_test_pool(sets["well"], sets["poor"], sets["partial"],
                                stage_seed(seed, "data", "test-plan"))
     render_pool(train_plan, train_json, Path(train_json).parent / "train", size_px,
-                stage_seed(seed, "data", "train"), "train", workers)
+                stage_seed(seed, "data", "train"), "train", workers, id_scheme=id_scheme)
     # Test ids start after the training ids, so an image id names one billet across both pools.
     render_pool(test_plan, test_json, Path(test_json).parent / "test", size_px,
-                stage_seed(seed, "data", "test"), "test", workers, first_id=len(train_plan) + 1)
+                stage_seed(seed, "data", "test"), "test", workers, first_id=len(train_plan) + 1,
+                id_scheme=id_scheme)
 
 
 # ----------------------------------------------------------------------------- both sources

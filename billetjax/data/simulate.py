@@ -32,10 +32,11 @@ The look model, element by element, and why each is there (DESIGN §5):
   `VISIBLE_HEIGHT_MIN` of its height, is not annotated (a person would not box it).
 
 The stamped ID is 11 characters as a rule, 12 now and then (`TWELVE_CHARACTER_FRACTION`), in two
-rows (`id_rows`): a heat number and a strand/sequence number. `RenderedBillet.billet_id` is the
-full stamped string in reading order, including characters that ended up hidden;
-`characters` holds only the annotated (visible enough) ones, in reading order, each with its
-position `index` in `billet_id`.
+rows (`id_rows`): a heat number and a strand/sequence number. It is digits by default; an
+`IdScheme` (`data.simulate.id_letters`) puts capital letters at chosen positions.
+`RenderedBillet.billet_id` is the full stamped string in reading order, including characters
+that ended up hidden; `characters` holds only the annotated (visible enough) ones, in reading
+order, each with its position `index` in `billet_id`.
 
 Pixel coordinates follow COCO (pixel (r, c) covers [c, c+1) x [r, r+1)). Everything is numpy and
 OpenCV, vectorised over pixels; the same generator state gives the same bytes.
@@ -69,6 +70,13 @@ SLIVER_FRACTION = 0.03
 # Share of billets stamped with 12 instead of 11 characters (paper §2.3.1: "in some cases 12").
 TWELVE_CHARACTER_FRACTION = 0.10
 ID_ALPHABET = "0123456789"
+# An ID is a heat number of HEAT_LENGTH characters (the first row), then a strand digit and a
+# sequence number (the second row): ID_LENGTHS[0] characters as a rule, ID_LENGTHS[1] for
+# TWELVE_CHARACTER_FRACTION of the billets. No simulated image carries more characters than
+# MAX_ID_CHARACTERS (what detector.max_boxes must hold; billetjax.config checks it).
+HEAT_LENGTH = 6
+ID_LENGTHS = (11, 12)
+MAX_ID_CHARACTERS = max(ID_LENGTHS)
 # Stroke width of the glyphs in the unit box (billetjax/data/glyph_polygons.json).
 _GLYPH_STROKE = 0.15
 # Face-space canvas: at least this many pixels, so that a stamp wall spans a few pixels.
@@ -181,18 +189,127 @@ class RenderedBillet:
 # ----------------------------------------------------------------------------- IDs
 
 
-def random_billet_id(rng: np.random.Generator) -> str:
-    """An 11-character billet ID (heat number of 6 + sequence of 5), 12 characters ~10 % of the time."""
+# Category ids of the simulated pools: the digits keep "0"-"9" -> 1-10 (id = digit + 1, the
+# default data's ids); letters, when the IDs carry any, follow from FIRST_LETTER_ID on.
+FIRST_LETTER_ID = len(ID_ALPHABET) + 1
+# The simulated plant's ID scheme as evaluation.id_pattern describes it: heat number (plant digit
+# 1-9, year digit, running number), then strand (1-8) and sequence number.
+PLANT_POSITIONS = ("123456789", *[ID_ALPHABET] * (HEAT_LENGTH - 1), "12345678")
+
+
+@dataclass(frozen=True)
+class IdScheme:
+    """The characters the simulated plant stamps: digits, and letters at some ID positions.
+
+    `letters` empty (the default) gives the digits-only IDs of the default study, drawn exactly as
+    before. With letters, every position of `letter_positions` (0 = the first character) is a
+    letter, each of `letters` equally likely; the other positions stay digits.
+    """
+
+    letters: str = ""
+    letter_positions: tuple[int, ...] = (0, HEAT_LENGTH)
+
+    def __post_init__(self) -> None:
+        bad = sorted({c for c in self.letters if not ("A" <= c <= "Z")})
+        if bad:
+            raise ValueError(f"data.simulate.id_letters: {bad} are not capital letters A-Z")
+        far = [p for p in self.letter_positions if not 0 <= p < ID_LENGTHS[0]]
+        if far:
+            raise ValueError(f"data.simulate.id_letter_positions {far}: positions run from 0 to "
+                             f"{ID_LENGTHS[0] - 1} (IDs have {ID_LENGTHS[0]} or {ID_LENGTHS[1]} characters)")
+        # One order whatever the config's: categories and draws do not depend on it.
+        object.__setattr__(self, "letters", "".join(sorted(set(self.letters))))
+        object.__setattr__(self, "letter_positions", tuple(sorted(set(int(p) for p in self.letter_positions))))
+
+    @classmethod
+    def from_config(cls, simulate: dict) -> "IdScheme":
+        """From `data.simulate` (`id_letters`, `id_letter_positions`; both optional)."""
+        return cls(str(simulate.get("id_letters", "") or ""),
+                   tuple(simulate.get("id_letter_positions", cls.letter_positions)))
+
+    @property
+    def alphabet(self) -> str:
+        """Every character the IDs can carry: the digits, then the letters."""
+        return ID_ALPHABET + self.letters
+
+    def categories(self) -> list[dict]:
+        """COCO categories of the simulated pools: "0"-"9" as ids 1-10, the letters from 11 on."""
+        return [{"id": i, "name": c, "supercategory": "character"}
+                for i, c in enumerate(self.alphabet, start=1)]
+
+    def id_pattern(self) -> dict:
+        """`evaluation.id_pattern` for the simulated plant: the default study's, letters where they go."""
+        positions = list(PLANT_POSITIONS)
+        if self.letters:
+            positions += [ID_ALPHABET] * (max(self.letter_positions) + 1 - len(positions))
+            for p in self.letter_positions:
+                positions[p] = self.letters
+        return {"length": list(ID_LENGTHS), "positions": positions}
+
+    def pattern_problems(self, pattern: dict | None) -> list[str]:
+        """Why `evaluation.id_pattern` cannot read these IDs (empty when it can, or is null).
+
+        A letter position whose allowed characters lack some letter would make every billet with
+        that letter there unreadable; a pattern character the IDs never carry is no category, which
+        the evaluation refuses. Both are caught here, when the workflow is parsed.
+        """
+        if pattern is None:
+            return []
+        positions = list(pattern.get("positions") or [])
+        rest = pattern.get("alphabet") or self.alphabet
+        out = []
+        foreign = sorted(set("".join(positions) + rest) - set(self.alphabet))
+        if foreign:
+            out.append(f"evaluation.id_pattern allows {foreign}, which the simulated IDs never carry (no such "
+                       f"category; data.simulate.id_letters is {self.letters!r}): add them to "
+                       "data.simulate.id_letters or drop them from the pattern")
+        for p in self.letter_positions if self.letters else ():
+            allowed = positions[p] if p < len(positions) else rest
+            lacking = [c for c in self.letters if c not in allowed]
+            if lacking:
+                out.append(
+                    f"evaluation.id_pattern allows {allowed!r} at position {p}, but data.simulate.id_letters "
+                    f"stamps a letter there ({self.letters!r}; data.simulate.id_letter_positions "
+                    f"{list(self.letter_positions)}), so IDs with {lacking} there could never be read; "
+                    f"use e.g. evaluation.id_pattern: {self.id_pattern()}, or null")
+        return out
+
+
+def id_pattern_problems(config: dict) -> list[str]:
+    """For a schema-validated config: problems of `evaluation.id_pattern` with the simulated IDs
+    (`data.simulate.id_letters`); none for `data.source: coco` (the user's IDs are theirs)."""
+    if config["data"]["source"] != "simulate":
+        return []
+    try:
+        scheme = IdScheme.from_config(config["data"]["simulate"])
+    except ValueError as err:
+        return [str(err)]
+    return scheme.pattern_problems(config["evaluation"].get("id_pattern"))
+
+
+def random_billet_id(rng: np.random.Generator, scheme: IdScheme | None = None) -> str:
+    """An 11-character billet ID (heat number of 6 + sequence of 5), 12 characters ~10 % of the time.
+
+    With `scheme.letters`, its letter positions then get a letter each (drawn after the digits, so
+    digits-only IDs take the same draws as ever).
+    """
     twelve = rng.random() < TWELVE_CHARACTER_FRACTION
     # Heat number: a plant digit, a year digit and a running number; then strand + sequence.
-    heat = [int(rng.integers(1, 10)), int(rng.integers(0, 10))] + list(rng.integers(0, 10, 4))
-    sequence = [int(rng.integers(1, 9))] + list(rng.integers(0, 10, 5 if twelve else 4))
-    return "".join(ID_ALPHABET[int(d)] for d in heat + sequence)
+    heat = [int(rng.integers(1, 10)), int(rng.integers(0, 10))] + list(rng.integers(0, 10, HEAT_LENGTH - 2))
+    length = ID_LENGTHS[1] if twelve else ID_LENGTHS[0]
+    sequence = [int(rng.integers(1, 9))] + list(rng.integers(0, 10, length - HEAT_LENGTH - 1))
+    billet_id = "".join(ID_ALPHABET[int(d)] for d in heat + sequence)
+    if scheme is None or not scheme.letters:
+        return billet_id
+    chars = list(billet_id)
+    for p in scheme.letter_positions:
+        chars[p] = scheme.letters[int(rng.integers(len(scheme.letters)))]
+    return "".join(chars)
 
 
 def id_rows(billet_id: str) -> list[str]:
     """The stamped rows of an ID: the first six characters, then the rest."""
-    return [billet_id[:6], billet_id[6:]] if len(billet_id) > 6 else [billet_id]
+    return [billet_id[:HEAT_LENGTH], billet_id[HEAT_LENGTH:]] if len(billet_id) > HEAT_LENGTH else [billet_id]
 
 
 # ----------------------------------------------------------------------------- noise helpers
@@ -494,7 +611,8 @@ def _cut_marks(rng: np.random.Generator, face_px: int, kind: str) -> np.ndarray:
 
 
 def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
-            billet_id: str | None, stamped: bool, with_id: bool) -> RenderedBillet:
+            billet_id: str | None, stamped: bool, with_id: bool,
+            id_scheme: IdScheme | None = None) -> RenderedBillet:
     if site not in SITE_LOOKS:
         raise ValueError(f"unknown site {site!r}; expected one of {SITES}")
     if visibility not in VISIBILITY_LOOKS:
@@ -507,7 +625,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     face_px = max(int(round(size * _FACE_PX_PER_IMAGE_PX)), min(2 * size, _MIN_FACE_PX))
     res = size / 256.0  # blur and noise sizes are given at 256 px
     if billet_id is None:
-        billet_id = random_billet_id(rng)
+        billet_id = random_billet_id(rng, id_scheme)
     bad = [c for c in billet_id if not _has_glyph(c)]
     if bad:
         raise ValueError(f"billet_id {billet_id!r}: no glyph for {bad}")
@@ -773,13 +891,15 @@ def _polygonal(geometry) -> Polygon | MultiPolygon:
 
 
 def render_billet(rng: np.random.Generator, *, site: str, visibility: str, size_px: int,
-                  billet_id: str | None = None, stamped: bool = True) -> RenderedBillet:
+                  billet_id: str | None = None, stamped: bool = True,
+                  id_scheme: IdScheme | None = None) -> RenderedBillet:
     """Render one stamped billet face (site "A"/"B"; visibility "well"/"poor"/"partial").
 
-    `billet_id` defaults to `random_billet_id(rng)`. `stamped=False` renders the very same billet
-    (same random draws, same annotations) with the stamps left out: a matched blank.
+    `billet_id` defaults to `random_billet_id(rng, id_scheme)` (digits only without a scheme).
+    `stamped=False` renders the very same billet (same random draws, same annotations) with the
+    stamps left out: a matched blank.
     """
-    return _render(rng, site, visibility, int(size_px), billet_id, stamped, with_id=True)
+    return _render(rng, site, visibility, int(size_px), billet_id, stamped, with_id=True, id_scheme=id_scheme)
 
 
 def render_surface(rng: np.random.Generator, *, site: str, size_px: int) -> np.ndarray:

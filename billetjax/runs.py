@@ -376,6 +376,6 @@ class RunFolder:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _first_line(error: BaseException, limit: int = 300) -> str:
+def _first_line(error: BaseException, limit: int = 1000) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return text if len(text) <= limit else text[: limit - 3] + "..."

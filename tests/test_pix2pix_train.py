@@ -1,6 +1,9 @@
-"""pix2pix training: overfitting a few pairs, resuming bit-identically, checkpoints, figures."""
+"""pix2pix training: overfitting a few pairs, resuming bit-identically, checkpoints, figures, what
+may be resumed (more steps) and what not (other stamps, a corrupt checkpoint), NaN losses."""
 
 import csv
+import logging
+from dataclasses import replace
 
 import jax
 import numpy as np
@@ -9,7 +12,7 @@ import pytest
 from flax import nnx, serialization
 
 from billetjax.pix2pix.figures import loss_figure, sample_grid
-from billetjax.pix2pix.train import TrainConfig, create_state, generator_path, train
+from billetjax.pix2pix.train import TrainConfig, _resume_step, create_state, generator_path, train
 
 SIZE = 32
 
@@ -94,3 +97,97 @@ def test_resume_after_interruption_is_bit_identical(pairs, tmp_path):
     sample = sample_grid(generator_path(whole, 6), pairs[1], tmp_path / "samples.png", seed=0, n=3)
     losses = loss_figure(whole / "history.csv", tmp_path / "losses.png")
     assert sample.stat().st_size > 0 and losses.stat().st_size > 0
+
+
+TINY = TrainConfig(image_size_px=SIZE, ngf=8, ndf=8, batch_size=2, steps=4, checkpoint_every=2,
+                   log_every=2, jitter_px=2)
+SEED = 2  # one seed (and TINY's shapes) for the tests below: one compilation of the step
+
+
+def interrupt_at(step):
+    """An `on_step` hook that kills the training after `step`."""
+
+    def hook(s):
+        if s == step:
+            raise Interrupted
+
+    return hook
+
+
+def generators(out_dir, cfg=TINY):
+    return {step: generator_path(out_dir, step).read_bytes() for step in cfg.checkpoint_steps()}
+
+
+def test_more_steps_extend_the_run_with_a_warning(pairs, tmp_path, caplog):
+    """gan.steps is resumable: 4 then 6 steps end where an unbroken 6-step run ends."""
+    longer = replace(TINY, steps=6)
+    train(*pairs, tmp_path / "whole", longer, seed=SEED)
+    trained = []
+    train(*pairs, tmp_path / "extended", TINY, seed=SEED)
+    with caplog.at_level(logging.WARNING):
+        train(*pairs, tmp_path / "extended", longer, seed=SEED, on_step=trained.append)
+    assert trained == [5, 6]
+    assert "resuming pix2pix from step 4 of" in caplog.text
+    assert generators(tmp_path / "extended", longer) == generators(tmp_path / "whole", longer)
+    assert [r["step"] for r in read_history(tmp_path / "extended/history.csv")] == ["2", "4", "6"]
+
+
+def test_other_stamp_pairs_retrain_from_step_0(pairs, tmp_path, caplog):
+    """The user's own stamps after the simulator's: the kept state is not resumed."""
+    other = make_pairs(tmp_path / "own.npz", 4, seed=7)
+    train(*pairs, tmp_path / "run", TINY, seed=SEED)
+    simulator = generators(tmp_path / "run")
+    trained = []
+    with caplog.at_level(logging.WARNING):
+        train(other, pairs[1], tmp_path / "run", TINY, seed=SEED, on_step=trained.append)
+    assert trained == [1, 2, 3, 4]
+    assert "changed: data train pairs" in caplog.text and "content changed" in caplog.text
+    assert "resuming" not in caplog.text
+    own = generators(tmp_path / "run")
+    assert own != simulator
+    train(other, pairs[1], tmp_path / "fresh", TINY, seed=SEED)
+    assert own == generators(tmp_path / "fresh")
+
+
+# orbax's restore leaves an asyncio callback behind when it fails: harmless here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_corrupt_last_checkpoint_starts_afresh(pairs, tmp_path, caplog):
+    train(*pairs, tmp_path / "whole", TINY, seed=SEED)
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(*pairs, run, TINY, seed=SEED, on_step=interrupt_at(3))
+    (run / "state/checkpoints/2/default/manifest.ocdbt").write_bytes(b"\0" * 7)  # a torn write
+    trained = []
+    with caplog.at_level(logging.WARNING):
+        train(*pairs, run, TINY, seed=SEED, on_step=trained.append)
+    assert "checkpoint 2 does not restore" in caplog.text and "Error decoding manifest" in caplog.text
+    assert trained == [1, 2, 3, 4]
+    assert len(list(tmp_path.glob("run/state.corrupt-*"))) == 1
+    assert generators(run) == generators(tmp_path / "whole")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the retry after that resumes the fresh state
+        train(*pairs, run, TINY, seed=SEED)
+    assert "resuming pix2pix from step 4" in caplog.text and "does not restore" not in caplog.text
+
+
+def test_changed_checkpoint_every_retrains_the_missing_checkpoints(pairs, tmp_path):
+    """Checkpoints at 2 and 4 only; checkpoint_every 3 wants one at 3: resumed from step 2."""
+    every3 = replace(TINY, steps=6, checkpoint_every=3)
+    train(*pairs, tmp_path / "run", TINY, seed=SEED)
+    trained = []
+    train(*pairs, tmp_path / "run", every3, seed=SEED, on_step=trained.append)
+    assert trained == [3, 4, 5, 6]
+    train(*pairs, tmp_path / "whole", every3, seed=SEED)
+    assert generators(tmp_path / "run", every3) == generators(tmp_path / "whole", every3)
+    assert _resume_step([2, 4], every3) == 2 and _resume_step([3, 6], every3) == 6
+    assert _resume_step([2, 4, 6], replace(TINY, steps=3, checkpoint_every=1)) is None
+
+
+def test_non_finite_loss_stops_training_naming_the_step(pairs, tmp_path):
+    """A NaN learning rate spoils D at step 1 (D is updated before G's loss): the check at the
+    first checkpoint (step 2) names step 1, and no checkpoint of the diverged state is written."""
+    cfg = replace(TINY, learning_rate=float("nan"), log_every=4)
+    with pytest.raises(FloatingPointError, match=r"pix2pix training diverged at step 1: .*not finite"):
+        train(*pairs, tmp_path, cfg, seed=0)
+    assert not (tmp_path / "state/checkpoints/2").exists()
+    assert not generator_path(tmp_path, 2).exists()

@@ -5,7 +5,11 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from billetjax import config as config_rules
+
 validate(config, "../schemas/config.schema.yaml")
+# What the schema cannot say (NaN / inf, rules across keys): refused here, before any job.
+config_rules.check_config(config)
 
 workflow_root = Path(workflow.basedir)
 # envs/*.yaml pip-install billetjax from here: Snakemake copies an env file into .snakemake/conda/,
@@ -15,7 +19,8 @@ os.environ.update(BILLETJAX_ROOT=str(workflow_root))
 # Every stage appends the final artefacts it makes; `rule all` asks for them.
 FINAL_TARGETS = []
 
-TEST_SETS = [1, 2, 3, 4, 5]
+# testset{n}: the n-th entry of data.test_sets (Table 2's five by default).
+TEST_SETS = list(range(1, len(config["data"]["test_sets"]) + 1))
 EXPERIMENTS = list(range(1, len(config["experiments"]["sets"]) + 1))
 SEEDS = list(config["experiments"]["seeds"])
 
@@ -23,16 +28,14 @@ SEEDS = list(config["experiments"]["seeds"])
 wildcard_constraints:
     experiment=r"\d+",
     seed=r"\d+",
-    testset=r"[1-5]",
+    testset=r"\d+",
     ckpt=r"\d+",
     method=r"gan|classic",
-    split=r"train|val",
 
 
 def gan_checkpoints():
     """Steps at which the GAN keeps a checkpoint (each one a {ckpt})."""
-    gan = config["gan"]
-    return list(range(gan["checkpoint_every"], gan["steps"] + 1, gan["checkpoint_every"]))
+    return config_rules.gan_checkpoints(config)
 
 
 def config_for(*sections):
@@ -67,13 +70,8 @@ def synthetic_pool_for(wildcards):
 
 # Evaluation stage: which run the detections gallery shows (evaluation.gallery, first seed).
 def gallery_run():
-    """{experiment, seed, test_set} of the detections gallery."""
+    """{experiment, seed, test_set} of the detections gallery (check_config vetted them)."""
     gallery = config["evaluation"]["gallery"]
-    if not 1 <= gallery["experiment"] <= len(config["experiments"]["sets"]):
-        raise ValueError(
-            f"evaluation.gallery.experiment = {gallery['experiment']}, but experiments.sets has "
-            f"{len(config['experiments']['sets'])} rows"
-        )
     return {"experiment": gallery["experiment"], "seed": SEEDS[0], "test_set": gallery["test_set"]}
 
 
@@ -90,3 +88,8 @@ def synth_stamp_banks(wildcards):
 def synth_stamp_geometry():
     """Size and framing of a stamp crop: the GAN's input size and the stamp pairs' margin."""
     return {"size_px": config["gan"]["image_size_px"], "margin": config["data"]["stamps"]["margin"]}
+
+
+def synth_glyph_inputs(wildcards):
+    """The plant's own glyph file (synth.glyphs) when set, so that editing it remakes the stamps."""
+    return [config["synth"]["glyphs"]] if config["synth"]["glyphs"] else []

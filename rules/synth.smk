@@ -2,23 +2,10 @@
 # classic shaded height field) -> embedded into blank billet surfaces -> the synthetic COCO pool.
 # Stamp banks: results/synth/gan/stamps_step{ckpt}.npz (one per synth.checkpoints entry) and
 # results/synth/classic/stamps_classic.npz (the classic renderer has no checkpoint: one bank of
-# the same stamps). The study mixes in results/synth/{synth.method}/pool.json.
-
-if config["synth"]["method"] == "gan":
-    _unknown = sorted(set(config["synth"]["checkpoints"]) - set(gan_checkpoints()))
-    if _unknown:
-        raise ValueError(
-            f"synth.checkpoints {_unknown} are not GAN checkpoints (gan.steps / gan.checkpoint_every "
-            f"give {gan_checkpoints()}); pick checkpoints from that list"
-        )
+# the same stamps). The study mixes in results/synth/{synth.method}/pool.json. The stamps and the
+# pool synthesise the real train pool's categories (names, ids), so they read it.
 
 
-def synth_glyph_inputs(wildcards):
-    """The plant's own glyph file (synth.glyphs) when set, so that editing it remakes the stamps."""
-    return [config["synth"]["glyphs"]] if config["synth"].get("glyphs") else []
-
-
-# The stamps and the pool synthesise the real train pool's categories (names, ids), so they read it.
 rule synth_stamps_gan:
     input:
         generator="results/gan/generator_step{ckpt}.msgpack",

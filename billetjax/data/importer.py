@@ -239,7 +239,7 @@ def check_glyphs(names: list[str], config: dict, path: Path) -> None:
     from billetjax.glyphs import require_glyphs
 
     try:
-        require_glyphs(names, config["synth"].get("glyphs"), where=f"{path} (data.coco)")
+        require_glyphs(names, config["synth"]["glyphs"], where=f"{path} (data.coco)")
     except ValueError as err:
         raise cc.CocoError(str(err)) from None
 

@@ -324,8 +324,8 @@ def train(
             save_generator(generator_path(out_dir, step), _generator(models, restored), step)
 
     resume_at = _resume_step(run.saved_steps(), cfg)
-    state, start = run.resume(state, resume_at, also=[c for c in checkpoints if resume_at and c < resume_at],
-                              on_restore=write_generator)
+    earlier = [c for c in checkpoints if resume_at and c < resume_at]
+    state, start = run.resume(state, resume_at, also=earlier, on_restore=write_generator)
     # Committed to the device either way, so fresh and restored states hit one compiled step.
     state = jax.device_put(state, jax.devices()[0])
     history = runs.History.read(run.history_path, HISTORY_COLUMNS, start)

@@ -56,6 +56,7 @@ def problems(config: Mapping[str, Any]) -> list[str]:
         *detector_problems(config),
         *max_boxes_problems(config),
         *data_problems(config),
+        *glyph_problems(config),
         *gan_problems(config),
         *synth_problems(config),
         *experiment_problems(config),
@@ -139,6 +140,27 @@ def most_annotations_per_image(path: str | None) -> int | None:
     return max(per_image.values(), default=0)
 
 
+def glyph_requirement(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the study synthesises stamps (some experiment has synthetic images), and from which
+    glyph file (`synth.glyphs`, None = the built-in glyphs): every category then needs a glyph."""
+    return {"needed": any(row["synthetic_pct"] > 0 for row in config["experiments"]["sets"]),
+            "glyph_file": config["synth"]["glyphs"]}
+
+
+def annotated_category_names(path: str | None) -> list[str] | None:
+    """Names of the categories that have annotations in a COCO file, or None when the file is not
+    set or not readable (the import job names those problems)."""
+    if not path:
+        return None
+    try:
+        with open(Path(path), encoding="utf-8-sig") as f:
+            data = json.load(f)
+        used = {ann["category_id"] for ann in data["annotations"]}
+        return sorted(str(c["name"]) for c in data["categories"] if c["id"] in used)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+
+
 # ----------------------------------------------------------------------------- rules per section
 
 
@@ -193,6 +215,25 @@ def max_boxes_problems(config: Mapping[str, Any]) -> list[str]:
         out.append(f"detector.max_boxes = {max_boxes} is too small: {reason}; raise detector.max_boxes "
                    f"to at least {n}")
     return out
+
+
+def glyph_problems(config: Mapping[str, Any]) -> list[str]:
+    """With `data.source: coco` and synthesis on, every annotated category of the user's train
+    file needs a glyph: refused here, before the GAN trains, not when synthesis starts."""
+    requirement = glyph_requirement(config)
+    if config["data"]["source"] != "coco" or not requirement["needed"]:
+        return []
+    names = annotated_category_names(config["data"]["coco"]["train"])
+    if names is None:
+        return []
+    # Imported here: the glyph module needs shapely and OpenCV, which a parse needs only for this.
+    from billetjax.glyphs import require_glyphs
+
+    try:
+        require_glyphs(names, requirement["glyph_file"], where=f"data.coco.train ({config['data']['coco']['train']})")
+    except ValueError as err:
+        return [str(err)]
+    return []
 
 
 def data_problems(config: Mapping[str, Any]) -> list[str]:

@@ -12,6 +12,8 @@ rule real_pools:
         test_images=directory("results/data/real/test"),
     params:
         config=config_for("data"),
+        # Whether the user's categories need glyphs (only an import checks it).
+        glyphs=config_rules.glyph_requirement(config) if config["data"]["source"] == "coco" else None,
     threads: 2
     log:
         "logs/data/real_pools.log",

@@ -432,3 +432,17 @@ def test_size_mismatch_is_refused(user):
     cc.write_image(user["test"].parent / "images" / "2.png", np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(cc.CocoError, match=r"image id 20 .*10x10 but the record says 192x108"):
         run_import(user)
+
+
+def test_a_category_without_a_glyph_is_refused_at_import_unless_synthesis_is_off(user):
+    train = json.loads(user["train"].read_text())
+    train["categories"][3]["name"] = "#"
+    user["train"].write_text(json.dumps(train))
+    test = json.loads(user["test"].read_text())
+    test["categories"][3]["name"] = "#"
+    user["test"].write_text(json.dumps(test))
+    with pytest.raises(cc.CocoError, match=r"result.json \(data.coco\).*'#'"):
+        run_import(user)
+    real_only = user["config"](experiments={"sets": [{"synthetic_pct": 0}]})
+    train_pool, _ = run_import(user, real_only)
+    assert "#" in {c["name"] for c in train_pool["categories"]}

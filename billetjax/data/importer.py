@@ -33,7 +33,9 @@ from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.ops import unary_union
 
 from billetjax import coco as cc
+from billetjax.config import glyph_requirement
 from billetjax.data import testsets
+from billetjax.glyphs import require_glyphs
 from billetjax.utils import Progress
 
 log = logging.getLogger(__name__)
@@ -232,14 +234,12 @@ def used_categories(raw: dict, path: Path) -> dict[int, str]:
     return {cid: names[cid] for cid in sorted(names) if cid in counts}
 
 
-def check_glyphs(names: list[str], config: dict, path: Path) -> None:
-    """Every category the synthesis must draw needs a glyph (when any experiment uses synthesis)."""
-    if not any(row["synthetic_pct"] > 0 for row in config["experiments"]["sets"]):
+def check_glyphs(names: list[str], requirement: dict, path: Path) -> None:
+    """Every category needs a glyph when the study synthesises stamps (`glyph_requirement`)."""
+    if not requirement["needed"]:
         return
-    from billetjax.glyphs import require_glyphs
-
     try:
-        require_glyphs(names, config["synth"]["glyphs"], where=f"{path} (data.coco)")
+        require_glyphs(names, requirement["glyph_file"], where=f"{path} (data.coco)")
     except ValueError as err:
         raise cc.CocoError(str(err)) from None
 
@@ -398,16 +398,22 @@ def _import_annotation(ann: dict, to_square: np.ndarray, frame, where: str, fit:
 
 
 def import_user_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
-                      train_images: str | os.PathLike, test_images: str | os.PathLike) -> None:
+                      train_images: str | os.PathLike, test_images: str | os.PathLike,
+                      glyphs: dict | None = None) -> None:
     """`data.source: coco`: validate and import the user's train and test pools, refuse leaks
-    between them, and check that the test sets can be cut (the first job fails, not a later one)."""
+    between them, and check that the test sets can be cut (the first job fails, not a later one).
+
+    glyphs: `billetjax.config.glyph_requirement` of the whole config (the data stage's params carry
+    only the data section); by default computed from `config`.
+    """
     user = config["data"]["coco"]
     for key in ("train", "train_images", "test", "test_images"):
         if not user.get(key):
             raise cc.CocoError(f"config data.coco.{key} is not set; data.source: coco needs all four paths")
     opts = ImportOptions.from_config(config)
     train = import_pool(user["train"], user["train_images"], train_json, train_images, opts)
-    check_glyphs([c["name"] for c in train.coco["categories"]], config, Path(user["train"]))
+    check_glyphs([c["name"] for c in train.coco["categories"]], glyphs or glyph_requirement(config),
+                 Path(user["train"]))
     test = import_pool(user["test"], user["test_images"], test_json, test_images, opts,
                        categories=train.coco["categories"], first_id=len(train.coco["images"]) + 1)
     leaks = [(test_file, train.hashes[h]) for h, test_file in test.hashes.items() if h in train.hashes]

@@ -187,10 +187,11 @@ def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: 
 
 
 def make_real_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
-                    train_images: str | os.PathLike, test_images: str | os.PathLike, workers: int = 1) -> None:
+                    train_images: str | os.PathLike, test_images: str | os.PathLike, workers: int = 1,
+                    glyphs: dict | None = None) -> None:
     """Write the real train and test pools for `data.source` (simulate or coco), their images
-    into `train_images` and `test_images`."""
+    into `train_images` and `test_images`; `glyphs` as `import_user_pools` takes it."""
     if config["data"]["source"] == "simulate":
         simulate_real_pools(config, train_json, test_json, workers)
     else:
-        import_user_pools(config, train_json, test_json, train_images, test_images)
+        import_user_pools(config, train_json, test_json, train_images, test_images, glyphs)

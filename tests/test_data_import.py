@@ -172,7 +172,7 @@ def test_crop_mode_drops_characters_cut_away(user, caplog):
     pool, _ = run_import(user, user["config"]({"fit": "crop"}))
     # Centre crop of 108 rows x 108 cols out of 192: x from 42 to 150; stamps at x 20 and 140-154 are cut.
     assert 0 < len(pool["annotations"]) < 32
-    assert "annotation id 1: lies outside the crop-cropped frame; dropped" in caplog.text
+    assert "annotation id 1: less than 30 % of it stays in the frame (data.coco.fit: crop); dropped" in caplog.text
 
 
 def test_missing_site_and_visibility_allowed_when_no_test_set_needs_them(user):

@@ -377,7 +377,8 @@ def _import_annotation(ann: dict, to_square: np.ndarray, frame, where: str, fit:
     whole = unary_union(polygons) if polygons else whole_box
     visible = whole.intersection(frame)
     if visible.area < MIN_VISIBLE_AFTER_CROP * whole.area:
-        log.warning("%s: lies outside the %s-cropped frame; dropped", where, fit)
+        log.warning("%s: less than %d %% of it stays in the frame (data.coco.fit: %s); dropped",
+                    where, round(100 * MIN_VISIBLE_AFTER_CROP), fit)
         return None
     if polygons:
         outlines = _outlines(visible)

@@ -80,3 +80,6 @@ def test_nothing_trained_on_the_simulator_is_reused(own_study, smoke_study):
     workdir = own_study["workdir"]
     for path in ("results/gan/generator_step20.msgpack", "results/detector/exp1/seed0/params.msgpack"):
         assert (workdir / path).read_bytes() != (smoke_study / path).read_bytes(), path
+    # The GAN's kept state was recognised as another run's, said so, and was not resumed.
+    gan_log = (workdir / "logs/gan/train.log").read_text()
+    assert "content changed" in gan_log and "resuming" not in gan_log.split("content changed")[-1]

@@ -325,6 +325,10 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path):
     cv2.imwrite(str(tmp_path / "big.png"), np.zeros((300, 400, 3), np.uint8))
     with pytest.raises(cc.CocoError, match=r"400x300 .* exceeds data.coco.max_pixels"):
         decode_frame(tmp_path / "big.png", ImportOptions(SIZE, "pad", "displayed", None, 100_000))
+    # 20000² (2.4 GB as RGB), past Pillow's own limit too: our message, before any decoding.
+    cv2.imwrite(str(tmp_path / "huge.png"), np.zeros((20000, 20000), np.uint8))
+    with pytest.raises(cc.CocoError, match=r"20000x20000 = 400 MP exceeds data.coco.max_pixels \(64 MP\)"):
+        decode_frame(tmp_path / "huge.png", ImportOptions(SIZE, "pad", "displayed", None, 64_000_000))
 
 
 def test_opencv_errors_name_the_file_and_record(user, monkeypatch):

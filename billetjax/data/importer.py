@@ -133,6 +133,9 @@ def decode_frame(path: Path, opts: ImportOptions) -> Frame:
     from PIL import Image
 
     data = path.read_bytes()
+    # Pillow's own limit would refuse a large frame at open() with a message about bombs; the
+    # header's size is checked against data.coco.max_pixels below instead.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
@@ -142,8 +145,6 @@ def decode_frame(path: Path, opts: ImportOptions) -> Frame:
                     f"({opts.max_pixels / 1e6:.0f} MP); downscale the frames or raise the limit"
                 )
             orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
-            # Pillow refuses images past its own bomb limit; ours was checked just above.
-            Image.MAX_IMAGE_PIXELS = max(opts.max_pixels, Image.MAX_IMAGE_PIXELS or 0)
             im.load()  # a full decode: a truncated or corrupt file raises here
     except cc.CocoError:
         raise

@@ -17,9 +17,9 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-VISIBILITY = ("well", "partial", "poor")
+from billetjax.vocabulary import DIGIT_CATEGORIES, VISIBILITY
+
 SOURCES = ("real", "synthetic")
-DIGIT_CATEGORIES = [{"id": d + 1, "name": str(d), "supercategory": "character"} for d in range(10)]
 
 
 class CocoError(ValueError):

@@ -24,6 +24,8 @@ import shapely
 from shapely.geometry import LinearRing, LineString, Polygon, box
 from shapely.geometry.polygon import orient
 
+from billetjax.vocabulary import LETTERS
+
 GLYPH_WIDTH = 0.6
 STROKE = 0.15
 HALF = STROKE / 2
@@ -40,8 +42,6 @@ ARC_STEP_DEG = 7.5
 # axes of the top and bottom bars, and the middle.
 L, R, C = HALF, GLYPH_WIDTH - HALF, GLYPH_WIDTH / 2
 T, B = HALF, 1.0 - HALF
-
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def arc(cx: float, cy: float, rx: float, ry: float, start_deg: float, end_deg: float) -> list[tuple[float, float]]:

@@ -9,10 +9,7 @@ from shapely.geometry import Polygon
 
 from billetjax import coco as cc
 from billetjax.data.simulate import (
-    ID_ALPHABET,
-    SITES,
     SITE_LOOKS,
-    VISIBILITIES,
     VISIBLE_FRACTION_MIN,
     IdScheme,
     RenderedBillet,
@@ -23,6 +20,7 @@ from billetjax.data.simulate import (
     render_surface,
 )
 from billetjax.glyphs import glyph
+from billetjax.vocabulary import DIGIT_CATEGORIES, DIGITS, SITES, VISIBILITY
 
 SIZE = 256
 
@@ -36,7 +34,7 @@ def _render(seed: int, site: str, visibility: str, size: int = SIZE, **kw) -> Re
 def billets() -> dict[tuple[str, str], list[RenderedBillet]]:
     """Four billets per site and visibility class."""
     return {(site, vis): [_render(1000 * i + 7, site, vis) for i in range(4)]
-            for site in SITES for vis in VISIBILITIES}
+            for site in SITES for vis in VISIBILITY}
 
 
 def test_same_seed_same_bytes_and_annotations():
@@ -55,11 +53,11 @@ def test_image_and_annotation_types(billets):
             assert billet.image.dtype == np.uint8 and billet.image.shape == (SIZE, SIZE, 3)
             assert billet.site == site and billet.visibility == vis
             assert len(billet.billet_id) in (11, 12)
-            assert set(billet.billet_id) <= set(ID_ALPHABET)
+            assert set(billet.billet_id) <= set(DIGITS)
             indices = [c.index for c in billet.characters]
             assert indices == sorted(set(indices)), "reading order, no duplicates"
             for char in billet.characters:
-                assert char.label in ID_ALPHABET
+                assert char.label in DIGITS
                 assert billet.billet_id[char.index] == char.label
                 assert char.polygon.dtype == np.float32 and char.polygon.ndim == 2
                 assert char.polygon.shape[0] >= 3 and char.polygon.shape[1] == 2
@@ -145,7 +143,7 @@ def test_poor_stamps_stay_legible():
 
 def test_sites_differ_in_colour(billets):
     def blue_minus_red(site: str) -> float:
-        images = np.stack([b.image for vis in VISIBILITIES for b in billets[(site, vis)]])
+        images = np.stack([b.image for vis in VISIBILITY for b in billets[(site, vis)]])
         mean = images.reshape(-1, 3).astype(np.float64).mean(axis=0)
         return float(mean[2] - mean[0])
 
@@ -158,7 +156,7 @@ def test_random_billet_id_lengths_and_rows():
     lengths = np.array([len(i) for i in ids])
     assert set(lengths) == {11, 12}
     assert 0.05 < np.mean(lengths == 12) < 0.16
-    assert all(set(i) <= set(ID_ALPHABET) for i in ids)
+    assert all(set(i) <= set(DIGITS) for i in ids)
     assert id_rows("12345678901") == ["123456", "78901"]
     assert id_rows("123456789012") == ["123456", "789012"]
 
@@ -195,7 +193,7 @@ def test_digits_only_ids_are_drawn_as_ever():
     before = ["52300028695", "79018923842", "12484036879", "221885103464", "85999046236", "18456280235"]
     assert [random_billet_id(np.random.default_rng(s)) for s in range(6)] == before
     assert [random_billet_id(np.random.default_rng(s), IdScheme()) for s in range(6)] == before
-    assert IdScheme().categories() == cc.DIGIT_CATEGORIES
+    assert IdScheme().categories() == DIGIT_CATEGORIES
 
 
 def test_letters_go_to_their_positions_only():

@@ -10,8 +10,8 @@ import pytest
 from billetjax import coco as cc
 from billetjax.data import box_masks
 from billetjax.data.simulate import render_billet
-from billetjax.data.stamps import (NOT_GIVEN, crop_box, crop_pair, inpaint_stamps, make_stamp_pairs,
-                                   make_surfaces, segment_stamp)
+from billetjax.data.stamps import crop_box, crop_pair, inpaint_stamps, make_stamp_pairs, make_surfaces, segment_stamp
+from billetjax.vocabulary import UNKNOWN
 
 MARGIN = 0.15
 
@@ -138,7 +138,7 @@ def test_pairs_of_polygons_pieces_and_boxes(pool, tmp_path):
     assert {"images", "masks", "labels", "sites", "visibility", "image_ids", "annotation_ids",
             "mask_source"} <= set(train.files)
     # Images without site or visibility are used, and read as one site and one visibility class.
-    assert set(train["sites"]) == {NOT_GIVEN} and set(train["visibility"]) == {NOT_GIVEN}
+    assert set(train["sites"]) == {UNKNOWN} and set(train["visibility"]) == {UNKNOWN}
     anns = {a["id"]: a for a in data["annotations"]}
     for i, ann_id in enumerate(train["annotation_ids"]):
         kind = kinds[int(ann_id)]
@@ -193,7 +193,7 @@ def test_inpainted_surfaces_of_a_pool_with_box_only_stamps(pool, tmp_path):
     folder, data, kinds = pool
     config = {"image_size_px": 128, "seed": 1, "data": {"source": "coco", "coco": {}}}
     index = make_surfaces(config, folder / "train_pool.json", tmp_path / "surfaces")
-    assert len(index) == len(data["images"]) and {r["site"] for r in index} == {NOT_GIVEN}
+    assert len(index) == len(data["images"]) and {r["site"] for r in index} == {UNKNOWN}
     by_id = {r["source_image_id"]: r for r in index}
     dark = []
     for ann in data["annotations"]:

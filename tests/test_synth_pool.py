@@ -13,6 +13,7 @@ from billetjax import coco as cc
 from billetjax.synth.embed import EmbedParams, annotation_of, compose_billet
 from billetjax.synth.masks import MaskParams
 from billetjax.synth.pool import _stamp, bank_plan, load_banks, make_bank, make_masks, make_pool, plan_pool
+from billetjax.vocabulary import DIGIT_CATEGORIES
 
 SIZE = 256
 STAMP_PX = 64
@@ -232,7 +233,7 @@ def test_default_categories_are_the_digits_in_id_order():
     config = _config()
     indices = np.arange(0, 40, 3)
     default = make_masks(config, indices, STAMP_PX, MARGIN)
-    shuffled = list(reversed(cc.DIGIT_CATEGORIES))
+    shuffled = list(reversed(DIGIT_CATEGORIES))
     given = make_masks(config, indices, STAMP_PX, MARGIN, categories=shuffled)
     assert [s.label for s in default] == [str(k % 10) for k in indices]
     for a, b in zip(default, given):

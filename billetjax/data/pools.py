@@ -16,10 +16,9 @@ import numpy as np
 from billetjax import coco as cc
 from billetjax.data.importer import import_user_pools
 from billetjax.utils import Progress, stage_seed, worker_context
+from billetjax.vocabulary import PARTIAL, POOR, SITE_A, SITE_B, SITES, VISIBILITY, WELL
 
 log = logging.getLogger(__name__)
-
-SITES = ("A", "B")
 
 
 # ----------------------------------------------------------------------------- plans of the pools
@@ -46,11 +45,11 @@ def plan_train_pool(n_images: int, site_a_fraction: float, poor_fraction: float,
         )
     plan: list[tuple[str, str]] = []
     n_a, n_b = _split_count(n_images, site_a_fraction)
-    for site, n in (("A", n_a), ("B", n_b)):
+    for site, n in zip(SITES, (n_a, n_b)):
         n_poor = int(round(n * poor_fraction))
         n_partial = int(round(n * partial_fraction))
-        plan += [(site, "poor")] * n_poor + [(site, "partial")] * n_partial
-        plan += [(site, "well")] * (n - n_poor - n_partial)
+        plan += [(site, POOR)] * n_poor + [(site, PARTIAL)] * n_partial
+        plan += [(site, WELL)] * (n - n_poor - n_partial)
     order = np.random.default_rng(seed).permutation(len(plan))
     return [plan[i] for i in order]
 
@@ -59,9 +58,9 @@ def plan_test_pool(well: int, poor: int, partial: int, seed: int) -> list[tuple[
     """(site, visibility) for the simulated test pool: exactly what Table 2's sets need,
     every class split evenly between the sites (sets 1-3 balanced by site, paper §2.3.2)."""
     plan: list[tuple[str, str]] = []
-    for visibility, n in (("well", well), ("poor", poor), ("partial", partial)):
-        n_a = n // 2 + (n % 2) * (1 if visibility == "poor" else 0)
-        plan += [("A", visibility)] * n_a + [("B", visibility)] * (n - n_a)
+    for visibility, n in zip(VISIBILITY, (well, poor, partial)):
+        n_a = n // 2 + (n % 2) * (1 if visibility == POOR else 0)
+        plan += [(SITE_A, visibility)] * n_a + [(SITE_B, visibility)] * (n - n_a)
     order = np.random.default_rng(seed).permutation(len(plan))
     return [plan[i] for i in order]
 
@@ -173,7 +172,7 @@ def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: 
     id_scheme = IdScheme.from_config(sim)  # digits only unless data.simulate.id_letters is set
     train_plan = plan_train_pool(sim["train_pool_images"], sim["site_a_fraction"], sim["poor_fraction"],
                                  sim["partial_fraction"], stage_seed(seed, "data", "train-plan"))
-    test_plan = plan_test_pool(sets["well"], sets["poor"], sets["partial"],
+    test_plan = plan_test_pool(sets[WELL], sets[POOR], sets[PARTIAL],
                                stage_seed(seed, "data", "test-plan"))
     render_pool(train_plan, train_json, Path(train_json).parent / "train", size_px,
                 stage_seed(seed, "data", "train"), "train", workers, id_scheme=id_scheme)

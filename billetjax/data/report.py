@@ -9,10 +9,7 @@ import pandas as pd
 
 from billetjax import coco as cc
 from billetjax.utils import save_figure
-
-
-# Images without a site or visibility (optional in a user's data) are grouped under this label.
-UNSET = "-"
+from billetjax.vocabulary import UNKNOWN, VISIBILITY
 
 
 def statistics(datasets: dict[str, str | os.PathLike]) -> pd.DataFrame:
@@ -23,7 +20,7 @@ def statistics(datasets: dict[str, str | os.PathLike]) -> pd.DataFrame:
         data = cc.load(path)
         per_image = cc.annotations_by_image(data)
         frame = pd.DataFrame([
-            {"site": img.get("site", UNSET), "visibility": img.get("visibility", UNSET), "n_chars": len(per_image[img["id"]]),
+            {"site": img.get("site", UNKNOWN), "visibility": img.get("visibility", UNKNOWN), "n_chars": len(per_image[img["id"]]),
              "heights": [a["bbox"][3] for a in per_image[img["id"]]],
              "widths": [a["bbox"][2] for a in per_image[img["id"]]]}
             for img in data["images"]
@@ -60,15 +57,15 @@ def sample_grid(pool_json: str | os.PathLike, out_png: str | os.PathLike, per_ce
     names = cc.category_names(data)
     per_image = cc.annotations_by_image(data)
     rng = np.random.default_rng(seed)
-    present = {img.get("visibility", UNSET) for img in data["images"]}
-    classes = [v for v in ("well", "poor", "partial", UNSET) if v in present]
-    sites = sorted({img.get("site", UNSET) for img in data["images"]})
+    present = {img.get("visibility", UNKNOWN) for img in data["images"]}
+    classes = [v for v in (*VISIBILITY, UNKNOWN) if v in present]
+    sites = sorted({img.get("site", UNKNOWN) for img in data["images"]})
     fig, axes = plt.subplots(len(sites), len(classes) * per_cell,
                              figsize=(3.2 * len(classes) * per_cell, 3.6 * len(sites)), squeeze=False)
     for r, site in enumerate(sites):
         for c, vis in enumerate(classes):
             members = [img for img in data["images"]
-                       if img.get("site", UNSET) == site and img.get("visibility", UNSET) == vis]
+                       if img.get("site", UNKNOWN) == site and img.get("visibility", UNKNOWN) == vis]
             picks = rng.choice(len(members), size=min(per_cell, len(members)), replace=False) if members else []
             for k in range(per_cell):
                 ax = axes[r, c * per_cell + k]

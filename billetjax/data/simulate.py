@@ -56,9 +56,9 @@ from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.ops import unary_union
 
 from billetjax.glyphs import GLYPH_WIDTH, glyph, polygon_rings
-
-SITES = ("A", "B")
-VISIBILITIES = ("well", "poor", "partial")
+from billetjax.vocabulary import (
+    DIGITS, LETTERS, PARTIAL, POOR, SITE_A, SITE_B, SITES, VISIBILITY, WELL, character_categories,
+)
 
 # A character covered over more than 70 % of its area is left unannotated ...
 VISIBLE_FRACTION_MIN = 0.30
@@ -69,7 +69,6 @@ VISIBLE_HEIGHT_MIN = 0.45
 SLIVER_FRACTION = 0.03
 # Share of billets stamped with 12 instead of 11 characters (paper §2.3.1: "in some cases 12").
 TWELVE_CHARACTER_FRACTION = 0.10
-ID_ALPHABET = "0123456789"
 # An ID is a heat number of HEAT_LENGTH characters (the first row), then a strand digit and a
 # sequence number (the second row): ID_LENGTHS[0] characters as a rule, ID_LENGTHS[1] for
 # TWELVE_CHARACTER_FRACTION of the billets. No simulated image carries more characters than
@@ -110,13 +109,13 @@ class SiteLook:
 
 
 SITE_LOOKS: dict[str, SiteLook] = {
-    "A": SiteLook(
+    SITE_A: SiteLook(
         face_fill=(0.68, 0.80), yaw_deg=(0.0, 6.0), pitch_deg=(4.0, 4.0), roll_deg=(0.0, 4.0),
         offset=0.04, focal=3.5, light_azimuth_deg=(-135.0, 20.0), light_elevation_deg=(38.0, 8.0),
         light_rgb=(1.0, 0.86, 0.66), ambient=0.38, cast_rgb=(1.05, 0.97, 0.86), blur_px=0.55,
         noise=0.014, jpeg_quality=None, marks="arcs", background="stack", char_height=(0.105, 0.125),
     ),
-    "B": SiteLook(
+    SITE_B: SiteLook(
         face_fill=(0.86, 1.02), yaw_deg=(-18.0, 6.0), pitch_deg=(-6.0, 4.0), roll_deg=(-9.0, 5.0),
         offset=0.05, focal=1.9, light_azimuth_deg=(10.0, 25.0), light_elevation_deg=(30.0, 8.0),
         light_rgb=(0.86, 0.93, 1.04), ambient=0.32, cast_rgb=(0.95, 0.99, 1.03), blur_px=0.8,
@@ -143,19 +142,19 @@ class VisibilityLook:
 
 
 VISIBILITY_LOOKS: dict[str, VisibilityLook] = {
-    "well": VisibilityLook(
+    WELL: VisibilityLook(
         wall_slope=(1.1, 1.8), bevel=(0.75, 1.0), wear_px=(0.0, 0.15), undulation=(0.002, 0.008),
         outline_wobble=0.004, char_jitter=0.03, char_rotation_deg=1.5, char_shear=0.03,
         extra_blur_px=(0.0, 0.2), contrast=(0.95, 1.1),
     ),
     # Hard but legible: the paper's poor digits were read and boxed by people. Shallower than
     # this, at site B's sensor noise and JPEG, the stamps drowned (tests/test_simulate.py).
-    "poor": VisibilityLook(
+    POOR: VisibilityLook(
         wall_slope=(0.5, 0.9), bevel=(0.9, 1.4), wear_px=(0.2, 0.5), undulation=(0.015, 0.035),
         outline_wobble=0.02, char_jitter=0.10, char_rotation_deg=6.0, char_shear=0.15,
         extra_blur_px=(0.3, 0.8), contrast=(0.72, 0.92),
     ),
-    "partial": VisibilityLook(
+    PARTIAL: VisibilityLook(
         wall_slope=(0.9, 1.6), bevel=(0.75, 1.0), wear_px=(0.0, 0.25), undulation=(0.003, 0.012),
         outline_wobble=0.008, char_jitter=0.04, char_rotation_deg=2.5, char_shear=0.05,
         extra_blur_px=(0.0, 0.4), contrast=(0.9, 1.05),
@@ -189,12 +188,9 @@ class RenderedBillet:
 # ----------------------------------------------------------------------------- IDs
 
 
-# Category ids of the simulated pools: the digits keep "0"-"9" -> 1-10 (id = digit + 1, the
-# default data's ids); letters, when the IDs carry any, follow from FIRST_LETTER_ID on.
-FIRST_LETTER_ID = len(ID_ALPHABET) + 1
 # The simulated plant's ID scheme as evaluation.id_pattern describes it: heat number (plant digit
 # 1-9, year digit, running number), then strand (1-8) and sequence number.
-PLANT_POSITIONS = ("123456789", *[ID_ALPHABET] * (HEAT_LENGTH - 1), "12345678")
+PLANT_POSITIONS = ("123456789", *[DIGITS] * (HEAT_LENGTH - 1), "12345678")
 
 
 @dataclass(frozen=True)
@@ -210,7 +206,7 @@ class IdScheme:
     letter_positions: tuple[int, ...] = (0, HEAT_LENGTH)
 
     def __post_init__(self) -> None:
-        bad = sorted({c for c in self.letters if not ("A" <= c <= "Z")})
+        bad = sorted({c for c in self.letters if c not in LETTERS})
         if bad:
             raise ValueError(f"data.simulate.id_letters: {bad} are not capital letters A-Z")
         far = [p for p in self.letter_positions if not 0 <= p < ID_LENGTHS[0]]
@@ -230,18 +226,17 @@ class IdScheme:
     @property
     def alphabet(self) -> str:
         """Every character the IDs can carry: the digits, then the letters."""
-        return ID_ALPHABET + self.letters
+        return DIGITS + self.letters
 
     def categories(self) -> list[dict]:
         """COCO categories of the simulated pools: "0"-"9" as ids 1-10, the letters from 11 on."""
-        return [{"id": i, "name": c, "supercategory": "character"}
-                for i, c in enumerate(self.alphabet, start=1)]
+        return character_categories(self.alphabet)
 
     def id_pattern(self) -> dict:
         """`evaluation.id_pattern` for the simulated plant: the default study's, letters where they go."""
         positions = list(PLANT_POSITIONS)
         if self.letters:
-            positions += [ID_ALPHABET] * (max(self.letter_positions) + 1 - len(positions))
+            positions += [DIGITS] * (max(self.letter_positions) + 1 - len(positions))
             for p in self.letter_positions:
                 positions[p] = self.letters
         return {"length": list(ID_LENGTHS), "positions": positions}
@@ -298,7 +293,7 @@ def random_billet_id(rng: np.random.Generator, scheme: IdScheme | None = None) -
     heat = [int(rng.integers(1, 10)), int(rng.integers(0, 10))] + list(rng.integers(0, 10, HEAT_LENGTH - 2))
     length = ID_LENGTHS[1] if twelve else ID_LENGTHS[0]
     sequence = [int(rng.integers(1, 9))] + list(rng.integers(0, 10, length - HEAT_LENGTH - 1))
-    billet_id = "".join(ID_ALPHABET[int(d)] for d in heat + sequence)
+    billet_id = "".join(DIGITS[int(d)] for d in heat + sequence)
     if scheme is None or not scheme.letters:
         return billet_id
     chars = list(billet_id)
@@ -467,12 +462,12 @@ def _layout(rng: np.random.Generator, billet_id: str, site: SiteLook, vis: Visib
     height = _uniform(rng, site.char_height)
     pitch = height * rng.uniform(0.74, 0.84)
     line_pitch = height * rng.uniform(1.35, 1.6)
-    block_angle = math.radians(rng.normal(0.0, 2.0 if visibility != "poor" else 4.0))
+    block_angle = math.radians(rng.normal(0.0, 2.0 if visibility != POOR else 4.0))
     indent = rng.uniform(-0.5, 0.5) * pitch
     width = max(len(r) for r in rows) * pitch
     block_h = len(rows) * line_pitch
     centre = np.array([0.5, 0.5]) + rng.normal(0.0, 1.0, 2) * [0.05, 0.07]
-    if visibility == "partial" and rng.random() < 0.35:
+    if visibility == PARTIAL and rng.random() < 0.35:
         # Cut edge: the ID was stamped near the face's border and part of it runs off the face.
         side = rng.integers(0, 4)
         overhang = rng.uniform(0.2, 0.9) * height
@@ -510,7 +505,7 @@ def _layout(rng: np.random.Generator, billet_id: str, site: SiteLook, vis: Visib
                                offset[0], offset[1]])
             stamped = full
             depth_scale = 1.0
-            if visibility == "partial":
+            if visibility == PARTIAL:
                 depth_scale = rng.uniform(0.75, 1.1)
                 if rng.random() < 0.12:
                     # Imprinted in part only: the die met the face at an angle.
@@ -523,7 +518,7 @@ def _layout(rng: np.random.Generator, billet_id: str, site: SiteLook, vis: Visib
                                           base - ortho * 2 * height + normal * 3 * height,
                                           base + ortho * 2 * height + normal * 3 * height])
                     stamped = full.difference(half_plane)
-            elif visibility == "poor":
+            elif visibility == POOR:
                 depth_scale = rng.uniform(0.6, 1.2)
             else:
                 depth_scale = rng.uniform(0.9, 1.1)
@@ -616,7 +611,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     if site not in SITE_LOOKS:
         raise ValueError(f"unknown site {site!r}; expected one of {SITES}")
     if visibility not in VISIBILITY_LOOKS:
-        raise ValueError(f"unknown visibility {visibility!r}; expected one of {VISIBILITIES}")
+        raise ValueError(f"unknown visibility {visibility!r}; expected one of {VISIBILITY}")
     if size_px < 32:
         raise ValueError(f"size_px = {size_px} is too small to render a billet (>= 32)")
     look, vis = SITE_LOOKS[site], VISIBILITY_LOOKS[visibility]
@@ -634,7 +629,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     face = _face_outline(rng, vis.outline_wobble)
     if with_id:
         stamps, char_h = _layout(rng, billet_id, look, vis, visibility)
-        occluders = _occluders(rng, stamps, char_h) if visibility == "partial" else []
+        occluders = _occluders(rng, stamps, char_h) if visibility == PARTIAL else []
     else:
         stamps, char_h, occluders = [], 0.11, []
 
@@ -904,4 +899,4 @@ def render_billet(rng: np.random.Generator, *, site: str, visibility: str, size_
 
 def render_surface(rng: np.random.Generator, *, site: str, size_px: int) -> np.ndarray:
     """A blank billet face, never stamped, with the look of `render_billet` (uint8 [H, W, 3] RGB)."""
-    return _render(rng, site, "well", int(size_px), None, stamped=False, with_id=False).image
+    return _render(rng, site, WELL, int(size_px), None, stamped=False, with_id=False).image

@@ -20,16 +20,14 @@ import numpy as np
 
 from billetjax import coco as cc
 from billetjax.utils import Progress, stage_seed
+from billetjax.vocabulary import POOR, SITE_A, SITE_B, UNKNOWN, WELL
 
 log = logging.getLogger(__name__)
 
 # Partial billets' stamps carry occluders and cut edges inside their crops; the GAN should learn
 # what a stamp looks like, so pairs come from the well and poorly visible billets (and from images
 # whose visibility is not given: a user's data set may not grade its images).
-PAIR_VISIBILITY = ("well", "poor")
-# What the pairs' `sites` and `visibility` arrays (and the surfaces' index) hold for an image record
-# without that key: all such images count as one site, one visibility class.
-NOT_GIVEN = "unknown"
+PAIR_VISIBILITY = (WELL, POOR)
 # Where a pair's mask came from (the npz key `mask_source`).
 MASK_SOURCES = ("polygon", "box")
 
@@ -205,7 +203,8 @@ def make_stamp_pairs(train_pool_json: str | os.PathLike, out_train: str | os.Pat
     rendering of unseen stamps rather than of neighbours on the same face. Each npz holds `images`,
     `masks`, `labels`, `sites`, `visibility`, `image_ids`, `annotation_ids` and `mask_source`
     ("polygon": the union of the annotation's polygons; "box": segmented inside its box).
-    Images without `visibility` are used; without `site` or `visibility` they read `NOT_GIVEN`.
+    Images without `visibility` are used; without `site` or `visibility` they read
+    `billetjax.vocabulary.UNKNOWN`, as in the surfaces' index.
     """
     # The pairs need boxes, polygons and images, not the billet ID or source of each record.
     pool = cc.load(train_pool_json, require_extras=False)
@@ -252,8 +251,8 @@ def make_stamp_pairs(train_pool_json: str | os.PathLike, out_train: str | os.Pat
             images=crops,
             masks=masks,
             labels=np.array([names[a["category_id"]] for _, a in pairs]),
-            sites=np.array([img.get("site", NOT_GIVEN) for img, _ in pairs]),
-            visibility=np.array([img.get("visibility", NOT_GIVEN) for img, _ in pairs]),
+            sites=np.array([img.get("site", UNKNOWN) for img, _ in pairs]),
+            visibility=np.array([img.get("visibility", UNKNOWN) for img, _ in pairs]),
             image_ids=np.array([img["id"] for img, _ in pairs], np.int64),
             annotation_ids=np.array([a["id"] for _, a in pairs], np.int64),
             mask_source=np.array(sources, dtype=f"<U{max(map(len, MASK_SOURCES))}"),
@@ -346,10 +345,11 @@ def make_surfaces(config: dict, train_pool_json: str | os.PathLike, out_dir: str
             raise cc.CocoError(f"{folder}: no images in the surfaces folder (data.coco.surfaces)")
         # A folder says nothing of sites: give its surfaces the train pool's site mix, seeded.
         pool = cc.load(train_pool_json, require_extras=False)
-        share_a = sum(img.get("site") == "A" for img in pool["images"]) / len(pool["images"])
-        sites = np.where(np.random.default_rng(stage_seed(seed, "surfaces", "sites")).random(len(files)) < share_a, "A", "B")
+        share_a = sum(img.get("site") == SITE_A for img in pool["images"]) / len(pool["images"])
+        sites = np.where(np.random.default_rng(stage_seed(seed, "surfaces", "sites")).random(len(files)) < share_a,
+                         SITE_A, SITE_B)
         if not any("site" in img for img in pool["images"]):
-            sites[:] = NOT_GIVEN  # no site anywhere: one site for all, as for the pairs
+            sites[:] = UNKNOWN  # no site anywhere: one site for all, as for the pairs
         for i, file in enumerate(files):
             square, *_ = fit_square(cc.read_image(file), size_px, config["data"]["coco"].get("fit", "pad"))
             name = f"surface_{i:05d}.png"
@@ -364,7 +364,7 @@ def make_surfaces(config: dict, train_pool_json: str | os.PathLike, out_dir: str
             blank = inpaint_stamps(cc.read_image(cc.image_path(train_pool_json, img)), stamps)
             name = f"surface_{i:05d}.png"
             cc.write_image(out_dir / name, blank)
-            index.append({"file_name": name, "site": img.get("site", NOT_GIVEN), "source_image_id": img["id"]})
+            index.append({"file_name": name, "site": img.get("site", UNKNOWN), "source_image_id": img["id"]})
             progress.update(i)
     with open(out_dir / "index.json", "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)

@@ -8,6 +8,7 @@ import numpy as np
 
 from billetjax import coco as cc
 from billetjax.utils import save_figure
+from billetjax.vocabulary import PARTIAL, WELL
 
 
 def _pyplot():
@@ -30,7 +31,7 @@ def synthetic_samples(pool_json: str | os.PathLike, out_png: str | os.PathLike, 
     names = cc.category_names(data)
     per_image = cc.annotations_by_image(data)
     rng = np.random.default_rng(seed)
-    rows = [("well", "well visible"), ("partial", "partially visible")]
+    rows = [(WELL, "well visible"), (PARTIAL, "partially visible")]
     fig, axes = plt.subplots(len(rows), per_row, figsize=(3.2 * per_row, 3.5 * len(rows)), squeeze=False)
     for r, (visibility, title) in enumerate(rows):
         members = [img for img in data["images"] if img["visibility"] == visibility]

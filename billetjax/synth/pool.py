@@ -40,6 +40,7 @@ from billetjax.glyphs import load_glyph_set, require_glyphs
 from billetjax.synth.embed import PARTIAL_MODES, EmbedParams, Stamp, annotation_of, compose_billet
 from billetjax.synth.masks import MaskParams, make_stamp_mask
 from billetjax.utils import Progress, stage_seed, worker_context
+from billetjax.vocabulary import DIGIT_CATEGORIES, PARTIAL, WELL
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def real_categories(real_json: str | os.PathLike) -> list[dict]:
 
 def _category_list(categories: list[dict] | None) -> list[dict]:
     """Categories in ascending id order; None stands for the simulated plant's digits."""
-    chosen = cc.DIGIT_CATEGORIES if categories is None else categories
+    chosen = DIGIT_CATEGORIES if categories is None else categories
     if not chosen:
         raise ValueError("no categories to synthesise: the real train pool defines none")
     return sorted((dict(c) for c in chosen), key=lambda c: int(c["id"]))
@@ -308,7 +309,7 @@ def _make_image(args: tuple[ImagePlan, str]) -> tuple[dict, list[dict]]:
     record = {
         "width": int(billet.image.shape[1]), "height": int(billet.image.shape[0]),
         "site": _WORKER["surfaces"][plan.surface]["site"],
-        "visibility": "partial" if plan.partial_mode else "well",
+        "visibility": PARTIAL if plan.partial_mode else WELL,
         "billet_id": label, "source": "synthetic", "partial_mode": billet.partial_mode or "none",
     }
     return record, annotations
@@ -368,6 +369,6 @@ def make_pool(config: dict, bank_paths: list[str | os.PathLike], surfaces_dir: s
             ann_id += 1
     cc.validate(coco, out_json)
     cc.save(out_json, coco)
-    partial = sum(img["visibility"] == "partial" for img in coco["images"])
+    partial = sum(img["visibility"] == PARTIAL for img in coco["images"])
     log.info("%s: %d images (%d partial), %d characters", out_json, len(coco["images"]), partial, len(coco["annotations"]))
     return coco

@@ -189,6 +189,25 @@ def test_inpainting_covers_boxes_and_pieces():
     assert (clean[:, 50:] == 180).all()
 
 
+def test_a_folder_of_surfaces_takes_the_pools_sites(pool, tmp_path, make_config):
+    """Surfaces from data.coco.surfaces: the train pool's site mix, or UNKNOWN for every surface of
+    a pool without sites (the word whole, as the stamp pairs read it)."""
+    folder, data, _ = pool
+    blanks = tmp_path / "blanks"
+    blanks.mkdir()
+    for i in range(6):
+        cc.write_image(blanks / f"s{i}.png", np.full((40, 50, 3), 100 + 10 * i, np.uint8))
+    config = make_config({"image_size_px": 128, "seed": 1, "data": {"source": "coco", "coco": {"surfaces": str(blanks)}}})
+    index = make_surfaces(config, folder / "train_pool.json", tmp_path / "without_sites")
+    assert [r["site"] for r in index] == [UNKNOWN] * 6
+    with_sites = dict(data, images=[dict(img, site="AB"[i % 2]) for i, img in enumerate(data["images"])])
+    cc.save(tmp_path / "with_sites.json", with_sites)
+    for img in with_sites["images"]:
+        cc.write_image(tmp_path / img["file_name"], cc.read_image(folder / img["file_name"]))
+    index = make_surfaces(config, tmp_path / "with_sites.json", tmp_path / "with")
+    assert {r["site"] for r in index} <= {"A", "B"} and len(index) == 6
+
+
 def test_inpainted_surfaces_of_a_pool_with_box_only_stamps(pool, tmp_path):
     folder, data, kinds = pool
     config = {"image_size_px": 128, "seed": 1, "data": {"source": "coco", "coco": {}}}

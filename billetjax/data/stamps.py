@@ -345,16 +345,17 @@ def make_surfaces(config: dict, train_pool_json: str | os.PathLike, out_dir: str
             raise cc.CocoError(f"{folder}: no images in the surfaces folder (data.coco.surfaces)")
         # A folder says nothing of sites: give its surfaces the train pool's site mix, seeded.
         pool = cc.load(train_pool_json, require_extras=False)
-        share_a = sum(img.get("site") == SITE_A for img in pool["images"]) / len(pool["images"])
-        sites = np.where(np.random.default_rng(stage_seed(seed, "surfaces", "sites")).random(len(files)) < share_a,
-                         SITE_A, SITE_B)
-        if not any("site" in img for img in pool["images"]):
-            sites[:] = UNKNOWN  # no site anywhere: one site for all, as for the pairs
+        if any("site" in img for img in pool["images"]):
+            share_a = sum(img.get("site") == SITE_A for img in pool["images"]) / len(pool["images"])
+            draws = np.random.default_rng(stage_seed(seed, "surfaces", "sites")).random(len(files))
+            sites = [SITE_A if d < share_a else SITE_B for d in draws]
+        else:
+            sites = [UNKNOWN] * len(files)  # no site anywhere: one site for all, as for the pairs
         for i, file in enumerate(files):
             square, *_ = fit_square(cc.read_image(file), size_px, config["data"]["coco"].get("fit", "pad"))
             name = f"surface_{i:05d}.png"
             cc.write_image(out_dir / name, square)
-            index.append({"file_name": name, "site": str(sites[i]), "source": str(file)})
+            index.append({"file_name": name, "site": sites[i], "source": str(file)})
     else:
         pool = cc.load(train_pool_json, require_extras=False)
         grouped = cc.annotations_by_image(pool)

@@ -34,7 +34,7 @@ def own_study(smoke_study, tmp_path_factory, run_snakemake, smoke_preset):
                                                   "test": str(test), "test_images": str(test.parent)}},
               "evaluation": {"id_pattern": None}}
     (workdir / "own.yaml").write_text(yaml.safe_dump(config))
-    result = run_snakemake(workdir, "--configfile", str(smoke_preset), "own.yaml", "--cores", "2",
+    result = run_snakemake(workdir, "--configfile", str(smoke_preset), str(workdir / "own.yaml"), "--cores", "2",
                            "--resources", "gpu=1", "--retries", "0")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     return {"workdir": workdir, "train": train, "test": test}

@@ -105,9 +105,11 @@ def max_characters_per_image(config: Mapping[str, Any]) -> dict[str, int]:
     images in; "real" only when some experiment uses real ones and the count is known at parse
     time: for `data.source: coco` it is read from `data.coco.train`, and left out when that file
     is missing or unreadable, which the import job reports)."""
-    rows = config["experiments"]["sets"]
+    from billetjax.experiments import table1
+
+    rows = table1(config["experiments"])
     counts: dict[str, int] = {}
-    if any(row["synthetic_pct"] < 100 for row in rows):
+    if any(e.uses_real for e in rows):
         if config["data"]["source"] == "simulate":
             from billetjax.data.simulate import MAX_ID_CHARACTERS
 
@@ -116,7 +118,7 @@ def max_characters_per_image(config: Mapping[str, Any]) -> dict[str, int]:
             most = most_annotations_per_image(config["data"]["coco"].get("train"))
             if most is not None:
                 counts["real"] = most
-    if any(row["synthetic_pct"] > 0 for row in rows):
+    if any(e.uses_synthetic for e in rows):
         counts["synthetic"] = int(config["synth"]["characters_per_image"])
     return counts
 
@@ -143,7 +145,9 @@ def most_annotations_per_image(path: str | None) -> int | None:
 def glyph_requirement(config: Mapping[str, Any]) -> dict[str, Any]:
     """Whether the study synthesises stamps (some experiment has synthetic images), and from which
     glyph file (`synth.glyphs`, None = the built-in glyphs): every category then needs a glyph."""
-    return {"needed": any(row["synthetic_pct"] > 0 for row in config["experiments"]["sets"]),
+    from billetjax.experiments import table1
+
+    return {"needed": any(e.uses_synthetic for e in table1(config["experiments"])),
             "glyph_file": config["synth"]["glyphs"]}
 
 
@@ -301,10 +305,10 @@ def synth_problems(config: Mapping[str, Any]) -> list[str]:
 
 def experiment_problems(config: Mapping[str, Any]) -> list[str]:
     """Enough real (simulated) and synthetic images for the largest experiment."""
-    from billetjax.experiments import experiments
+    from billetjax.experiments import table1
 
     out = []
-    exps = experiments(config)
+    exps = table1(config["experiments"])
     need_real = max(e.n_real for e in exps)
     need_synthetic = max(e.n_synthetic for e in exps)
     if config["data"]["source"] == "simulate":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Experiment:
-    """One row of Table 1."""
+    """One row of Table 1: its number, synthetic share and image count, and what follows from them."""
 
     number: int
     synthetic_pct: float
@@ -43,13 +44,28 @@ class Experiment:
     def real_pct(self) -> float:
         return 100.0 - self.synthetic_pct
 
+    @property
+    def uses_synthetic(self) -> bool:
+        """Whether the row asks for synthetic images: the synthetic pool is then one of its inputs
+        (even where rounding leaves `n_synthetic` at 0)."""
+        return self.synthetic_pct > 0
 
-def experiments(config: dict) -> list[Experiment]:
-    """The experiments of the config, numbered from 1 in the order of `experiments.sets`."""
-    cfg = config["experiments"]
+    @property
+    def uses_real(self) -> bool:
+        """Whether the row asks for real images (it is not all synthetic)."""
+        return self.synthetic_pct < 100
+
+
+def table1(experiments: Mapping) -> list[Experiment]:
+    """Table 1 from the config's (schema-validated) `experiments` section: experiment k is row k
+    of `sets`, with `images_fraction x images` images of which `synthetic_pct` % are synthetic.
+
+    The one place this arithmetic lives: the experiment sets, the config check, the workflow's
+    inputs (rules/common.smk) and the tables of Table 3 all read it from here.
+    """
     return [
-        Experiment(k, float(row["synthetic_pct"]), int(round(cfg["images"] * row.get("images_fraction", 1.0))))
-        for k, row in enumerate(cfg["sets"], 1)
+        Experiment(k, float(row["synthetic_pct"]), int(round(experiments["images"] * row["images_fraction"])))
+        for k, row in enumerate(experiments["sets"], 1)
     ]
 
 
@@ -84,7 +100,7 @@ def make_experiment_set(config: dict, number: int, seed: int, real_pool_json: st
                         synthetic_pool_json: str | os.PathLike | None, out_train: str | os.PathLike,
                         out_val: str | os.PathLike) -> None:
     """Write the training and validation COCO files of experiment `number` for one seed."""
-    exps = experiments(config)
+    exps = table1(config["experiments"])
     if not 1 <= number <= len(exps):
         raise ValueError(f"experiment {number} is not in experiments.sets (1..{len(exps)})")
     exp = exps[number - 1]

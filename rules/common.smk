@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from billetjax import config as config_rules
+from billetjax.experiments import table1
 
 validate(config, "../schemas/config.schema.yaml")
 # What the schema cannot say (NaN / inf, rules across keys): refused here, before any job.
@@ -21,7 +22,9 @@ FINAL_TARGETS = []
 
 # testset{n}: the n-th entry of data.test_sets (Table 2's five by default).
 TEST_SETS = list(range(1, len(config["data"]["test_sets"]) + 1))
-EXPERIMENTS = list(range(1, len(config["experiments"]["sets"]) + 1))
+# Table 1: experiment k is row k of experiments.sets (billetjax.experiments.table1).
+TABLE1 = table1(config["experiments"])
+EXPERIMENTS = [e.number for e in TABLE1]
 SEEDS = list(config["experiments"]["seeds"])
 
 
@@ -64,8 +67,7 @@ def synthetic_pool():
 
 def synthetic_pool_for(wildcards):
     """An experiment's synthetic pool, or nothing when it uses none (experiments 1 and 6)."""
-    row = config["experiments"]["sets"][int(wildcards.experiment) - 1]
-    return [synthetic_pool()] if row["synthetic_pct"] > 0 else []
+    return [synthetic_pool()] if TABLE1[int(wildcards.experiment) - 1].uses_synthetic else []
 
 
 # Evaluation stage: which run the detections gallery shows (evaluation.gallery, first seed).

@@ -4,17 +4,19 @@ import numpy as np
 import pytest
 
 from billetjax import coco as cc
-from billetjax.experiments import experiments, make_experiment_set, stratified_order
+from billetjax.experiments import make_experiment_set, stratified_order, table1
 
-CONFIG = {
-    "seed": 7,
-    "experiments": {
-        "images": 80,
-        "validation_fraction": 0.25,
-        "seeds": [0],
-        "sets": [{"synthetic_pct": p} for p in (0, 25, 50, 75, 100)] + [{"synthetic_pct": 0, "images_fraction": 0.25}],
-    },
+EXPERIMENTS = {
+    "images": 80,
+    "validation_fraction": 0.25,
+    "seeds": [0],
+    "sets": [{"synthetic_pct": p} for p in (0, 25, 50, 75, 100)] + [{"synthetic_pct": 0, "images_fraction": 0.25}],
 }
+
+
+@pytest.fixture
+def config(make_config):
+    return make_config({"seed": 7, "experiments": EXPERIMENTS})
 
 
 def fake_pool(path, n, source, share_a, seed):
@@ -37,17 +39,22 @@ def pools(tmp_path):
             fake_pool(tmp_path / "synth/pool.json", 100, "synthetic", 0.5, 1))
 
 
-def build(tmp_path, pools, number, seed=0):
+def build(config, tmp_path, pools, number, seed=0):
     out = tmp_path / f"exp{number}" / f"seed{seed}"
-    make_experiment_set(CONFIG, number, seed, pools[0], pools[1], out / "train.json", out / "val.json")
+    make_experiment_set(config, number, seed, pools[0], pools[1], out / "train.json", out / "val.json")
     return cc.load(out / "train.json"), cc.load(out / "val.json")
 
 
-def test_table1_sizes_and_shares(tmp_path, pools):
-    assert [(e.synthetic_pct, e.n_images) for e in experiments(CONFIG)] == [
+def test_table1_sizes_and_shares(config, tmp_path, pools):
+    assert [(e.synthetic_pct, e.n_images) for e in table1(config["experiments"])] == [
         (0, 80), (25, 80), (50, 80), (75, 80), (100, 80), (0, 20)]
+    assert [(e.n_real, e.n_synthetic, e.real_pct) for e in table1(config["experiments"])] == [
+        (80, 0, 100), (60, 20, 75), (40, 40, 50), (20, 60, 25), (0, 80, 0), (20, 0, 100)]
+    assert [(e.uses_real, e.uses_synthetic) for e in table1({"images": 400, "sets": [
+        {"synthetic_pct": 0.1, "images_fraction": 1.0}, {"synthetic_pct": 100, "images_fraction": 0.5}]})] == [
+        (True, True), (False, True)]
     for number, (pct, n) in enumerate([(0, 80), (25, 80), (50, 80), (75, 80), (100, 80), (0, 20)], 1):
-        train, val = build(tmp_path, pools, number)
+        train, val = build(config, tmp_path, pools, number)
         assert len(train["images"]) + len(val["images"]) == n
         assert len(val["images"]) == round(n * 0.25)
         for split in (train, val):
@@ -58,15 +65,15 @@ def test_table1_sizes_and_shares(tmp_path, pools):
             assert [img["id"] for img in split["images"]] == list(range(1, len(split["images"]) + 1))
 
 
-def test_real_part_keeps_site_ratio(tmp_path, pools):
-    train, val = build(tmp_path, pools, 1)
+def test_real_part_keeps_site_ratio(config, tmp_path, pools):
+    train, val = build(config, tmp_path, pools, 1)
     real = [img for img in train["images"] + val["images"] if img["source"] == "real"]
     assert sum(img["site"] == "A" for img in real) / len(real) == pytest.approx(1 / 3, abs=0.02)
 
 
-def test_sets_nest_and_splits_are_disjoint(tmp_path, pools):
+def test_sets_nest_and_splits_are_disjoint(config, tmp_path, pools):
     def real_ids(number):
-        train, val = build(tmp_path, pools, number)
+        train, val = build(config, tmp_path, pools, number)
         assert not {i["source_image_id"] for i in train["images"] if i["source"] == "real"} & {
             i["source_image_id"] for i in val["images"] if i["source"] == "real"}
         return {(i["source"], i["source_image_id"]) for i in train["images"] + val["images"] if i["source"] == "real"}
@@ -75,10 +82,10 @@ def test_sets_nest_and_splits_are_disjoint(tmp_path, pools):
     assert real_ids(4) < real_ids(3) < real_ids(2) < real_ids(1)
 
 
-def test_deterministic_and_seeds_differ(tmp_path, pools):
-    a = build(tmp_path / "a", pools, 2)
-    b = build(tmp_path / "b", pools, 2)
-    c = build(tmp_path / "c", pools, 2, seed=1)
+def test_deterministic_and_seeds_differ(config, tmp_path, pools):
+    a = build(config, tmp_path / "a", pools, 2)
+    b = build(config, tmp_path / "b", pools, 2)
+    c = build(config, tmp_path / "c", pools, 2, seed=1)
     strip = lambda d: [(i["source"], i["source_image_id"]) for i in d[0]["images"]]
     assert strip(a) == strip(b) and strip(a) != strip(c)
 
@@ -91,9 +98,9 @@ def test_stratified_order_prefixes_keep_proportions():
         assert abs(share - 1 / 3) <= 1.5 / n + 1e-9
 
 
-def test_too_small_pool_is_refused(tmp_path, pools):
-    config = {**CONFIG, "experiments": {**CONFIG["experiments"], "images": 200}}
+def test_too_small_pool_is_refused(config, make_config, tmp_path, pools):
+    bigger = make_config({"seed": 7, "experiments": {**EXPERIMENTS, "images": 200}})
     with pytest.raises(ValueError, match="needs 200 real images but the pool has 120"):
-        make_experiment_set(config, 1, 0, pools[0], pools[1], tmp_path / "t.json", tmp_path / "v.json")
+        make_experiment_set(bigger, 1, 0, pools[0], pools[1], tmp_path / "t.json", tmp_path / "v.json")
     with pytest.raises(ValueError, match="experiment 9 is not in experiments.sets"):
-        make_experiment_set(CONFIG, 9, 0, pools[0], pools[1], tmp_path / "t.json", tmp_path / "v.json")
+        make_experiment_set(config, 9, 0, pools[0], pools[1], tmp_path / "t.json", tmp_path / "v.json")

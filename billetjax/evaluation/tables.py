@@ -11,6 +11,7 @@ import pandas as pd
 
 from billetjax.evaluation.bootstrap import bootstrap_intervals, seed_interval
 from billetjax.evaluation.evaluate import INTERVAL_METRICS, RUN_COLUMNS, TABLE_METRICS, load_metrics, metrics_from_counts
+from billetjax.experiments import table1
 from billetjax.utils import stage_seed
 
 logger = logging.getLogger(__name__)
@@ -20,17 +21,10 @@ FLOAT_FORMAT = "%.4f"
 
 
 def experiment_rows(experiments: dict) -> list[dict]:
-    """Table 1 as rows: experiment k (1-based) with its synthetic/real share and image count."""
-    rows = []
-    for k, spec in enumerate(experiments["sets"], start=1):
-        synthetic = float(spec["synthetic_pct"])
-        rows.append({
-            "experiment": k,
-            "synthetic_pct": synthetic,
-            "real_pct": 100.0 - synthetic,
-            "n_images": int(round(float(spec.get("images_fraction", 1.0)) * int(experiments["images"]))),
-        })
-    return rows
+    """Table 1 (`billetjax.experiments.table1`) as rows: experiment k (1-based) with its
+    synthetic/real share and image count."""
+    return [{"experiment": e.number, "synthetic_pct": e.synthetic_pct, "real_pct": e.real_pct, "n_images": e.n_images}
+            for e in table1(experiments)]
 
 
 def testset_row(runs: list[dict], bootstrap_samples: int, bootstrap_seed: int) -> dict:

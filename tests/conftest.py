@@ -24,7 +24,7 @@ def _merge(base: dict, overrides: dict) -> dict:
     return base
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_config():
     """A function: config.yaml merged with overrides, validated with the schema's defaults filled
     in (as the workflow does), e.g. `make_config({"data": {"source": "coco"}})`."""
@@ -43,14 +43,14 @@ SNAKEFILE = ROOT / "Snakefile"
 SMOKE = ROOT / "tests/presets/smoke.yaml"
 
 
-def _run_snakemake(workdir: Path, *args: str, timeout: int = 1500):
-    """`snakemake` in `workdir` (its results/, logs/ there) with the repository's Snakefile, as a
-    user runs it; returns the CompletedProcess (stdout and stderr captured)."""
+def _run_snakemake(workdir: Path, *args: str, timeout: int = 1500, snakefile: str | Path = SNAKEFILE):
+    """`snakemake` in `workdir` (its results/, logs/ there) with the repository's Snakefile (or
+    `snakefile`), as a user runs it; returns the CompletedProcess (stdout and stderr captured)."""
     import subprocess
     import sys
 
     Path(workdir).mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -67,8 +67,9 @@ def smoke_study(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def run_snakemake():
-    """A function: `run_snakemake(workdir, *args, timeout=1500)` runs the repository's workflow in
-    `workdir` as a user does and returns the CompletedProcess."""
+    """A function: `run_snakemake(workdir, *args, timeout=1500, snakefile=...)` runs the
+    repository's workflow (or another Snakefile) in `workdir` as a user does and returns the
+    CompletedProcess."""
     return _run_snakemake
 
 
@@ -76,3 +77,100 @@ def run_snakemake():
 def smoke_preset() -> Path:
     """tests/presets/smoke.yaml: the whole study at toy size."""
     return SMOKE
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule from Snakemake's 'Job stats' table in a dry run's output (without 'total')."""
+    import re
+
+    counts = {}
+    for line in output.splitlines():
+        m = re.fullmatch(r"\s*([a-z_0-9]+)\s+(\d+)\s*", line)
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+@pytest.fixture(scope="session")
+def job_counts():
+    """A function: `job_counts(output)` reads {rule: jobs} from the 'Job stats' table that a
+    `snakemake -n` run prints."""
+    return _job_counts
+
+
+# ------------------------------------------------------------------ evaluation builders
+# A small test set whose detections carry known errors; the expected metrics are counted by hand
+# in the docstring of `controlled_detections` (TP 85, MC 5, FN 15, FP 2.5, CB 25, ID read rate 25 %).
+
+EVAL_BILLETS = 20  # billets of the evaluation test set, 10 characters each
+
+
+def _char_box(j: int) -> list[float]:
+    """Ten characters in two rows of five."""
+    return [10.0 + 20.0 * (j % 5), 8.0 + 26.0 * (j // 5), 12.0, 18.0]
+
+
+def _write_evaluation_test_set(folder: str | Path, name: str = "testset3.json") -> str:
+    """20 billets x 10 characters (digits, category id = digit + 1), small 120x60 images so the
+    gallery can draw them; written to `folder/name` with images in `folder/images/`."""
+    import numpy as np
+
+    from billetjax import coco as cc
+
+    folder = Path(folder)
+    coco = cc.empty_dataset()
+    rng = np.random.default_rng(0)
+    for i in range(EVAL_BILLETS):
+        digits = [(i + j) % 10 for j in range(10)]
+        file = folder / "images" / f"b{i:02d}.png"
+        cc.write_image(file, rng.integers(90, 160, size=(60, 120, 3), dtype=np.uint8))
+        coco["images"].append({"id": 100 + i, "file_name": f"images/b{i:02d}.png", "width": 120, "height": 60,
+                               "site": "AB"[i % 2], "visibility": "poor", "source": "real",
+                               "billet_id": "".join(map(str, digits[:5])) + " " + "".join(map(str, digits[5:]))})
+        for j, d in enumerate(digits):
+            coco["annotations"].append({"id": 10 * i + j + 1, "image_id": 100 + i, "category_id": d + 1,
+                                        "bbox": _char_box(j), "area": 216.0, "iscrowd": 0})
+    path = folder / name
+    cc.save(path, coco)
+    return str(path)
+
+
+def _controlled_detections(coco: dict) -> list[dict]:
+    """Detections of `_write_evaluation_test_set`'s billets with known errors. From the GT: billets
+    0-9 lose 2 characters each (20 of 200 = 10 % FN beyond the misreads), billets 10-14 get 2 wrong
+    labels each (10 = 5 % MC), billets 0-4 one false positive each (5 = 2.5 % FP), billet 15 a
+    low-score wrong duplicate (ignored); billets 15-19 are read perfectly (CB 5 / 20 = 25 %).
+    So TP 170 (85 %), FN 30 (15 %). Works on a copy whose category ids were renumbered, as long as
+    the digit d keeps its place in ascending-name order (the wrong label is the next digit)."""
+    by_name = {c["name"]: c["id"] for c in coco["categories"]}
+    name_of = {c["id"]: c["name"] for c in coco["categories"]}
+    dets = []
+    for ann in coco["annotations"]:
+        i, j = ann["image_id"] - 100, (ann["id"] - 1) % 10
+        cat = ann["category_id"]
+        wrong = by_name[str((int(name_of[cat]) + 1) % 10)]
+        if i < 10 and j in (3, 7):
+            continue
+        if 10 <= i < 15 and j in (0, 5):
+            cat = wrong
+        dets.append({"image_id": ann["image_id"], "category_id": cat, "bbox": ann["bbox"], "score": 0.9})
+        if i == 15 and j == 2:
+            dets.append({"image_id": ann["image_id"], "category_id": wrong, "bbox": ann["bbox"], "score": 0.3})
+    for i in range(5):
+        dets.append({"image_id": 100 + i, "category_id": by_name["3"], "bbox": [104.0, 5.0, 10.0, 15.0],
+                     "score": 0.8})
+    return dets
+
+
+@pytest.fixture(scope="session")
+def write_evaluation_test_set():
+    """A function: `write_evaluation_test_set(folder, name="testset3.json")` writes 20 billets of
+    10 digits each (COCO + PNG images) and returns the JSON's path."""
+    return _write_evaluation_test_set
+
+
+@pytest.fixture(scope="session")
+def controlled_detections():
+    """A function: `controlled_detections(coco)` returns detections of the evaluation test set with
+    hand-counted errors: TP 85, MC 5, FN 15, FP 2.5, CB 25 and ID read rate 25 (percent)."""
+    return _controlled_detections

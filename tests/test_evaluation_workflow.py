@@ -3,8 +3,6 @@ rules/common.smk and rules/evaluate.smk, on existing test sets and controlled-er
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +11,12 @@ import pytest
 import yaml
 
 from billetjax import coco as cc
-from test_evaluation_tables import controlled_detections, write_test_set
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def workflow(tmp_path_factory):
+def workflow(tmp_path_factory, write_evaluation_test_set, controlled_detections):
     folder = tmp_path_factory.mktemp("evaluate_workflow")
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["experiments"].update(images=40, seeds=[0], sets=[{"synthetic_pct": 25}, {"synthetic_pct": 0, "images_fraction": 0.25}])
@@ -33,7 +30,7 @@ def workflow(tmp_path_factory):
     )
     testsets = folder / "results" / "data" / "testsets"
     testsets.mkdir(parents=True)
-    gt_path = write_test_set(testsets)
+    gt_path = write_evaluation_test_set(testsets)
     for n in (1, 2, 4, 5):
         (testsets / f"testset{n}.json").write_text(Path(gt_path).read_text())
     coco = cc.load(gt_path)
@@ -53,38 +50,34 @@ def workflow(tmp_path_factory):
     return folder
 
 
-def snakemake(folder, *args):
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=folder,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
+@pytest.fixture(scope="module")
+def snakemake(workflow, run_snakemake):
+    """A function: Snakemake on the throwaway workflow with the given arguments; its output."""
+
+    def run(*args):
+        result = run_snakemake(workflow, "--cores", "2", *args, snakefile=workflow / "Snakefile", timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    return run
 
 
-def planned(output: str) -> dict[str, int]:
-    counts = {}
-    for line in output.splitlines():
-        m = re.fullmatch(r"\s*([a-z_0-9]+)\s+(\d+)\s*", line)
-        if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
-def test_one_table_needs_only_its_test_set(workflow):
-    output = snakemake(workflow, "-n", "results/tables/testset3.csv")
-    assert planned(output) == {"evaluate_detections": 2, "table_testset": 1}
+def test_one_table_needs_only_its_test_set(snakemake, job_counts):
+    output = snakemake("-n", "results/tables/testset3.csv")
+    assert job_counts(output) == {"evaluate_detections": 2, "table_testset": 1}
     assert not re.search(r"testset[1245]\.json", output)
 
 
-def test_full_plan(workflow):
-    assert planned(snakemake(workflow, "-n", "all")) == {
+def test_full_plan(snakemake, job_counts):
+    assert job_counts(snakemake("-n", "all")) == {
         "all": 1, "evaluate_detections": 10, "table_testset": 5, "table3": 1,
         "figure_table3": 1, "figure_training_curves": 1, "figure_detections_gallery": 1,
     }
 
 
 @pytest.mark.slow
-def test_everything_through_snakemake(workflow):
-    snakemake(workflow, "all")
+def test_everything_through_snakemake(workflow, snakemake):
+    snakemake("all")
     table = pd.read_csv(workflow / "results/tables/testset3.csv")
     expected = {"TP": 85.0, "MC": 5.0, "FN": 15.0, "FP": 2.5, "CB": 25.0}
     assert {k: table.iloc[0][k] for k in expected} == pytest.approx(expected)

@@ -1,8 +1,14 @@
 """The whole study end to end at toy size (tests/presets/smoke.yaml), as `make run` runs it.
 
-Checks that every table and figure comes out well formed, and that the same config
-run twice gives identical tables (determinism on the CPU).
+Checks that every table and figure comes out well formed, that the tables' counts agree with the
+files of the stages before them (test sets, experiment sets, detections), that every job Snakemake
+plans for the preset ran with its log and benchmark, and that the same config run twice gives
+identical tables (determinism on the CPU).
 """
+
+import json
+import re
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -10,6 +16,11 @@ import pytest
 COLUMNS = ["experiment", "synthetic_pct", "real_pct", "n_images", "test_set", "TP", "MC", "FN", "FP", "CB"]
 FIGURES = ["real_samples.png", "synthetic_samples.png", "gan_losses.png", "gan_samples_step10.png",
            "gan_samples_step20.png", "table3.png", "training_curves.png", "detections_gallery.png"]
+
+# The smoke preset's test pool: 4 well, 2 poor, 2 partial billets; the default test sets are all,
+# well, poor or partial, poor, partial.
+TEST_SET_IMAGES = [8, 4, 4, 2, 2]
+SCORE_THRESHOLD = 0.5  # evaluation.score_threshold of config.yaml (the preset keeps it)
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +41,37 @@ def test_tables_are_well_formed(study):
         assert (table["test_set"] == k).all()
         metrics = table[["TP", "MC", "FN", "FP", "CB"]]
         assert metrics.notna().all().all() and (metrics >= 0).all().all()
-        assert ((table["TP"] + table["FN"]) - 100).abs().max() < 1e-6
+        # A character is matched at most once: found (TP or MC) is at most all of them.
+        assert (table["TP"] + table["MC"] <= 100 + 1e-6).all()
     table3 = pd.read_csv(tables / "table3.csv")
     assert len(table3) == 30
     assert table3["test_set"].tolist() == sorted(table3["test_set"].tolist())
     stats = pd.read_csv(tables / "data_statistics.csv")
     assert {"train_pool", "test_pool", "testset1"} <= set(stats["dataset"])
+
+
+def test_table_counts_agree_with_the_stages_before(study):
+    """Counts in the tables against the files that went in, counted here: the test sets' images,
+    billets and characters, the experiment sets' images, and the detections kept by the score
+    threshold (each one a TP, an MC or an FP, all as shares of the test set's characters)."""
+    results = study / "results"
+    for k in range(1, 6):
+        table = pd.read_csv(results / f"tables/testset{k}.csv")
+        truth = json.loads((results / f"data/testsets/testset{k}.json").read_text())
+        billets = {a["image_id"] for a in truth["annotations"]}
+        assert len(truth["images"]) == TEST_SET_IMAGES[k - 1]
+        assert (table["n_test_images"] == len(truth["images"])).all()
+        assert (table["n_billets"] == len(billets)).all()
+        assert (table["n_characters"] == len(truth["annotations"])).all()
+        for row in table.itertuples():
+            experiment = row.experiment
+            images = sum(len(json.loads((results / f"experiments/exp{experiment}/seed0/{part}.json").read_text())["images"])
+                         for part in ("train", "val"))
+            assert images == row.n_images, f"experiment {experiment}"
+            detections = json.loads((results / f"detections/exp{experiment}/seed0/testset{k}.json").read_text())
+            kept = sum(d["score"] >= SCORE_THRESHOLD for d in detections)
+            assert (row.TP + row.MC + row.FP) * row.n_characters / 100 == pytest.approx(kept, abs=0.01), \
+                f"experiment {experiment}, test set {k}"
 
 
 def test_figures_exist_and_are_pngs(study):
@@ -45,10 +81,43 @@ def test_figures_exist_and_are_pngs(study):
         assert path.stat().st_size > 10_000, name
 
 
-def test_every_job_logged_and_timed(study):
-    logs = list((study / "logs").rglob("*.log"))
-    benchmarks = list((study / "benchmarks").rglob("*.tsv"))
-    assert len(logs) >= 90 and len(benchmarks) == len(logs)
+def planned_jobs(output: str) -> list[dict]:
+    """Every job of a dry run's output: its rule, log files and benchmark file (None if none)."""
+    jobs = []
+    for line in output.splitlines():
+        m = re.fullmatch(r"(?:local)?rule (\w+):", line.strip()) if not line.startswith(" ") else None
+        if m:
+            jobs.append({"rule": m.group(1), "log": [], "benchmark": None})
+        elif jobs and line.startswith("    log: "):
+            jobs[-1]["log"] = line.split(": ", 1)[1].split(", ")
+        elif jobs and line.startswith("    benchmark: "):
+            jobs[-1]["benchmark"] = line.split(": ", 1)[1]
+    return jobs
+
+
+def test_every_job_logged_and_timed(study, tmp_path, run_snakemake, smoke_preset, job_counts):
+    """The jobs a dry run of the preset plans (in an empty directory) are the jobs that ran: per
+    rule, every planned job left its log and its benchmark, and no other log or benchmark exists."""
+    result = run_snakemake(tmp_path / "plan", "--configfile", str(smoke_preset), "-n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    jobs = planned_jobs(output)
+    table = job_counts(output)
+    assert Counter(job["rule"] for job in jobs) == table, "job list and job table disagree"
+    assert table.pop("all") == 1
+    for rule, count in table.items():
+        rule_jobs = [job for job in jobs if job["rule"] == rule]
+        logs = [log for job in rule_jobs for log in job["log"]]
+        benchmarks = [job["benchmark"] for job in rule_jobs]
+        assert len(logs) == count and None not in benchmarks, f"rule {rule}: a job without log or benchmark"
+        missing = [path for path in logs + benchmarks if not (study / path).is_file()]
+        assert not missing, f"rule {rule}: {len(missing)} of {count} jobs did not leave {missing[:3]}"
+        for path in benchmarks:
+            assert (study / path).read_text().startswith("s\t"), f"rule {rule}: {path} is not a benchmark"
+    planned_logs = {log for job in jobs for log in job["log"]}
+    planned_benchmarks = {job["benchmark"] for job in jobs if job["benchmark"]}
+    assert {str(p.relative_to(study)) for p in (study / "logs").rglob("*.log")} == planned_logs
+    assert {str(p.relative_to(study)) for p in (study / "benchmarks").rglob("*.tsv")} == planned_benchmarks
     train_log = (study / "logs/detector/train_exp1_seed0.log").read_text()
     assert "steps/s" in train_log and "anchor sizes" in train_log
 

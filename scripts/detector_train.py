@@ -5,6 +5,7 @@ from billetjax.utils import enable_jax_cache, log_to, stage_seed
 log_to(snakemake.log[0])
 enable_jax_cache()
 
+from billetjax.detector.spec import DetectorConfig  # noqa: E402
 from billetjax.detector.train import train  # noqa: E402
 
 config = snakemake.params.config
@@ -16,7 +17,7 @@ train(
     snakemake.output.params,
     snakemake.output.history,
     snakemake.params.state_dir,
-    config["detector"],
+    DetectorConfig.from_config(config["detector"]),
     config["image_size_px"],
     stage_seed(config["seed"], "detector", int(snakemake.wildcards.seed)) % (2**31),
 )

@@ -11,18 +11,27 @@ import pytest
 from flax import nnx
 
 from billetjax.detector import data as det_data
-from billetjax.detector.models import (DetectorSpec, FasterRCNN, ModelConfig, detect, rpn_proposals,
-                                       space_to_depth, upsample2x)
+from billetjax.detector.models import FasterRCNN, space_to_depth, upsample2x
+from billetjax.detector.postprocess import detect, rpn_proposals
+from billetjax.detector.spec import DetectorConfig, DetectorSpec, ModelConfig
 
-SMALL = ModelConfig(num_classes=10, stem_width=8, widths=(8, 16, 16), fpn_width=16, head_width=32,
-                    anchors_per_location=3, anchor_levels=3)
+SMALL = ModelConfig(num_classes=10, stem_width=8, widths=(8, 16, 16), blocks=(1, 1, 1), fpn_width=16,
+                    head_width=32, anchors_per_location=3, anchor_levels=3, pool_size=7, groups=8,
+                    stem="conv")
 
 
-def _spec(image_size_px=64):
-    return DetectorSpec(model=SMALL, image_size_px=image_size_px, category_ids=tuple(range(1, 11)),
+@pytest.fixture
+def detector_cfg(make_config) -> DetectorConfig:
+    """config.yaml's `detector` section, validated with the schema's defaults."""
+    return DetectorConfig.from_config(make_config()["detector"])
+
+
+@pytest.fixture
+def spec(detector_cfg) -> DetectorSpec:
+    """A small 64 px detector with three anchor levels and the config's stage settings."""
+    return DetectorSpec(model=SMALL, image_size_px=64, category_ids=tuple(range(1, 11)),
                         anchor_sizes=((12.0,), (18.0,), (24.0,)), aspect_ratios=(1.5, 1.7, 2.0),
-                        rpn={"pre_nms_top_n_test": 50}, roi={"sampling_ratio": 1},
-                        inference={"score_threshold": 0.05})
+                        rpn=detector_cfg.rpn, roi=detector_cfg.roi, inference=detector_cfg.inference)
 
 
 def test_upsample_is_nearest_neighbour():
@@ -39,8 +48,7 @@ def test_space_to_depth_keeps_each_pixel_in_its_tile():
 
 
 @pytest.mark.parametrize("stem", ["conv", "space_to_depth"])
-def test_model_shapes_match_anchor_layout(stem):
-    spec = _spec()
+def test_model_shapes_match_anchor_layout(stem, spec):
     spec = dataclasses.replace(spec, model=dataclasses.replace(SMALL, stem=stem))
     model = FasterRCNN(spec.model, nnx.Rngs(0))
     images = jnp.zeros((2, 64, 64, 3), jnp.uint8)
@@ -58,8 +66,7 @@ def test_unknown_stem_is_refused():
         FasterRCNN(dataclasses.replace(SMALL, stem="patchify"), nnx.Rngs(0))
 
 
-def test_spec_round_trips_through_json():
-    spec = _spec()
+def test_spec_round_trips_through_json(spec):
     assert DetectorSpec.from_json(spec.to_json()) == spec
 
 
@@ -95,28 +102,30 @@ def test_detect_applies_threshold_and_per_class_nms():
     assert np.all(np.asarray(dets["labels"][0][~valid]) == 0)
 
 
-def test_augmentation_moves_boxes_with_the_pixels():
+def test_augmentation_moves_boxes_with_the_pixels(detector_cfg):
     """A pure shift moves a bright square and its box alike; nothing is mirrored."""
     image = np.zeros((64, 64, 3), np.uint8)
     image[20:30, 10:16] = 255
     boxes = np.array([[10, 20, 16, 30], [0, 0, 0, 0]], np.float32)
     labels = np.array([3, 0], np.int32)
     valid = np.array([True, False])
-    cfg = det_data.AugmentConfig(brightness=0, contrast=0, channel_gain=0, noise_std=0,
-                                 blur_sigma=0, scale=0, rotate_deg=0, translate_px=5)
+    cfg = dataclasses.replace(detector_cfg.augment, brightness=0, contrast=0, channel_gain=0,
+                              noise_std=0, blur_sigma=0, scale=0, rotate_deg=0, shear=0,
+                              translate_px=5)
     out, b, lab, v = det_data.augment(np.random.default_rng(1), image, boxes, labels, valid, cfg)
     ys, xs = np.nonzero(out[..., 0] > 127)
     np.testing.assert_allclose(b[0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.0)
     assert v.tolist() == [True, False] and lab.tolist() == [3, 0]
 
 
-def test_augmentation_shears_boxes_with_the_pixels():
+def test_augmentation_shears_boxes_with_the_pixels(detector_cfg):
     """A pure shear slants a bright bar; its box becomes the hull of the slanted bar."""
     image = np.zeros((64, 64, 3), np.uint8)
     image[12:52, 28:34] = 255
     boxes = np.array([[28, 12, 34, 52]], np.float32)
-    cfg = det_data.AugmentConfig(brightness=0, contrast=0, channel_gain=0, noise_std=0,
-                                 blur_sigma=0, scale=0, rotate_deg=0, translate_px=0, shear=0.2)
+    cfg = dataclasses.replace(detector_cfg.augment, brightness=0, contrast=0, channel_gain=0,
+                              noise_std=0, blur_sigma=0, scale=0, rotate_deg=0, translate_px=0,
+                              shear=0.2)
     out, b, _, v = det_data.augment(np.random.default_rng(4), image, boxes, np.array([1], np.int32),
                                     np.array([True]), cfg)
     ys, xs = np.nonzero(out[..., 0] > 127)
@@ -125,14 +134,14 @@ def test_augmentation_shears_boxes_with_the_pixels():
     np.testing.assert_allclose(b[0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.0)
 
 
-def test_batches_resume_identically():
+def test_batches_resume_identically(detector_cfg):
     n = 6
     data = det_data.DetectionSet(
         images=np.random.default_rng(0).integers(0, 255, (n, 32, 32, 3), dtype=np.uint8),
         boxes=np.tile(np.array([[[4, 4, 20, 28]]], np.float32), (n, 1, 1)),
         labels=np.ones((n, 1), np.int32), valid=np.ones((n, 1), bool),
         image_ids=np.arange(n), category_ids=(1,))
-    cfg = det_data.AugmentConfig()
+    cfg = detector_cfg.augment
     full = det_data.batches(data, 4, seed=5, augment_cfg=cfg)
     seq = [next(full) for _ in range(4)]
     resumed = next(det_data.batches(data, 4, seed=5, augment_cfg=cfg, start_step=3))
@@ -180,13 +189,11 @@ def test_too_many_boxes_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("stem", ["conv", "space_to_depth"])
-def test_same_parameter_count_as_the_torchvision_peer(stem):
+def test_same_parameter_count_as_the_torchvision_peer(stem, spec):
     """The benchmark's torchvision FasterRCNN is built with our shapes: same parameter count."""
     from billetjax.bench.detector import build_torch_detector
-    from billetjax.detector.train import DEFAULT_INFERENCE, DEFAULT_ROI, DEFAULT_RPN
 
-    spec = dataclasses.replace(_spec(), model=dataclasses.replace(SMALL, stem=stem), rpn=DEFAULT_RPN,
-                               roi=DEFAULT_ROI, inference=DEFAULT_INFERENCE)
+    spec = dataclasses.replace(spec, model=dataclasses.replace(SMALL, stem=stem))
     params = nnx.state(FasterRCNN(spec.model, nnx.Rngs(0)), nnx.Param)
     ours = sum(x.size for x in jax.tree.leaves(params))
     peer = sum(p.numel() for p in build_torch_detector(spec).parameters())

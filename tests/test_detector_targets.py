@@ -2,6 +2,8 @@
 and RoIHeads target assignment (the independent references), plus the sampler's counts and
 randomness."""
 
+from functools import partial
+
 import jax
 import numpy as np
 import pytest
@@ -17,6 +19,13 @@ from torchvision.models.detection.rpn import RegionProposalNetwork  # noqa: E402
 from billetjax.detector import anchors, targets  # noqa: E402
 
 torch.set_num_threads(1)
+
+# torchvision's settings of the two stages (RegionProposalNetwork, RoIHeads), which the references
+# below are built with.
+TORCHVISION_RPN = {"fg_iou_threshold": 0.7, "bg_iou_threshold": 0.3, "num_samples": 256,
+                   "positive_fraction": 0.5, "weights": (1.0, 1.0, 1.0, 1.0)}
+TORCHVISION_ROI = {"num_samples": 512, "positive_fraction": 0.25, "fg_iou_threshold": 0.5,
+                   "bg_iou_threshold": 0.5, "weights": (10.0, 10.0, 5.0, 5.0)}
 
 
 def digit_boxes(rng, n, extent=200.0):
@@ -60,7 +69,8 @@ def test_anchor_sizes_from_digit_boxes():
     boxes = digit_boxes(rng, 2000)
     boxes[:3, 2] = 0  # boxes without area are skipped, not fatal
     sizes, ratios, summary = anchors.anchor_sizes_from_boxes(
-        boxes, num_levels=3, sizes_per_level=2, strides=[4, 8, 16]
+        boxes, num_levels=3, sizes_per_level=2, num_aspect_ratios=3, size_quantiles=(0.02, 0.98),
+        strides=[4, 8, 16],
     )
     flat = [s for level in sizes for s in level]
     assert len(sizes) == 3 and all(len(level) == 2 for level in sizes)
@@ -74,7 +84,10 @@ def test_anchor_sizes_from_digit_boxes():
         and "coverage" in summary
     )
     with pytest.raises(ValueError, match="positive"):
-        anchors.anchor_sizes_from_boxes(np.zeros((4, 4)), num_levels=2)
+        anchors.anchor_sizes_from_boxes(
+            np.zeros((4, 4)), num_levels=2, sizes_per_level=1, num_aspect_ratios=3,
+            size_quantiles=(0.02, 0.98),
+        )
 
 
 def test_best_anchor_iou_equals_brute_force():
@@ -200,7 +213,9 @@ def test_rpn_targets_match_torchvision_assignment(num_valid):
         [(50, 50), (25, 25)], [4, 8], ((12.0, 18.0), (28.0, 40.0)), (1.4, 1.8)
     )
     gt_boxes, _, gt_valid = padded_gt(rng, num_valid, 10)
-    out = jax.jit(targets.rpn_targets)(grid, gt_boxes, gt_valid, jax.random.key(3))
+    out = jax.jit(partial(targets.rpn_targets, **TORCHVISION_RPN))(
+        grid, gt_boxes, gt_valid, jax.random.key(3)
+    )
     rpn = torch_rpn()
     labels, matched = rpn.assign_targets_to_anchors(
         [torch.from_numpy(grid)], [{"boxes": torch.from_numpy(gt_boxes[:num_valid])}]
@@ -244,7 +259,7 @@ def test_roi_targets_match_torchvision_assignment(num_valid):
     proposals = np.concatenate([jitter, random]).astype(np.float32)
     proposal_valid = rng.uniform(size=700) < 0.9
 
-    out = jax.jit(targets.roi_targets)(
+    out = jax.jit(partial(targets.roi_targets, **TORCHVISION_ROI))(
         proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, jax.random.key(4)
     )
     heads = torch_roi_heads()
@@ -297,7 +312,9 @@ def test_roi_targets_vmap_over_images_and_too_few_candidates():
     keys = jax.random.split(jax.random.key(5), 2)
     fn = jax.jit(
         jax.vmap(
-            lambda p, pv, b, lab, v, k: targets.roi_targets(p, pv, b, lab, v, k, num_samples=64)
+            lambda p, pv, b, lab, v, k: targets.roi_targets(
+                p, pv, b, lab, v, k, **{**TORCHVISION_ROI, "num_samples": 64}
+            )
         )
     )
     out = fn(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, keys)

@@ -67,6 +67,7 @@ def write_digit_set(folder, n_images: int, size_px: int = 128, digits: int = 5, 
     return json_path
 
 
+# A small detector for 128 px images, on top of config.yaml (the schema fills in the rest).
 TINY = {
     "batch_size": 4, "max_boxes": 8, "learning_rate": 0.02, "warmup_steps": 20,
     "model": {"stem_width": 16, "widths": [16, 32, 64], "blocks": [1, 1, 1], "fpn_width": 32,
@@ -99,30 +100,42 @@ def compilation_cache(tmp_path_factory):
     compilation_cache.reset_cache()
 
 
+@pytest.fixture
+def detector_config(make_config):
+    """`(**overrides) -> DetectorConfig`: config.yaml with TINY and `overrides` on top, validated
+    with the schema's defaults filled in, as the workflow builds it."""
+    from billetjax.detector.spec import DetectorConfig
+
+    def build(**overrides):
+        config = make_config({"image_size_px": 128, "detector": {**TINY, **overrides}})
+        return DetectorConfig.from_config(config["detector"])
+
+    return build
+
+
 @pytest.fixture(scope="module")
 def digit_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("digits")
     return write_digit_set(folder, n_images=4, size_px=128, digits=5, seed=3)
 
 
-def _train(tmp_path, json_path, steps, eval_every, **extra):
+def _train(cfg, tmp_path, json_path):
     from billetjax.detector.train import train
 
-    cfg = {**TINY, "steps": steps, "eval_every": eval_every, **extra}
     out = tmp_path / "out"
     summary = train(json_path, json_path, out / "params.msgpack", out / "history.csv", out / "state",
                     cfg, image_size_px=128, seed=0)
     return summary, out
 
 
-def test_overfits_a_few_images(tmp_path, digit_set):
+def test_overfits_a_few_images(tmp_path, digit_set, detector_config):
     """A few billets are learnt to mAP@0.5 >= 0.95 (pycocotools), and predict writes COCO results."""
     import pandas as pd
 
     from billetjax.detector.predict import predict
     from billetjax.evaluation import map50
 
-    summary, out = _train(tmp_path, digit_set, steps=120, eval_every=60)
+    summary, out = _train(detector_config(steps=120, eval_every=60), tmp_path, digit_set)
     history = pd.read_csv(out / "history.csv")
     assert list(history.columns) == ["step", "loss", "rpn_cls", "rpn_box", "roi_cls", "roi_box", "lr",
                                      "val_loss", "val_map50", "steps_per_s"]
@@ -139,20 +152,23 @@ def test_overfits_a_few_images(tmp_path, digit_set):
     assert len(d["class_scores"]) == 10 and abs(sum(d["class_scores"]) - 1) < 1e-4
 
 
-def test_train_step_compiles_once(digit_set):
+def test_train_step_compiles_once(digit_set, detector_config):
     """Different batches and steps reuse one compiled step; evaluation compiles once as well."""
     from billetjax.detector import data as det_data
-    from billetjax.detector.train import Functions, make_optimizer, make_spec
+    from billetjax.detector.spec import make_spec
+    from billetjax.detector.train import Functions, make_optimizer
 
-    data = det_data.load_detection_set(digit_set, max_boxes=TINY["max_boxes"])
+    # TINY's shapes: compiled programs come from the cache; config.yaml's augmentation
+    cfg = detector_config(steps=4, eval_every=4, augment={})
+    assert cfg.augment is not None
+    data = det_data.load_detection_set(digit_set, max_boxes=cfg.max_boxes)
     b = data.boxes[data.valid]
-    cfg = {**TINY, "steps": 4, "eval_every": 4}  # TINY's shapes: compiled programs come from the cache
     spec, _ = make_spec(cfg, 128, data.category_ids, np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1))
-    optimizer, schedule = make_optimizer(cfg, 4)
+    optimizer, schedule = make_optimizer(cfg)
     fns = Functions(spec, optimizer, schedule, seed=0)
     state = fns.initial_state
     key = __import__("jax").random.key(0)
-    batches = det_data.batches(data, 4, seed=0, augment_cfg=det_data.AugmentConfig())
+    batches = det_data.batches(data, 4, seed=0, augment_cfg=cfg.augment)
     for _ in range(3):
         state, metrics = fns.train_step(state, next(batches), key)
     assert int(state["step"]) == 3 and np.isfinite(float(metrics["loss"]))
@@ -162,19 +178,20 @@ def test_train_step_compiles_once(digit_set):
     assert fns.predict_fn._cache_size() == 1
 
 
-def test_experiments_with_other_anchor_sizes_share_one_program(digit_set):
+def test_experiments_with_other_anchor_sizes_share_one_program(digit_set, detector_config):
     """Anchors are an argument, not a constant: detectors whose anchors were sized from other
     boxes lower to the same program text, so the persistent cache compiles it once per study."""
     import jax
 
     from billetjax.detector import data as det_data
-    from billetjax.detector.train import Functions, make_optimizer, make_spec
+    from billetjax.detector.spec import make_spec
+    from billetjax.detector.train import Functions, make_optimizer
 
-    data = det_data.load_detection_set(digit_set, max_boxes=TINY["max_boxes"])
+    cfg = detector_config(steps=4, eval_every=4)
+    data = det_data.load_detection_set(digit_set, max_boxes=cfg.max_boxes)
     b = data.boxes[data.valid]
     xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
-    cfg = {**TINY, "steps": 4, "eval_every": 4}
-    optimizer, schedule = make_optimizer(cfg, 4)
+    optimizer, schedule = make_optimizer(cfg)
     texts = []
     for scale in (1.0, 1.5):
         scaled = np.concatenate([xywh[:, :2], xywh[:, 2:] * scale], 1)
@@ -189,15 +206,15 @@ def test_experiments_with_other_anchor_sizes_share_one_program(digit_set):
     assert step_a == step_b and predict_a == predict_b
 
 
-def test_killed_training_resumes_to_the_same_weights(tmp_path, digit_set, monkeypatch):
+def test_killed_training_resumes_to_the_same_weights(tmp_path, digit_set, monkeypatch, detector_config):
     """A training killed after a checkpoint resumes there and ends with the weights of an unbroken
     run (same batches, same random keys)."""
     from flax import serialization
 
     import billetjax.detector.train as train_module
 
-    small = {"steps": 6, "eval_every": 6, "checkpoint_every": 3}
-    _, unbroken = _train(tmp_path / "a", digit_set, **small)
+    small = detector_config(steps=6, eval_every=6, checkpoint_every=3)
+    _, unbroken = _train(small, tmp_path / "a", digit_set)
 
     real_batches = train_module.det_data.batches
 
@@ -209,10 +226,10 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, digit_set, monkey
 
     monkeypatch.setattr(train_module.det_data, "batches", dying_batches)
     with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path / "b", digit_set, **small)
+        _train(small, tmp_path / "b", digit_set)
     assert (tmp_path / "b/out/state/checkpoints/3").is_dir()
     monkeypatch.setattr(train_module.det_data, "batches", real_batches)
-    _, resumed = _train(tmp_path / "b", digit_set, **small)
+    _, resumed = _train(small, tmp_path / "b", digit_set)
 
     a = serialization.msgpack_restore((unbroken / "params.msgpack").read_bytes())
     b = serialization.msgpack_restore((resumed / "params.msgpack").read_bytes())
@@ -226,14 +243,13 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, digit_set, monkey
     assert not (resumed / "state").exists()  # removed after success
 
 
-def _train_kept(state_dir, train_json, val_json, out, keep_state=True, **extra):
-    """A 6-step training whose state is kept after success (as after a failure of a later job)."""
+def _train_kept(cfg, state_dir, train_json, val_json, out, keep_state=True):
+    """A training whose state is kept after success (as after a failure of a later job)."""
     import jax
     from flax import serialization
 
     from billetjax.detector.train import train
 
-    cfg = {**TINY, "steps": 6, "eval_every": 6, "checkpoint_every": 3, **extra}
     train(train_json, val_json, out / "params.msgpack", out / "history.csv", state_dir, cfg,
           image_size_px=128, seed=0, keep_state=keep_state)
     params = serialization.msgpack_restore((out / "params.msgpack").read_bytes())["params"]
@@ -244,10 +260,11 @@ def _same(a, b):
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def test_fingerprint_covers_config_and_every_data_file(tmp_path, digit_set):
+def test_fingerprint_covers_config_and_every_data_file(tmp_path, digit_set, detector_config):
     """Validation and checkpoint cadence may change; steps (the cosine schedule's length), other
     settings, the COCO file and any image behind it may not."""
     import shutil
+    from dataclasses import replace
     from pathlib import Path
 
     from billetjax.detector.train import fingerprint
@@ -255,12 +272,14 @@ def test_fingerprint_covers_config_and_every_data_file(tmp_path, digit_set):
     folder = tmp_path / "copy"
     shutil.copytree(Path(digit_set).parent, folder)
     json_path = folder / "digits.json"
-    cfg = {**TINY, "steps": 6, "eval_every": 6, "checkpoint_every": 3}
+    cfg = detector_config(steps=6, eval_every=6, checkpoint_every=3)
     base = fingerprint(json_path, json_path, cfg, 128, 0).digest
-    for resumable in ({"eval_every": 2}, {"checkpoint_every": 1}, {"inference": {"batch_size": 2}}):
-        assert fingerprint(json_path, json_path, {**cfg, **resumable}, 128, 0).digest == base, resumable
-    for other in ({"steps": 7}, {"learning_rate": 0.01}, {"model": {**TINY["model"], "fpn_width": 16}}):
-        assert fingerprint(json_path, json_path, {**cfg, **other}, 128, 0).digest != base, other
+    for resumable in ({"eval_every": 2}, {"checkpoint_every": 1},
+                      {"inference": replace(cfg.inference, batch_size=2)}):
+        assert fingerprint(json_path, json_path, replace(cfg, **resumable), 128, 0).digest == base, resumable
+    for other in ({"steps": 7}, {"learning_rate": 0.01}, {"model": replace(cfg.model, fpn_width=16)},
+                  {"roi": replace(cfg.roi, positive_fraction=0.25)}, {"repeat_threshold": 0.5}):
+        assert fingerprint(json_path, json_path, replace(cfg, **other), 128, 0).digest != base, other
     assert fingerprint(json_path, json_path, cfg, 128, 1).digest != base
     image = cc.read_image(folder / "img002.png")
     cc.write_image(folder / "img002.png", 255 - image)  # new pixels, the same JSON bytes
@@ -270,7 +289,7 @@ def test_fingerprint_covers_config_and_every_data_file(tmp_path, digit_set):
     assert [d.split(" (")[0] for d in changed.differences(old)] == ["data train images", "data val images"]
 
 
-def test_resumed_and_retrained_when_the_data_change(tmp_path, digit_set, caplog):
+def test_resumed_and_retrained_when_the_data_change(tmp_path, digit_set, caplog, detector_config):
     """A kept state is resumed (WARNING) while the fingerprint holds; another training COCO set
     makes the next run train from step 0, to other weights than the resumed run's."""
     import logging
@@ -279,16 +298,18 @@ def test_resumed_and_retrained_when_the_data_change(tmp_path, digit_set, caplog)
     other.mkdir()
     other_set = write_digit_set(other, n_images=4, size_px=128, digits=5, seed=11)
     state = tmp_path / "state"
-    first = _train_kept(state, digit_set, digit_set, tmp_path / "a")
+    cfg = detector_config(steps=6, eval_every=6, checkpoint_every=3)
+    first = _train_kept(cfg, state, digit_set, digit_set, tmp_path / "a")
     with caplog.at_level(logging.INFO, logger="billetjax"):
-        resumed = _train_kept(state, digit_set, digit_set, tmp_path / "b", eval_every=3)
+        resumed = _train_kept(detector_config(steps=6, eval_every=3, checkpoint_every=3), state,
+                              digit_set, digit_set, tmp_path / "b")
     assert f"resuming detector from step 6 of {state}" in caplog.text
     assert "trained 0 steps" in caplog.text
     assert _same(resumed, first)
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="billetjax"):
-        retrained = _train_kept(state, other_set, digit_set, tmp_path / "c", keep_state=False)
+        retrained = _train_kept(cfg, state, other_set, digit_set, tmp_path / "c", keep_state=False)
     warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "holds the state of another run; changed: data train images" in warnings
     assert "data train json" in warnings and "training detector from step 0" in warnings
@@ -299,19 +320,21 @@ def test_resumed_and_retrained_when_the_data_change(tmp_path, digit_set, caplog)
 
 # orbax's failed restore leaves an asyncio callback behind: harmless here.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_corrupt_checkpoint_is_set_aside_and_training_starts_afresh(tmp_path, digit_set, caplog):
+def test_corrupt_checkpoint_is_set_aside_and_training_starts_afresh(tmp_path, digit_set, caplog,
+                                                                     detector_config):
     import logging
 
     state = tmp_path / "state"
-    first = _train_kept(state, digit_set, digit_set, tmp_path / "a")
+    cfg = detector_config(steps=6, eval_every=6, checkpoint_every=3)
+    first = _train_kept(cfg, state, digit_set, digit_set, tmp_path / "a")
     (state / "checkpoints/6/default/manifest.ocdbt").write_bytes(b"\0" * 7)
     with caplog.at_level(logging.INFO, logger="billetjax"):
-        again = _train_kept(state, digit_set, digit_set, tmp_path / "b")
+        again = _train_kept(cfg, state, digit_set, digit_set, tmp_path / "b")
     assert "checkpoint 6 does not restore" in caplog.text and "Error decoding manifest" in caplog.text
     assert "trained 6 steps" in caplog.text
     assert len(list(tmp_path.glob("state.corrupt-*"))) == 1
     assert _same(again, first)  # the fresh run repeats the first one
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="billetjax"):  # the next retry resumes: no failure
-        _train_kept(state, digit_set, digit_set, tmp_path / "c")
+        _train_kept(cfg, state, digit_set, digit_set, tmp_path / "c")
     assert "resuming detector from step 6" in caplog.text and "does not restore" not in caplog.text

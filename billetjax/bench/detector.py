@@ -1,6 +1,8 @@
 """Benchmark: our jitted Faster R-CNN training step against torchvision's `FasterRCNN` (eager).
 
-Both sides build the same detector from config.yaml's `detector` section: the ResNet-style backbone
+Both sides build the same detector from the config's `detector` section (validated against the
+schema, so its defaults apply; `--config` is merged over config.yaml as `snakemake --configfile`
+does): the ResNet-style backbone
 (same widths, blocks, GroupNorm), FPN, anchors (sizes and ratios on the same levels), RPN and RoI
 counts, RoIAlign on the finest level, the two-layer box head; the same image size, batch and
 synthetic batch of digit-sized boxes; SGD with momentum. Rounds alternate between the two so that a
@@ -22,7 +24,10 @@ import jax
 import numpy as np
 import yaml
 
-from billetjax.detector.train import Functions, make_optimizer, make_spec
+from billetjax.detector.spec import DetectorConfig, make_spec
+from billetjax.detector.train import Functions, make_optimizer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def synthetic_batch(rng: np.random.Generator, batch: int, size: int, max_boxes: int, num_classes: int):
@@ -114,18 +119,29 @@ def build_torch_detector(spec):
         Backbone(), num_classes=None, min_size=spec.image_size_px, max_size=spec.image_size_px,
         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
         rpn_anchor_generator=anchor_gen,
-        rpn_pre_nms_top_n_train=rpn["pre_nms_top_n_train"], rpn_post_nms_top_n_train=rpn["post_nms_top_n_train"],
-        rpn_pre_nms_top_n_test=rpn["pre_nms_top_n_test"], rpn_post_nms_top_n_test=rpn["post_nms_top_n_test"],
-        rpn_nms_thresh=rpn["nms_iou"], rpn_fg_iou_thresh=rpn["fg_iou"], rpn_bg_iou_thresh=rpn["bg_iou"],
-        rpn_batch_size_per_image=rpn["batch_size_per_image"], rpn_positive_fraction=rpn["positive_fraction"],
-        box_roi_pool=MultiScaleRoIAlign(["0"], m.pool_size, roi["sampling_ratio"]),
+        rpn_pre_nms_top_n_train=rpn.pre_nms_top_n_train, rpn_post_nms_top_n_train=rpn.post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=rpn.pre_nms_top_n_test, rpn_post_nms_top_n_test=rpn.post_nms_top_n_test,
+        rpn_nms_thresh=rpn.nms_iou, rpn_fg_iou_thresh=rpn.fg_iou, rpn_bg_iou_thresh=rpn.bg_iou,
+        rpn_batch_size_per_image=rpn.batch_size_per_image, rpn_positive_fraction=rpn.positive_fraction,
+        box_roi_pool=MultiScaleRoIAlign(["0"], m.pool_size, roi.sampling_ratio),
         box_head=TwoMLPHead(m.fpn_width * m.pool_size**2, m.head_width),
         box_predictor=FastRCNNPredictor(m.head_width, m.num_classes + 1),
-        box_score_thresh=spec.inference["score_threshold"], box_nms_thresh=spec.inference["nms_iou"],
-        box_detections_per_img=spec.inference["max_detections"],
-        box_fg_iou_thresh=roi["fg_iou"], box_bg_iou_thresh=roi["bg_iou"],
-        box_batch_size_per_image=roi["batch_size_per_image"], box_positive_fraction=roi["positive_fraction"],
+        box_score_thresh=spec.inference.score_threshold, box_nms_thresh=spec.inference.nms_iou,
+        box_detections_per_img=spec.inference.max_detections,
+        box_fg_iou_thresh=roi.fg_iou, box_bg_iou_thresh=roi.bg_iou,
+        box_batch_size_per_image=roi.batch_size_per_image, box_positive_fraction=roi.positive_fraction,
     )
+
+
+def load_config(path: str | Path) -> dict:
+    """`path` merged over the repository's config.yaml (as `snakemake --configfile` merges) and
+    validated against the schema, which fills in the defaults."""
+    from snakemake.utils import update_config, validate
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    update_config(config, yaml.safe_load(Path(path).read_text()) or {})
+    validate(config, str(ROOT / "schemas/config.schema.yaml"))
+    return config
 
 
 def _peak_rss_mib() -> float:
@@ -134,7 +150,8 @@ def _peak_rss_mib() -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m billetjax.bench detector", description=__doc__)
-    parser.add_argument("--config", default="config.yaml", help="config whose detector section is timed")
+    parser.add_argument("--config", default=str(ROOT / "config.yaml"),
+                        help="config whose detector section is timed (merged over config.yaml)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="training steps per round and side")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
@@ -143,11 +160,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    config = yaml.safe_load(Path(args.config).read_text())
-    cfg = dict(config["detector"])
+    config = load_config(args.config)
+    cfg = DetectorConfig.from_config(config["detector"])
     size = int(args.image_size or config["image_size_px"])
-    batch = int(args.batch_size or cfg["batch_size"])
-    max_boxes = int(cfg.get("max_boxes", 16))
+    batch = int(args.batch_size or cfg.batch_size)
+    max_boxes = cfg.max_boxes
     rng = np.random.default_rng(0)
     num_classes = 10
     images, boxes, labels, valid = synthetic_batch(rng, batch, size, max_boxes, num_classes)
@@ -159,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model: {spec.model}", flush=True)
 
     # ours
-    optimizer, schedule = make_optimizer(cfg, int(cfg["steps"]))
+    optimizer, schedule = make_optimizer(cfg)
     fns = Functions(spec, optimizer, schedule, seed=0)
     state = fns.initial_state
     key = jax.random.key(0)

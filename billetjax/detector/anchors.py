@@ -122,9 +122,10 @@ def best_anchor_iou(
 def anchor_sizes_from_boxes(
     boxes_xywh: np.ndarray,
     num_levels: int,
-    sizes_per_level: int = 1,
-    num_aspect_ratios: int = 3,
-    size_quantiles: tuple[float, float] = (0.02, 0.98),
+    *,
+    sizes_per_level: int,
+    num_aspect_ratios: int,
+    size_quantiles: tuple[float, float],
     ratio_quantiles: tuple[float, float] = (0.1, 0.9),
     strides: Sequence[int] | None = None,
 ) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...], str]:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from billetjax import coco as cc
+from billetjax.detector.spec import AugmentConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,26 +87,6 @@ def load_detection_set(json_path: str | os.PathLike, max_boxes: int,
         raise cc.CocoError(f"{json_path}: no images")
     return DetectionSet(images, boxes, labels, valid, image_ids, tuple(category_ids), str(json_path),
                         visibility)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Strengths of the training augmentation (config.yaml `detector.augment`)."""
-
-    brightness: float = 0.15  # additive, fraction of 255
-    contrast: float = 0.25  # multiplicative, 1 +- this
-    channel_gain: float = 0.08  # per-channel colour gain, 1 +- this
-    noise_std: float = 4.0  # Gaussian pixel noise (0-255 scale)
-    blur_sigma: float = 1.2  # Gaussian blur of up to this sigma (px) on half of the images
-    scale: float = 0.10  # isotropic zoom 1 +- this
-    rotate_deg: float = 3.0
-    shear: float = 0.0  # horizontal shear x += shear * y, +- this (poor stamps are slanted)
-    translate_px: float = 12.0
-    min_visible: float = 0.5  # a warped box keeps its label if this fraction of it stays inside
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "AugmentConfig":
-        return cls(**(d or {}))
 
 
 def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Detection ops with torchvision's semantics and static shapes (DESIGN §9).
+"""Detection ops with torchvision's semantics and static shapes.
 
 Boxes are ``[x1, y1, x2, y2]`` in pixels. Every function here is ``jax.jit``-able with shapes fixed
 by its arguments (``max_output``, ``output_size``, ``sampling_ratio`` must be static Python values)

@@ -192,13 +192,14 @@ def rpn_targets(
     gt_boxes: jax.Array,
     gt_valid: jax.Array,
     key: jax.Array,
-    fg_iou_threshold: float = 0.7,
-    bg_iou_threshold: float = 0.3,
-    num_samples: int = 256,
-    positive_fraction: float = 0.5,
-    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+    *,
+    fg_iou_threshold: float,
+    bg_iou_threshold: float,
+    num_samples: int,
+    positive_fraction: float,
+    weights: Sequence[float],
 ) -> RPNTargets:
-    """RPN targets of one image (torchvision RegionProposalNetwork defaults): anchors ``[A, 4]``
+    """RPN targets of one image (torchvision RegionProposalNetwork): anchors ``[A, 4]``
     matched to padded ground truth ``gt_boxes[G, 4]`` / ``gt_valid[G]`` with low-quality matches
     allowed, then ``num_samples`` anchors sampled with ``positive_fraction`` positives.
     Ground-truth boxes without area count as padding.
@@ -239,11 +240,12 @@ def roi_targets(
     gt_labels: jax.Array,
     gt_valid: jax.Array,
     key: jax.Array,
-    num_samples: int = 512,
-    positive_fraction: float = 0.25,
-    fg_iou_threshold: float = 0.5,
-    bg_iou_threshold: float = 0.5,
-    weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
+    *,
+    num_samples: int,
+    positive_fraction: float,
+    fg_iou_threshold: float,
+    bg_iou_threshold: float,
+    weights: Sequence[float],
 ) -> RoITargets:
     """Box-head targets of one image (torchvision RoIHeads.select_training_samples).
 

@@ -1,0 +1,322 @@
+"""The detector's settings and what defines a trained detector: typed config, spec, weights file.
+
+`DetectorConfig.from_config` turns the validated `detector` section of the config (the schema
+fills in its defaults) into frozen dataclasses, once; everything below takes those, never a dict,
+and no dataclass here has a default. `make_spec` adds what the training data decide (the
+categories, anchors sized from the training boxes) and gives the `DetectorSpec` that travels with
+the weights in `params.msgpack` (`save_params`, `load_params`), so prediction needs no config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx, serialization
+
+from billetjax.detector import anchors as anchors_lib
+
+# The two stages' box coders (torchvision's): the RPN's has unit weights, the box head's
+# (10, 10, 5, 5).
+RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+# The backbone's stem downsamples by 4; each further stage halves again.
+STEM_STRIDE = 4
+
+# Detector keys whose defaults schemas/config.schema.yaml does not hold yet: `anchors.size_quantiles`
+# and the keys of `augment` (config.yaml sets all of them but `size_quantiles` and
+# `augment.min_visible`). `DetectorConfig.from_config` fills in only these; they belong in the
+# schema, and this table goes once they are there.
+NOT_YET_IN_SCHEMA = {
+    "anchors": {"size_quantiles": (0.02, 0.98)},
+    "augment": {"brightness": 0.15, "contrast": 0.25, "channel_gain": 0.08, "noise_std": 4.0,
+                "blur_sigma": 1.2, "scale": 0.10, "rotate_deg": 3.0, "shear": 0.0,
+                "translate_px": 12.0, "min_visible": 0.5},
+}
+
+
+# ----------------------------------------------------------------------------- config sections
+
+
+@dataclass(frozen=True)
+class ArchitectureConfig:
+    """The backbone, FPN and heads as configured (`detector.model`)."""
+
+    stem_width: int
+    widths: tuple[int, ...]  # one ResNet stage per FPN level, strides 4, 8, 16, ...
+    blocks: tuple[int, ...]  # residual blocks per stage
+    fpn_width: int
+    anchor_levels: int  # the finest FPN levels that carry anchors (and the RPN head)
+    head_width: int  # the box head's two fully connected layers
+    pool_size: int  # RoIAlign output size
+    groups: int  # GroupNorm groups (batch statistics are too noisy at our batch sizes)
+    # "conv": two stride-2 3x3 convolutions; "space_to_depth": 4x4 pixel blocks to channels, then
+    # one 3x3 convolution (no full-resolution feature maps: faster on CPU).
+    stem: str
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    """How anchors are sized from the training boxes (`detector.anchors`)."""
+
+    sizes_per_level: int
+    aspect_ratios: int  # how many h / w ratios
+    size_quantiles: tuple[float, float]  # of sqrt(w * h), the smallest and largest anchor
+
+
+@dataclass(frozen=True)
+class RPNConfig:
+    """The region proposal network's matching, sampling and static counts (`detector.rpn`)."""
+
+    pre_nms_top_n_train: int
+    post_nms_top_n_train: int
+    pre_nms_top_n_test: int
+    post_nms_top_n_test: int
+    nms_iou: float
+    fg_iou: float
+    bg_iou: float
+    batch_size_per_image: int
+    positive_fraction: float
+
+
+@dataclass(frozen=True)
+class RoIConfig:
+    """The box head's matching and sampling, and RoIAlign's samples per bin (`detector.roi`)."""
+
+    batch_size_per_image: int
+    positive_fraction: float
+    fg_iou: float
+    bg_iou: float
+    sampling_ratio: int
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How detections are kept and batched at prediction (`detector.inference`)."""
+
+    score_threshold: float
+    nms_iou: float
+    max_detections: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of the training augmentation (`detector.augment`)."""
+
+    brightness: float  # additive, fraction of 255
+    contrast: float  # multiplicative, 1 +- this
+    channel_gain: float  # per-channel colour gain, 1 +- this
+    noise_std: float  # Gaussian pixel noise (0-255 scale)
+    blur_sigma: float  # Gaussian blur of up to this sigma (px) on half of the images
+    scale: float  # isotropic zoom 1 +- this
+    rotate_deg: float
+    shear: float  # horizontal shear x += shear * y, +- this (poor stamps are slanted)
+    translate_px: float
+    min_visible: float  # a warped box keeps its label if this fraction of it stays inside
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """The validated `detector` section of the config, typed; `augment` is None when off."""
+
+    steps: int
+    batch_size: int
+    eval_every: int
+    checkpoint_every: int
+    max_boxes: int
+    learning_rate: float
+    momentum: float
+    weight_decay: float
+    warmup_steps: int
+    clip_norm: float
+    final_lr_fraction: float
+    repeat_threshold: float
+    model: ArchitectureConfig
+    anchors: AnchorConfig
+    rpn: RPNConfig
+    roi: RoIConfig
+    inference: InferenceConfig
+    augment: AugmentConfig | None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> DetectorConfig:
+        """Build from the `detector` section of a config validated against the schema (which
+        fills in the defaults); a missing key is refused with its name."""
+        section = _fill_schema_gaps(section)
+        values = {}
+        for f in dataclasses.fields(cls):
+            value = _require(section, f.name, "detector")
+            kind = _SECTIONS[f.name] if f.name in _SECTIONS else None
+            if kind is AugmentConfig and value is False:
+                value = None
+            elif kind is not None:
+                value = _build(kind, value, f"detector.{f.name}")
+            values[f.name] = value
+        return _build(cls, values, "detector")
+
+    def to_config(self) -> dict[str, Any]:
+        """The section as plain data (JSON-able; `augment: false` when off)."""
+        out = dataclasses.asdict(self)
+        out["augment"] = False if self.augment is None else out["augment"]
+        return out
+
+
+_SECTIONS = {"model": ArchitectureConfig, "anchors": AnchorConfig, "rpn": RPNConfig,
+             "roi": RoIConfig, "inference": InferenceConfig, "augment": AugmentConfig}
+_VALIDATE = "validate the config against schemas/config.schema.yaml, which fills in the defaults"
+
+
+def _fill_schema_gaps(section: Mapping[str, Any]) -> dict[str, Any]:
+    """`section` with the keys of `NOT_YET_IN_SCHEMA` it lacks filled in (`augment` absent: on)."""
+    out = dict(section)
+    for key, defaults in NOT_YET_IN_SCHEMA.items():
+        value = out[key] if key in out else {}
+        if isinstance(value, Mapping):
+            out[key] = {**defaults, **value}
+    return out
+
+
+def _require(values: Mapping[str, Any], key: str, path: str):
+    if key not in values:
+        raise ValueError(f"config {path} lacks {key}: {_VALIDATE}")
+    return values[key]
+
+
+def _build(cls, values: Any, path: str):
+    """`cls` from a mapping that holds every one of its fields (lists become tuples)."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"config {path} is {values!r}, not a mapping: {_VALIDATE}")
+    return cls(**{f.name: _frozen(_require(values, f.name, path)) for f in dataclasses.fields(cls)})
+
+
+def _frozen(value):
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+def _frozen(value):
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+# ----------------------------------------------------------------------------- a trained detector
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture of one detector: `ArchitectureConfig` plus what the data decide (the
+    number of characters, anchors per location), `anchor_levels` at most the number of stages."""
+
+    num_classes: int  # characters, without background
+    stem_width: int
+    widths: tuple[int, ...]
+    blocks: tuple[int, ...]
+    fpn_width: int
+    head_width: int
+    anchors_per_location: int
+    anchor_levels: int
+    pool_size: int
+    groups: int
+    stem: str
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """The strides of the FPN levels, one per stage: 4, 8, 16, ..."""
+        return tuple(STEM_STRIDE * 2**i for i in range(len(self.widths)))
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Everything but the weights that defines a trained detector: architecture, anchors, the
+    static counts of its two stages, and the categories its labels 1..K stand for.
+
+    It travels inside `params.msgpack` (as JSON), so prediction needs no config.
+    """
+
+    model: ModelConfig
+    image_size_px: int
+    category_ids: tuple[int, ...]
+    anchor_sizes: tuple[tuple[float, ...], ...]  # per level, finest first
+    aspect_ratios: tuple[float, ...]  # h / w
+    rpn: RPNConfig
+    roi: RoIConfig
+    inference: InferenceConfig
+
+    @property
+    def feature_hws(self) -> tuple[tuple[int, int], ...]:
+        """Sizes of the levels that carry anchors (the finest `model.anchor_levels`)."""
+        strides = self.model.strides[: self.model.anchor_levels]
+        return tuple((self.image_size_px // s, self.image_size_px // s) for s in strides)
+
+    def anchors(self) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Anchors `float32[N, 4]` of all levels (torchvision's order) and each level's count."""
+        grids = [anchors_lib.anchor_grid(hw, s, sizes, self.aspect_ratios)
+                 for hw, s, sizes in zip(self.feature_hws, self.model.strides, self.anchor_sizes)]
+        return np.concatenate(grids).astype(np.float32), tuple(len(g) for g in grids)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DetectorSpec:
+        d = json.loads(text)
+        return cls(
+            model=ModelConfig(**{k: _frozen(v) for k, v in d["model"].items()}),
+            image_size_px=d["image_size_px"],
+            category_ids=tuple(d["category_ids"]),
+            anchor_sizes=_frozen(d["anchor_sizes"]),
+            aspect_ratios=tuple(d["aspect_ratios"]),
+            rpn=RPNConfig(**d["rpn"]), roi=RoIConfig(**d["roi"]),
+            inference=InferenceConfig(**d["inference"]),
+        )
+
+
+def make_spec(cfg: DetectorConfig, image_size_px: int, category_ids: tuple[int, ...],
+              train_boxes_xywh: np.ndarray) -> tuple[DetectorSpec, str]:
+    """The spec of a detector trained with `cfg` on boxes `[N, 4]` (COCO `[x, y, w, h]`), its
+    anchors sized from them (`anchors.anchor_sizes_from_boxes`); returns it with the anchor
+    summary for the log."""
+    arch = cfg.model
+    n_levels = len(arch.widths)
+    n_anchor_levels = min(arch.anchor_levels, n_levels)
+    strides = tuple(STEM_STRIDE * 2**i for i in range(n_anchor_levels))
+    sizes, ratios, summary = anchors_lib.anchor_sizes_from_boxes(
+        train_boxes_xywh, n_anchor_levels, sizes_per_level=cfg.anchors.sizes_per_level,
+        num_aspect_ratios=cfg.anchors.aspect_ratios, size_quantiles=cfg.anchors.size_quantiles,
+        strides=strides)
+    model = ModelConfig(**{**dataclasses.asdict(arch), "anchor_levels": n_anchor_levels},
+                        num_classes=len(category_ids),
+                        anchors_per_location=cfg.anchors.sizes_per_level * cfg.anchors.aspect_ratios)
+    if image_size_px % model.strides[-1]:
+        raise ValueError(f"image_size_px = {image_size_px} must be a multiple of the coarsest "
+                         f"stride {model.strides[-1]} (detector.model.widths has {n_levels} levels)")
+    spec = DetectorSpec(model=model, image_size_px=int(image_size_px),
+                        category_ids=tuple(category_ids), anchor_sizes=sizes, aspect_ratios=ratios,
+                        rpn=cfg.rpn, roi=cfg.roi, inference=cfg.inference)
+    return spec, summary
+
+
+# ----------------------------------------------------------------------------- the weights file
+
+
+def save_params(path: str | os.PathLike, spec: DetectorSpec, params) -> None:
+    """Write the weights (an `nnx.State` or its pure dict) and the spec (JSON) into one msgpack
+    file, atomically; `load_params` reads it."""
+    pure = nnx.to_pure_dict(params) if isinstance(params, nnx.State) else params
+    blob = serialization.msgpack_serialize({"spec": spec.to_json(), "params": jax.device_get(pure)})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+
+
+def load_params(path: str | os.PathLike) -> tuple[DetectorSpec, dict]:
+    """`(spec, params)` of a file written by `save_params`; params as a pure dict of numpy arrays
+    (`predict.load_detector` puts them into the model)."""
+    blob = serialization.msgpack_restore(Path(path).read_bytes())
+    return DetectorSpec.from_json(blob["spec"]), blob["params"]

@@ -65,7 +65,6 @@ def test_hand_computed_metrics():
     assert m["FN"] == pytest.approx(700 / 9)
     assert m["FP"] == pytest.approx(400 / 9)
     assert m["CB"] == pytest.approx(100 / 6)
-    assert m["TP"] + m["FN"] == pytest.approx(100.0)
 
 
 def test_tie_goes_to_earlier_annotation_and_score_order_is_stable():
@@ -114,14 +113,46 @@ def test_iou_against_hand_values():
     np.testing.assert_allclose(ious, [[1.0, 50 / 150, 0.0]])
 
 
-def test_percentages_match_digit_metrics():
-    # The bootstrap and tables go through percentages(); it must agree with digit_metrics.
-    from billetjax.evaluation.metrics import count_matrix
+def test_count_matrix_by_hand():
+    # Per image of HAND_GT, worked out from the comments beside HAND_DETECTIONS, in COUNT_COLUMNS
+    # order: n_gt, tp, mc, fp, n_det (kept by the score threshold), all_correct, has_gt.
+    from billetjax.evaluation.metrics import COUNT_COLUMNS, count_matrix
 
-    totals = count_matrix(match_detections(HAND_GT, HAND_DETECTIONS)).sum(axis=0)
-    m = digit_metrics(HAND_GT, HAND_DETECTIONS)
-    for key, value in percentages(totals).items():
-        assert float(value) == pytest.approx(m[key])
+    assert COUNT_COLUMNS == ("n_gt", "tp", "mc", "fp", "n_det", "all_correct", "has_gt")
+    expected = [
+        [3, 1, 1, 1, 3, 0, 1],  # image 1: TP, duplicate FP, MC; the 0.3 detection dropped
+        [1, 0, 0, 0, 0, 0, 1],  # image 2: nothing detected
+        [0, 0, 0, 1, 1, 0, 0],  # image 3: no ground truth, one FP
+        [2, 0, 1, 0, 1, 0, 1],  # image 4: tie -> MC
+        [1, 0, 1, 1, 2, 0, 1],  # image 5: MC first by score, then FP
+        [1, 0, 0, 1, 1, 0, 1],  # image 6: IoU 1/3 -> FP
+        [1, 1, 0, 0, 1, 1, 1],  # image 7: read completely
+    ]
+    np.testing.assert_array_equal(count_matrix(match_detections(HAND_GT, HAND_DETECTIONS)), expected)
+
+
+def test_percentages_of_hand_totals():
+    # The bootstrap and the tables go through percentages() on summed counts, with leading axes.
+    totals = np.array([
+        [9, 2, 3, 4, 9, 1, 6],  # HAND_GT's totals: TP 2/9, MC 3/9, FN 7/9, FP 4/9, CB 1/6
+        [4, 4, 0, 1, 5, 2, 2],  # every character read, one FP: CB still 2/2 (FP does not count)
+        [0, 0, 0, 3, 3, 0, 0],  # no ground truth: every ratio undefined
+    ])
+    p = percentages(totals)
+    np.testing.assert_allclose(p["TP"][:2], [200 / 9, 100.0])
+    np.testing.assert_allclose(p["MC"][:2], [300 / 9, 0.0])
+    np.testing.assert_allclose(p["FN"][:2], [700 / 9, 0.0])
+    np.testing.assert_allclose(p["FP"][:2], [400 / 9, 25.0])
+    np.testing.assert_allclose(p["CB"][:2], [100 / 6, 100.0])
+    assert all(math.isnan(p[k][2]) for k in ("TP", "MC", "FN", "FP", "CB"))
+
+
+def test_a_false_positive_does_not_spoil_a_complete_billet():
+    # CB counts billets whose every character is a TP; an extra detection elsewhere is an FP only.
+    g = gt({1: [([0, 0, 10, 10], 1), ([20, 0, 10, 10], 2)]})
+    m = digit_metrics(g, [det(1, [0, 0, 10, 10], 1, 0.9), det(1, [20, 0, 10, 10], 2, 0.9),
+                          det(1, [60, 0, 10, 10], 3, 0.9)])
+    assert (m["TP_n"], m["FP_n"], m["CB_n"]) == (2, 1, 1) and m["FP"] == 50.0 and m["CB"] == 100.0
 
 
 # ------------------------------------------------------------------ mAP (pycocotools)

@@ -1,7 +1,8 @@
-"""Tables and figures end to end on a test set whose detections carry known, controlled errors."""
+"""Tables and figures end to end on a test set whose detections carry known, controlled errors
+(the test set and its detections: `write_evaluation_test_set`, `controlled_detections` in conftest)."""
 
+import copy
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -16,57 +17,12 @@ EXPERIMENTS = {"images": 40, "sets": [{"synthetic_pct": 25, "images_fraction": 1
                                       {"synthetic_pct": 0, "images_fraction": 0.25}]}
 EVALUATION = {"iou_threshold": 0.5, "score_threshold": 0.5, "bootstrap_samples": 200,
               "id_pattern": {"length": 10, "alphabet": "0123456789"}}
-N_IMAGES = 20
-
-
-def char_box(j: int) -> list[float]:
-    """Ten characters in two rows of five."""
-    return [10.0 + 20.0 * (j % 5), 8.0 + 26.0 * (j // 5), 12.0, 18.0]
-
-
-def write_test_set(folder) -> str:
-    """20 billets × 10 characters, with small images so the gallery can draw them."""
-    coco = cc.empty_dataset()
-    rng = np.random.default_rng(0)
-    for i in range(N_IMAGES):
-        digits = [(i + j) % 10 for j in range(10)]
-        file = folder / "images" / f"b{i:02d}.png"
-        cc.write_image(file, rng.integers(90, 160, size=(60, 120, 3), dtype=np.uint8))
-        coco["images"].append({"id": 100 + i, "file_name": f"images/b{i:02d}.png", "width": 120, "height": 60,
-                               "site": "AB"[i % 2], "visibility": "poor", "source": "real",
-                               "billet_id": "".join(map(str, digits[:5])) + " " + "".join(map(str, digits[5:]))})
-        for j, d in enumerate(digits):
-            coco["annotations"].append({"id": 10 * i + j + 1, "image_id": 100 + i, "category_id": d + 1,
-                                        "bbox": char_box(j), "area": 216.0, "iscrowd": 0})
-    path = folder / "testset3.json"
-    cc.save(path, coco)
-    return str(path)
-
-
-def controlled_detections(coco: dict) -> list[dict]:
-    """From the GT: billets 0–9 lose 2 characters each (20 of 200 = 10 %), billets 10–14 get 2 wrong
-    labels each (10 = 5 %), billets 0–4 one false positive each (5), billet 15 a low-score
-    wrong duplicate (ignored); billets 15–19 are read perfectly."""
-    dets = []
-    for ann in coco["annotations"]:
-        i, j = ann["image_id"] - 100, (ann["id"] - 1) % 10
-        cat = ann["category_id"]
-        if i < 10 and j in (3, 7):
-            continue
-        if 10 <= i < 15 and j in (0, 5):
-            cat = cat % 10 + 1
-        dets.append({"image_id": ann["image_id"], "category_id": cat, "bbox": ann["bbox"], "score": 0.9})
-        if i == 15 and j == 2:
-            dets.append({"image_id": ann["image_id"], "category_id": cat % 10 + 1, "bbox": ann["bbox"], "score": 0.3})
-    for i in range(5):
-        dets.append({"image_id": 100 + i, "category_id": 4, "bbox": [104.0, 5.0, 10.0, 15.0], "score": 0.8})
-    return dets
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, write_evaluation_test_set, controlled_detections):
     folder = tmp_path_factory.mktemp("evaluation")
-    gt_path = write_test_set(folder)
+    gt_path = write_evaluation_test_set(folder)
     coco = cc.load(gt_path)
     runs = {1: controlled_detections(coco),
             2: [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.95}
@@ -162,3 +118,69 @@ def test_figures(study):
     det_path = folder / "exp1" / "seed0" / "testset3.json"
     detections_gallery(study["gt"], det_path, folder / "figures" / "gallery.png", n_billets=3, title="test")
     assert_png(folder / "figures" / "gallery.png")
+
+
+# ------------------------------------------------------------------ category ids other than 1..10
+
+# New category id of the digit whose id is `old` (= digit + 1) in the written test set.
+RENUMBERINGS = {
+    "from 0": lambda old: old - 1,  # Label Studio
+    "20 to 29": lambda old: old + 19,
+    "20 to 29 shuffled": lambda old: 20 + (7 * old) % 10,  # "0" -> 27, "1" -> 24, ... "9" -> 20
+}
+
+
+def renumbered(coco: dict, new_id) -> dict:
+    """The same test set with every category id replaced by `new_id(old)` (names unchanged)."""
+    out = copy.deepcopy(coco)
+    for category in out["categories"]:
+        category["id"] = new_id(category["id"])
+    for ann in out["annotations"]:
+        ann["category_id"] = new_id(ann["category_id"])
+    return out
+
+
+def with_class_scores(coco: dict, detections: list[dict]) -> list[dict]:
+    """Detections with `class_scores` as the detector writes them (one per category, ascending id):
+    0.9 for the detection's own label, 0.1 for the next digit."""
+    ids = sorted(c["id"] for c in coco["categories"])
+    name_of = {c["id"]: c["name"] for c in coco["categories"]}
+    by_name = {c["name"]: c["id"] for c in coco["categories"]}
+    out = []
+    for det in detections:
+        scores = [0.0] * len(ids)
+        scores[ids.index(det["category_id"])] = 0.9
+        scores[ids.index(by_name[str((int(name_of[det["category_id"]]) + 1) % 10)])] = 0.1
+        out.append({**det, "class_scores": scores})
+    return out
+
+
+@pytest.mark.parametrize("renumbering", list(RENUMBERINGS))
+def test_category_ids_other_than_1_to_10(tmp_path, write_evaluation_test_set, controlled_detections, renumbering):
+    """Metrics, billet IDs and mAP (pycocotools) do not depend on how the categories are numbered:
+    a set with ids 0..9 or 20..29 (also out of name order) gives the hand-counted values and
+    exactly what the same set with ids 1..10 gives."""
+    base_path = write_evaluation_test_set(tmp_path)
+    base = cc.load(base_path)
+    other = renumbered(base, RENUMBERINGS[renumbering])
+    assert sorted(c["id"] for c in other["categories"]) != list(range(1, 11))
+    other_path = tmp_path / "renumbered.json"
+    cc.save(other_path, other)
+
+    results = {}
+    for name, coco, path in (("1..10", base, base_path), (renumbering, other, other_path)):
+        dets_path = tmp_path / f"detections_{len(results)}.json"
+        dets_path.write_text(json.dumps(with_class_scores(coco, controlled_detections(coco))))
+        results[name] = evaluate_files(path, dets_path, tmp_path / f"metrics_{len(results)}.json",
+                                       EVALUATION, 2022, 1, 0, 3)
+    first, second = results.values()
+    hand = {"TP": 85.0, "MC": 5.0, "FN": 15.0, "FP": 2.5, "CB": 25.0, "id_read_rate": 25.0,
+            "id_read_rate_pattern": 25.0}
+    for result in (first, second):
+        assert {k: result["metrics"][k] for k in hand} == pytest.approx(hand)
+        assert (result["counts"]["TP_n"], result["counts"]["MC_n"], result["counts"]["FP_n"]) == (170, 10, 5)
+    assert second["metrics"]["mAP50"] == pytest.approx(first["metrics"]["mAP50"], abs=1e-12)
+    assert 0.5 < second["metrics"]["mAP50"] < 1.0
+    assert second["per_image"] == first["per_image"]
+    assert second["billet_ids"] == first["billet_ids"]
+    assert second["intervals"] == first["intervals"]

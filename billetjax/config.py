@@ -115,7 +115,7 @@ def max_characters_per_image(config: Mapping[str, Any]) -> dict[str, int]:
 
             counts["real"] = MAX_ID_CHARACTERS
         else:
-            most = most_annotations_per_image(config["data"]["coco"].get("train"))
+            most = most_annotations_per_image(config["data"]["coco"]["train"])
             if most is not None:
                 counts["real"] = most
     if any(e.uses_synthetic for e in rows):
@@ -333,7 +333,7 @@ def evaluation_problems(config: Mapping[str, Any]) -> list[str]:
     if not 1 <= experiment <= n_sets:
         out.append(f"evaluation.gallery.experiment = {experiment}, but experiments.sets has {n_sets} "
                    f"rows; pick 1..{n_sets}")
-    pattern = evaluation.get("id_pattern")
+    pattern = evaluation["id_pattern"]
     if pattern is not None and "length" in pattern and pattern.get("positions"):
         length = pattern["length"]
         longest = max(length) if isinstance(length, list) else length

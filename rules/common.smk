@@ -57,7 +57,7 @@ def user_data_inputs(wildcards):
     if config["data"]["source"] != "coco":
         return []
     user = config["data"]["coco"]
-    return [p for p in (user.get("train"), user.get("test")) if p]
+    return [p for p in (user["train"], user["test"]) if p]
 
 
 def synthetic_pool():

@@ -184,7 +184,7 @@ def test_missing_site_and_visibility_allowed_when_no_test_set_needs_them(user):
     with pytest.raises(cc.CocoError, match=r"testset2\) filters on 'visibility', which 8 of 8 test images lack"):
         run_import(user)
     config = user["config"]()
-    config["data"]["test_sets"] = [{"name": "all"}]
+    config["data"]["test_sets"] = [{"name": "all", "where": {}}]  # as the schema fills it in
     train, test = run_import(user, config)
     assert "site" not in train["images"][0] and len(test["images"]) == 8
 
@@ -225,13 +225,13 @@ def test_inpaint_removes_a_dark_blob():
 # ----------------------------------------------------------------------------- test sets
 
 
-def test_test_sets_are_filters_over_any_attribute(tmp_path):
+def test_test_sets_are_filters_over_any_attribute(tmp_path, make_config):
     pool = {"images": [{"id": i, "visibility": v, "rust": r} for i, (v, r) in
                        enumerate([("well", True), ("poor", False), ("well", False), ("partial", 1)], 1)]}
-    sets = [{"name": "all"}, {"name": "rusty", "where": {"rust": True}},
-            {"name": "hard", "where": {"visibility": ["poor", "partial"]}}]
+    sets = make_config({"data": {"test_sets": [{"name": "all"}, {"name": "rusty", "where": {"rust": True}},
+                                               {"name": "hard", "where": {"visibility": ["poor", "partial"]}}]}})
     # JSON's true is not 1: image 4's rust: 1 is not rusty.
-    assert select_test_sets(pool, sets, "pool.json") == [[1, 2, 3, 4], [1], [2, 4]]
+    assert select_test_sets(pool, sets["data"]["test_sets"], "pool.json") == [[1, 2, 3, 4], [1], [2, 4]]
     with pytest.raises(cc.CocoError, match=r"\('none', testset1\) selects no test image"):
         select_test_sets(pool, [{"name": "none", "where": {"rust": "yes"}}], "pool.json")
 

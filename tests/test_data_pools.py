@@ -2,28 +2,38 @@
 
 import hashlib
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pycocotools.coco import COCO
+from snakemake.utils import validate
 
 from billetjax import coco as cc
 from billetjax.data.pools import simulate_real_pools, plan_test_pool, plan_train_pool
 from billetjax.data.report import statistics
 from billetjax.data.stamps import make_stamp_pairs, make_surfaces
 
-CONFIG = {
-    "seed": 11,
-    "image_size_px": 128,
-    "data": {
-        "source": "simulate",
-        "simulate": {"train_pool_images": 30, "site_a_fraction": 1 / 3, "poor_fraction": 0.1,
-                     "partial_fraction": 0.14, "surfaces": 4,
-                     "test_pool": {"well": 4, "poor": 3, "partial": 3}},
-        "coco": {},
-        "stamps": {"size_px": 32, "train": 40, "val": 10, "margin": 0.15},
-    },
-}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def validated(seed: int, image_size_px: int, data: dict) -> dict:
+    """config.yaml with these keys, validated with the schema's defaults: the make_config
+    fixture's config, built here because a module-scoped fixture cannot ask for that fixture."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.update(seed=seed, image_size_px=image_size_px, data=data)
+    validate(config, str(ROOT / "schemas/config.schema.yaml"))
+    return config
+
+
+CONFIG = validated(seed=11, image_size_px=128, data={
+    "source": "simulate",
+    "simulate": {"train_pool_images": 30, "site_a_fraction": 1 / 3, "poor_fraction": 0.1,
+                 "partial_fraction": 0.14, "surfaces": 4,
+                 "test_pool": {"well": 4, "poor": 3, "partial": 3}},
+    "stamps": {"size_px": 32, "train": 40, "val": 10, "margin": 0.15},
+})
 
 
 def tree_digest(folder):

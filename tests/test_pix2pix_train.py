@@ -39,13 +39,19 @@ def pairs(tmp_path_factory):
     return make_pairs(folder / "train.npz", 4, 0), make_pairs(folder / "val.npz", 3, 1)
 
 
+@pytest.fixture
+def gan(make_config):
+    """A function: config.yaml's `gan` section with the given keys changed, as a TrainConfig."""
+    return lambda **keys: TrainConfig.from_config(make_config({"gan": keys})["gan"])
+
+
 def read_history(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_overfits_a_handful_of_pairs(pairs, tmp_path):
-    cfg = TrainConfig(image_size_px=SIZE, ngf=16, ndf=16, batch_size=4, steps=120,
+def test_overfits_a_handful_of_pairs(pairs, tmp_path, gan):
+    cfg = gan(image_size_px=SIZE, ngf=16, ndf=16, batch_size=4, steps=120,
                       checkpoint_every=120, log_every=10, jitter_px=0, learning_rate=1e-3)
     train(pairs[0], pairs[0], tmp_path, cfg, seed=0)
     rows = read_history(tmp_path / "history.csv")
@@ -60,8 +66,8 @@ class Interrupted(Exception):
     pass
 
 
-def test_resume_after_interruption_is_bit_identical(pairs, tmp_path):
-    cfg = TrainConfig(image_size_px=SIZE, ngf=8, ndf=8, batch_size=2, steps=6,
+def test_resume_after_interruption_is_bit_identical(pairs, tmp_path, gan):
+    cfg = gan(image_size_px=SIZE, ngf=8, ndf=8, batch_size=2, steps=6,
                       checkpoint_every=2, log_every=2, jitter_px=2)
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     train(*pairs, whole, cfg, seed=5)
@@ -99,9 +105,13 @@ def test_resume_after_interruption_is_bit_identical(pairs, tmp_path):
     assert sample.stat().st_size > 0 and losses.stat().st_size > 0
 
 
-TINY = TrainConfig(image_size_px=SIZE, ngf=8, ndf=8, batch_size=2, steps=4, checkpoint_every=2,
-                   log_every=2, jitter_px=2)
-SEED = 2  # one seed (and TINY's shapes) for the tests below: one compilation of the step
+SEED = 2  # one seed (and the tiny config's shapes) for the tests below: one compilation of the step
+
+
+@pytest.fixture
+def tiny(gan):
+    return gan(image_size_px=SIZE, ngf=8, ndf=8, batch_size=2, steps=4, checkpoint_every=2, log_every=2,
+               jitter_px=2)
 
 
 def interrupt_at(step):
@@ -114,16 +124,16 @@ def interrupt_at(step):
     return hook
 
 
-def generators(out_dir, cfg=TINY):
+def generators(out_dir, cfg):
     return {step: generator_path(out_dir, step).read_bytes() for step in cfg.checkpoint_steps()}
 
 
-def test_more_steps_extend_the_run_with_a_warning(pairs, tmp_path, caplog):
+def test_more_steps_extend_the_run_with_a_warning(pairs, tmp_path, caplog, tiny):
     """gan.steps is resumable: 4 then 6 steps end where an unbroken 6-step run ends."""
-    longer = replace(TINY, steps=6)
+    longer = replace(tiny, steps=6)
     train(*pairs, tmp_path / "whole", longer, seed=SEED)
     trained = []
-    train(*pairs, tmp_path / "extended", TINY, seed=SEED)
+    train(*pairs, tmp_path / "extended", tiny, seed=SEED)
     with caplog.at_level(logging.WARNING):
         train(*pairs, tmp_path / "extended", longer, seed=SEED, on_step=trained.append)
     assert trained == [5, 6]
@@ -132,61 +142,61 @@ def test_more_steps_extend_the_run_with_a_warning(pairs, tmp_path, caplog):
     assert [r["step"] for r in read_history(tmp_path / "extended/history.csv")] == ["2", "4", "6"]
 
 
-def test_other_stamp_pairs_retrain_from_step_0(pairs, tmp_path, caplog):
+def test_other_stamp_pairs_retrain_from_step_0(pairs, tmp_path, caplog, tiny):
     """The user's own stamps after the simulator's: the kept state is not resumed."""
     other = make_pairs(tmp_path / "own.npz", 4, seed=7)
-    train(*pairs, tmp_path / "run", TINY, seed=SEED)
-    simulator = generators(tmp_path / "run")
+    train(*pairs, tmp_path / "run", tiny, seed=SEED)
+    simulator = generators(tmp_path / "run", tiny)
     trained = []
     with caplog.at_level(logging.WARNING):
-        train(other, pairs[1], tmp_path / "run", TINY, seed=SEED, on_step=trained.append)
+        train(other, pairs[1], tmp_path / "run", tiny, seed=SEED, on_step=trained.append)
     assert trained == [1, 2, 3, 4]
     assert "changed: data train pairs" in caplog.text and "content changed" in caplog.text
     assert "resuming" not in caplog.text
-    own = generators(tmp_path / "run")
+    own = generators(tmp_path / "run", tiny)
     assert own != simulator
-    train(other, pairs[1], tmp_path / "fresh", TINY, seed=SEED)
-    assert own == generators(tmp_path / "fresh")
+    train(other, pairs[1], tmp_path / "fresh", tiny, seed=SEED)
+    assert own == generators(tmp_path / "fresh", tiny)
 
 
 # orbax's restore leaves an asyncio callback behind when it fails: harmless here.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_corrupt_last_checkpoint_starts_afresh(pairs, tmp_path, caplog):
-    train(*pairs, tmp_path / "whole", TINY, seed=SEED)
+def test_corrupt_last_checkpoint_starts_afresh(pairs, tmp_path, caplog, tiny):
+    train(*pairs, tmp_path / "whole", tiny, seed=SEED)
     run = tmp_path / "run"
     with pytest.raises(Interrupted):
-        train(*pairs, run, TINY, seed=SEED, on_step=interrupt_at(3))
+        train(*pairs, run, tiny, seed=SEED, on_step=interrupt_at(3))
     (run / "state/checkpoints/2/default/manifest.ocdbt").write_bytes(b"\0" * 7)  # a torn write
     trained = []
     with caplog.at_level(logging.WARNING):
-        train(*pairs, run, TINY, seed=SEED, on_step=trained.append)
+        train(*pairs, run, tiny, seed=SEED, on_step=trained.append)
     assert "checkpoint 2 does not restore" in caplog.text and "Error decoding manifest" in caplog.text
     assert trained == [1, 2, 3, 4]
     assert len(list(tmp_path.glob("run/state.corrupt-*"))) == 1
-    assert generators(run) == generators(tmp_path / "whole")
+    assert generators(run, tiny) == generators(tmp_path / "whole", tiny)
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # the retry after that resumes the fresh state
-        train(*pairs, run, TINY, seed=SEED)
+        train(*pairs, run, tiny, seed=SEED)
     assert "resuming pix2pix from step 4" in caplog.text and "does not restore" not in caplog.text
 
 
-def test_changed_checkpoint_every_retrains_the_missing_checkpoints(pairs, tmp_path):
+def test_changed_checkpoint_every_retrains_the_missing_checkpoints(pairs, tmp_path, tiny):
     """Checkpoints at 2 and 4 only; checkpoint_every 3 wants one at 3: resumed from step 2."""
-    every3 = replace(TINY, steps=6, checkpoint_every=3)
-    train(*pairs, tmp_path / "run", TINY, seed=SEED)
+    every3 = replace(tiny, steps=6, checkpoint_every=3)
+    train(*pairs, tmp_path / "run", tiny, seed=SEED)
     trained = []
     train(*pairs, tmp_path / "run", every3, seed=SEED, on_step=trained.append)
     assert trained == [3, 4, 5, 6]
     train(*pairs, tmp_path / "whole", every3, seed=SEED)
     assert generators(tmp_path / "run", every3) == generators(tmp_path / "whole", every3)
     assert _resume_step([2, 4], every3) == 2 and _resume_step([3, 6], every3) == 6
-    assert _resume_step([2, 4, 6], replace(TINY, steps=3, checkpoint_every=1)) is None
+    assert _resume_step([2, 4, 6], replace(tiny, steps=3, checkpoint_every=1)) is None
 
 
-def test_non_finite_loss_stops_training_naming_the_step(pairs, tmp_path):
+def test_non_finite_loss_stops_training_naming_the_step(pairs, tmp_path, tiny):
     """A NaN learning rate spoils D at step 1 (D is updated before G's loss): the check at the
     first checkpoint (step 2) names step 1, and no checkpoint of the diverged state is written."""
-    cfg = replace(TINY, learning_rate=float("nan"), log_every=4)
+    cfg = replace(tiny, learning_rate=float("nan"), log_every=4)
     with pytest.raises(FloatingPointError, match=r"pix2pix training diverged at step 1: .*not finite"):
         train(*pairs, tmp_path, cfg, seed=0)
     assert not (tmp_path / "state/checkpoints/2").exists()

@@ -9,6 +9,7 @@ from shapely.geometry import Polygon
 
 from billetjax import coco as cc
 from billetjax.data.simulate import (
+    DIGITS_ONLY,
     SITE_LOOKS,
     VISIBLE_FRACTION_MIN,
     IdScheme,
@@ -192,8 +193,8 @@ def test_digits_only_ids_are_drawn_as_ever():
     (values recorded from it before letters existed)."""
     before = ["52300028695", "79018923842", "12484036879", "221885103464", "85999046236", "18456280235"]
     assert [random_billet_id(np.random.default_rng(s)) for s in range(6)] == before
-    assert [random_billet_id(np.random.default_rng(s), IdScheme()) for s in range(6)] == before
-    assert IdScheme().categories() == DIGIT_CATEGORIES
+    assert [random_billet_id(np.random.default_rng(s), DIGITS_ONLY) for s in range(6)] == before
+    assert DIGITS_ONLY.categories() == DIGIT_CATEGORIES
 
 
 def test_letters_go_to_their_positions_only():
@@ -211,13 +212,13 @@ def test_letters_go_to_their_positions_only():
 
 
 def test_letter_categories_follow_the_digits():
-    categories = IdScheme("ZA").categories()
+    categories = IdScheme("ZA", (0, 6)).categories()
     assert [(c["id"], c["name"]) for c in categories] == [(d + 1, str(d)) for d in range(10)] + [(11, "A"), (12, "Z")]
 
 
 def test_bad_letter_settings_are_refused():
     with pytest.raises(ValueError, match="capital letters"):
-        IdScheme("a1")
+        IdScheme("a1", (0, 6))
     with pytest.raises(ValueError, match=r"id_letter_positions \[11\]"):
         IdScheme("A", (0, 11))
 
@@ -256,18 +257,18 @@ def test_plant_pattern_reads_the_simulated_ids():
     (digits only) is refused with letters on, naming the position and a pattern that works."""
     from billetjax.evaluation.billet_id import IdPattern
 
-    for scheme in (IdScheme(), IdScheme("AB"), IdScheme("C", (2, 9))):
+    for scheme in (DIGITS_ONLY, IdScheme("AB", (0, 6)), IdScheme("C", (2, 9))):
         assert scheme.pattern_problems(scheme.id_pattern()) == []
         pattern = IdPattern.from_config(scheme.id_pattern(), list(scheme.alphabet))
         rng = np.random.default_rng(3)
         assert all(pattern.matches(random_billet_id(rng, scheme)) for _ in range(200))
-    digits_only = IdScheme().id_pattern()
-    assert IdScheme().pattern_problems(digits_only) == [] and IdScheme("AB").pattern_problems(None) == []
-    problems = IdScheme("AB").pattern_problems(digits_only)
+    digits_only = DIGITS_ONLY.id_pattern()
+    assert DIGITS_ONLY.pattern_problems(digits_only) == [] and IdScheme("AB", (0, 6)).pattern_problems(None) == []
+    problems = IdScheme("AB", (0, 6)).pattern_problems(digits_only)
     assert len(problems) == 2
     assert "at position 0" in problems[0] and "at position 6" in problems[1]
     assert "'AB'" in problems[0] and "or null" in problems[0]
-    stray = IdScheme().pattern_problems({"length": 11, "alphabet": "0123456789K"})
+    stray = DIGITS_ONLY.pattern_problems({"length": 11, "alphabet": "0123456789K"})
     assert len(stray) == 1 and "['K']" in stray[0] and "data.simulate.id_letters" in stray[0]
 
 
@@ -320,7 +321,7 @@ def test_config_check_refuses_letters_the_id_pattern_forbids():
     validate(config, str(root / "schemas/config.schema.yaml"))
     found = [p for p in cfg.problems(config) if "id_letters" in p]
     assert len(found) == 2 and "at position 0" in found[0] and "at position 6" in found[1]
-    config["evaluation"]["id_pattern"] = IdScheme("AB").id_pattern()
+    config["evaluation"]["id_pattern"] = IdScheme("AB", (0, 6)).id_pattern()
     assert [p for p in cfg.problems(config) if "id_pattern" in p] == []
     config["evaluation"]["id_pattern"] = None
     assert [p for p in cfg.problems(config) if "id_pattern" in p] == []

@@ -208,9 +208,9 @@ def test_a_folder_of_surfaces_takes_the_pools_sites(pool, tmp_path, make_config)
     assert {r["site"] for r in index} <= {"A", "B"} and len(index) == 6
 
 
-def test_inpainted_surfaces_of_a_pool_with_box_only_stamps(pool, tmp_path):
+def test_inpainted_surfaces_of_a_pool_with_box_only_stamps(pool, tmp_path, make_config):
     folder, data, kinds = pool
-    config = {"image_size_px": 128, "seed": 1, "data": {"source": "coco", "coco": {}}}
+    config = make_config({"image_size_px": 128, "seed": 1, "data": {"source": "coco"}})
     index = make_surfaces(config, folder / "train_pool.json", tmp_path / "surfaces")
     assert len(index) == len(data["images"]) and {r["site"] for r in index} == {UNKNOWN}
     by_id = {r["source_image_id"]: r for r in index}

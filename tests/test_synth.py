@@ -1,5 +1,7 @@
 """Synthesis parts: heuristic masks, the classic renderer, one embedded billet and its annotations."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import shapely
@@ -15,6 +17,18 @@ S = 64
 MARGIN = 0.15
 
 
+@pytest.fixture
+def mask_params(make_config):
+    """How config.yaml deforms and degrades masks (synth.masks, synth.partial)."""
+    return MaskParams.from_config(make_config()["synth"])
+
+
+@pytest.fixture
+def embed_params(make_config):
+    """How config.yaml embeds stamps (synth.embed, synth.partial)."""
+    return EmbedParams.from_config(make_config()["synth"])
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 127, b > 127
     return (a & b).sum() / max((a | b).sum(), 1)
@@ -25,9 +39,9 @@ def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
 
 
-def test_undegraded_mask_is_framed_like_the_stamp_pairs():
+def test_undegraded_mask_is_framed_like_the_stamp_pairs(mask_params):
     """The GAN's training masks come from `crop_pair`; an undegraded mask must look the same."""
-    params = MaskParams(erase_pieces=(0, 0), rotation_deg=0, shear=0, scale=0, elastic_amplitude=0)
+    params = replace(mask_params, erase_pieces=(0, 0), rotation_deg=0, shear=0, scale=0, elastic_amplitude=0)
     for char in ALPHABET:
         stamp = make_stamp_mask(char, np.random.default_rng(0), params, S, MARGIN)
         # The same glyph as an annotation outline somewhere in a big image, cut out by crop_pair.
@@ -43,8 +57,8 @@ def test_undegraded_mask_is_framed_like_the_stamp_pairs():
         assert _iou(stamp.silhouette, pair_mask) > 0.8, char
 
 
-def test_degraded_masks_keep_enough_and_match_their_geometry():
-    params = MaskParams()
+def test_degraded_masks_keep_enough_and_match_their_geometry(mask_params):
+    params = mask_params
     rng = np.random.default_rng(1)
     for i in range(40):
         stamp = make_stamp_mask(ALPHABET[i % 10], rng, params, S, MARGIN)
@@ -58,8 +72,8 @@ def test_degraded_masks_keep_enough_and_match_their_geometry():
         assert max(abs(bx0 - x0), abs(by0 - y0), abs(bx1 - x1), abs(by1 - y1)) <= 1.0
 
 
-def test_counters_stay_holes_in_the_mask_and_filled_in_the_silhouette():
-    params = MaskParams(erase_pieces=(0, 0))
+def test_counters_stay_holes_in_the_mask_and_filled_in_the_silhouette(mask_params):
+    params = replace(mask_params, erase_pieces=(0, 0))
     stamp = make_stamp_mask("8", np.random.default_rng(2), params, S, MARGIN)
     assert len(stamp.geometry.interiors) == 2
     hole_centre = np.asarray(stamp.geometry.interiors[0].centroid.coords[0]).astype(int)
@@ -74,8 +88,8 @@ def test_partial_cut_meets_the_fraction(fraction):
     assert solid_area(kept) / solid_area(polygon) == pytest.approx(fraction, abs=0.02)
 
 
-def test_partial_masks_keep_the_configured_share():
-    params = MaskParams()
+def test_partial_masks_keep_the_configured_share(mask_params):
+    params = mask_params
     rng = np.random.default_rng(4)
     for i in range(20):
         stamp = make_stamp_mask(ALPHABET[i % 10], rng, params, S, MARGIN, partial=True)
@@ -83,13 +97,14 @@ def test_partial_masks_keep_the_configured_share():
         assert params.partial_visible[0] - 0.03 <= share <= params.partial_visible[1] + 0.03
 
 
-def test_overlapping_ranges_are_refused():
+def test_overlapping_ranges_are_refused(make_config):
+    synth = make_config({"synth": {"masks": {"min_area_fraction": 0.7}, "partial": {"visible_fraction": [0.3, 0.75]}}})
     with pytest.raises(ValueError, match="min_area_fraction"):
-        MaskParams.from_config({"masks": {"min_area_fraction": 0.7}, "partial": {"visible_fraction": [0.3, 0.75]}})
+        MaskParams.from_config(synth["synth"])
 
 
-def test_classic_renderer_is_seeded_per_stamp_and_shades_the_stamp():
-    params = MaskParams()
+def test_classic_renderer_is_seeded_per_stamp_and_shades_the_stamp(mask_params):
+    params = mask_params
     rng = np.random.default_rng(5)
     masks = np.stack([make_stamp_mask(c, rng, params, S, MARGIN).mask for c in "0147"])
     out = render_classic(masks, [11, 12, 13, 14])
@@ -120,9 +135,9 @@ def _surface(rng, size=256):
 
 
 @pytest.mark.parametrize("mode", [None, "erased", "edge", "occluder"])
-def test_annotation_boxes_match_the_warped_masks(mode):
+def test_annotation_boxes_match_the_warped_masks(mode, mask_params, embed_params):
     """Box of the outline (geometry path) = box of the stamp's warped mask (pixel path), within 1 px."""
-    mask_params, params = MaskParams(), EmbedParams()
+    params = embed_params
     for seed in range(6):
         rng = np.random.default_rng(seed)
         stamps = _stamps(rng, mask_params, partial={0, 4} if mode == "erased" else ())
@@ -147,12 +162,12 @@ def test_annotation_boxes_match_the_warped_masks(mode):
             assert min(fractions) >= params.partial_visible[0] - 0.05 or mode == "occluder"
 
 
-def test_stamps_sit_at_real_stamp_sizes_and_in_rows():
-    params = EmbedParams()
+def test_stamps_sit_at_real_stamp_sizes_and_in_rows(mask_params, embed_params):
+    params = embed_params
     heights = []
     for seed in range(8):
         rng = np.random.default_rng(seed)
-        billet = compose_billet(_surface(rng), _surface(rng), _stamps(rng, MaskParams()), rng, params)
+        billet = compose_billet(_surface(rng), _surface(rng), _stamps(rng, mask_params), rng, params)
         heights += [annotation_of(c)["bbox"][3] for c in billet.characters]
         rows = [c.row for c in billet.characters]
         assert rows == sorted(rows)  # reading order: row by row
@@ -160,13 +175,14 @@ def test_stamps_sit_at_real_stamp_sizes_and_in_rows():
     assert 0.8 * params.char_height_px[0] <= np.median(heights) <= 1.1 * params.char_height_px[1]
 
 
-def test_hsv_shift_changes_colour_but_not_geometry():
+def test_hsv_shift_changes_colour_but_not_geometry(mask_params, embed_params):
     """Two billets differing only in the stamps' colour jitter have the same annotations."""
     rng = np.random.default_rng(7)
-    stamps, surface = _stamps(rng, MaskParams()), _surface(rng)
-    plain = EmbedParams(hue_shift_deg=0.0, saturation_scale=(1.0, 1.0), value_scale=(1.0, 1.0))
+    stamps, surface = _stamps(rng, mask_params), _surface(rng)
+    plain = replace(embed_params, hue_shift_deg=0.0, saturation_scale=(1.0, 1.0), value_scale=(1.0, 1.0))
     a = compose_billet(surface, surface, stamps, np.random.default_rng(1), plain)
-    b = compose_billet(surface, surface, stamps, np.random.default_rng(1), EmbedParams(value_scale=(0.5, 0.5)))
+    darker = replace(embed_params, value_scale=(0.5, 0.5))
+    b = compose_billet(surface, surface, stamps, np.random.default_rng(1), darker)
     assert [annotation_of(c)["bbox"] for c in a.characters] == [annotation_of(c)["bbox"] for c in b.characters]
     assert not np.array_equal(a.image, b.image)
 
@@ -176,7 +192,7 @@ def test_fill_holes_keeps_parts():
     assert len(fill_holes(two).geoms) == 2
 
 
-def test_stamps_stay_on_the_billet_face():
+def test_stamps_stay_on_the_billet_face(mask_params, embed_params):
     """A bright face on a dark background: every character lands on the face, none on the dark."""
     from billetjax.synth.embed import face_region
 
@@ -190,10 +206,10 @@ def test_stamps_stay_on_the_billet_face():
     np.testing.assert_allclose(background, 20 / 255, atol=1e-3)
     uniform, none = face_region(_surface(rng))
     assert uniform.all() and none is None
-    params = EmbedParams(surface_rotation_deg=0.0, surface_perspective=0.0)
+    params = replace(embed_params, surface_rotation_deg=0.0, surface_perspective=0.0)
     for seed in range(4):
         rng = np.random.default_rng(seed)
-        billet = compose_billet(surface, surface, _stamps(rng, MaskParams()), rng, params)
+        billet = compose_billet(surface, surface, _stamps(rng, mask_params), rng, params)
         for char in billet.characters:
             x, y, w, h = annotation_of(char)["bbox"]
             # The surface warp still zooms 6 % about the centre.

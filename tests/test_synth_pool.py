@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
+import yaml
 from pycocotools.coco import COCO
+from snakemake.utils import validate
 
 from billetjax import coco as cc
 from billetjax.synth.embed import EmbedParams, annotation_of, compose_billet
@@ -21,10 +23,20 @@ MARGIN = 0.15
 N_IMAGES = 12
 
 
-def _config(**synth):
-    return {"seed": 7, "image_size_px": SIZE,
-            "synth": {"method": "classic", "checkpoints": [100, 200], "images": N_IMAGES,
-                      "characters_per_image": 10, "partial_image_fraction": 0.5, **synth}}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(experiments: dict | None = None, **synth) -> dict:
+    """config.yaml at this file's sizes with `synth` keys changed, validated with the schema's
+    defaults: the make_config fixture's config, built here because module-scoped fixtures use it."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.update(seed=7, image_size_px=SIZE)
+    config["synth"].update({"method": "classic", "checkpoints": [100, 200], "images": N_IMAGES,
+                            "characters_per_image": 10, "partial_image_fraction": 0.5, **synth})
+    if experiments is not None:
+        config["experiments"] = experiments
+    validate(config, str(ROOT / "schemas/config.schema.yaml"))
+    return config
 
 
 def _surfaces(folder: Path, n: int = 5) -> Path:
@@ -94,7 +106,7 @@ def test_half_the_images_carry_a_partial_character(pool):
     data = json.loads(pool["json"].read_text())
     per_image = cc.annotations_by_image(data)
     names = cc.category_names(data)
-    masks, embed = MaskParams(), EmbedParams()
+    masks, embed = MaskParams.from_config(pool["config"]["synth"]), EmbedParams.from_config(pool["config"]["synth"])
     partial = [img for img in data["images"] if img["visibility"] == "partial"]
     assert len(partial) == N_IMAGES // 2
     for img in data["images"]:
@@ -286,8 +298,8 @@ def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path):
                 id_scheme=IdScheme("KZ", (0, 6)))
     categories = real_categories(real_json)
     assert [c["name"] for c in categories] == list("0123456789KZ")
-    config = {**_config(images=4, characters_per_image=12),
-              "experiments": {"images": 4, "validation_fraction": 0.25, "sets": [{"synthetic_pct": 50}]}}
+    config = _config(experiments={"images": 4, "validation_fraction": 0.25, "sets": [{"synthetic_pct": 50}]},
+                     images=4, characters_per_image=12)
     bank = tmp_path / "classic" / "stamps_classic.npz"
     make_bank(config, "classic", bank, STAMP_PX, MARGIN, categories=categories)
     assert set(np.load(bank)["labels"].tolist()) == set("0123456789KZ")

@@ -22,6 +22,11 @@ import numpy as np
 from billetjax.pix2pix.models import DEFAULT_IMPL, param_counts, patchgan_layers, unet_depth
 from billetjax.pix2pix.train import TrainConfig, create_state, make_train_step
 
+# The step both sides run: the reference's Adam(2e-4, beta1 0.5) and L1 weight 100.
+LEARNING_RATE = 2e-4
+BETA1 = 0.5
+L1_WEIGHT = 100.0
+
 
 def build_torch_models(image_size: int, ngf: int, ndf: int, mask_channels: int = 1):
     """The reference's unet/basic layout in PyTorch (bias where the reference has one)."""
@@ -90,8 +95,8 @@ def torch_step_fn(generator, discriminator, batch_size: int, image_size: int, se
     torch.manual_seed(seed)
     masks = torch.rand(batch_size, 1, image_size, image_size) * 2 - 1
     images = torch.rand(batch_size, 3, image_size, image_size) * 2 - 1
-    opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(generator.parameters(), lr=LEARNING_RATE, betas=(BETA1, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=LEARNING_RATE, betas=(BETA1, 0.999))
     bce = torch.nn.BCEWithLogitsLoss()
     generator.train()
     discriminator.train()
@@ -106,7 +111,7 @@ def torch_step_fn(generator, discriminator, batch_size: int, image_size: int, se
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)
         pred = discriminator(torch.cat([masks, fake], 1))
-        loss_g = bce(pred, torch.ones_like(pred)) + 100.0 * (fake - images).abs().mean()
+        loss_g = bce(pred, torch.ones_like(pred)) + L1_WEIGHT * (fake - images).abs().mean()
         loss_g.backward()
         opt_g.step()
         return loss_g.item()
@@ -150,7 +155,10 @@ def run(image_size=64, ngf=32, ndf=32, batch_size=8, rounds=5, steps=10, impl=DE
 
     threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
-    cfg = TrainConfig(image_size_px=image_size, ngf=ngf, ndf=ndf, batch_size=batch_size, jitter_px=0)
+    # No jitter (the peer has none); steps and the checkpoint and log periods do not enter the step.
+    cfg = TrainConfig(image_size_px=image_size, ngf=ngf, ndf=ndf, batch_size=batch_size, steps=steps,
+                      checkpoint_every=steps, learning_rate=LEARNING_RATE, beta1=BETA1, l1_weight=L1_WEIGHT,
+                      log_every=steps, jitter_px=0)
     g, d = build_torch_models(image_size, ngf, ndf)
     peer_counts = (sum(p.numel() for p in g.parameters()), sum(p.numel() for p in d.parameters()))
     ours_counts = param_counts(image_size, ngf, ndf, mask_channels=1)

@@ -410,7 +410,7 @@ def import_user_pools(config: dict, train_json: str | os.PathLike, test_json: st
     """
     user = config["data"]["coco"]
     for key in ("train", "train_images", "test", "test_images"):
-        if not user.get(key):
+        if not user[key]:
             raise cc.CocoError(f"config data.coco.{key} is not set; data.source: coco needs all four paths")
     opts = ImportOptions.from_config(config)
     train = import_pool(user["train"], user["train_images"], train_json, train_images, opts)

@@ -120,9 +120,9 @@ def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image
     IDs carry and so the categories (digits 1-10, letters after). Each image has its own derived
     seed, so the bytes do not depend on the number of workers.
     """
-    from billetjax.data.simulate import IdScheme
+    from billetjax.data.simulate import DIGITS_ONLY
 
-    id_scheme = id_scheme or IdScheme()
+    id_scheme = id_scheme or DIGITS_ONLY
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = [

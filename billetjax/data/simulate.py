@@ -195,15 +195,16 @@ PLANT_POSITIONS = ("123456789", *[DIGITS] * (HEAT_LENGTH - 1), "12345678")
 
 @dataclass(frozen=True)
 class IdScheme:
-    """The characters the simulated plant stamps: digits, and letters at some ID positions.
+    """The characters the simulated plant stamps: digits, and letters at some ID positions
+    (`data.simulate.id_letters`, `id_letter_positions`).
 
-    `letters` empty (the default) gives the digits-only IDs of the default study, drawn exactly as
-    before. With letters, every position of `letter_positions` (0 = the first character) is a
-    letter, each of `letters` equally likely; the other positions stay digits.
+    `letters` empty (`DIGITS_ONLY`, the default study) gives the digits-only IDs, drawn exactly as
+    before letters existed. With letters, every position of `letter_positions` (0 = the first
+    character) is a letter, each of `letters` equally likely; the other positions stay digits.
     """
 
-    letters: str = ""
-    letter_positions: tuple[int, ...] = (0, HEAT_LENGTH)
+    letters: str
+    letter_positions: tuple[int, ...]
 
     def __post_init__(self) -> None:
         bad = sorted({c for c in self.letters if c not in LETTERS})
@@ -219,9 +220,8 @@ class IdScheme:
 
     @classmethod
     def from_config(cls, simulate: dict) -> "IdScheme":
-        """From `data.simulate` (`id_letters`, `id_letter_positions`; both optional)."""
-        return cls(str(simulate.get("id_letters", "") or ""),
-                   tuple(simulate.get("id_letter_positions", cls.letter_positions)))
+        """From `data.simulate` of a validated config (`id_letters`, `id_letter_positions`)."""
+        return cls(simulate["id_letters"], tuple(simulate["id_letter_positions"]))
 
     @property
     def alphabet(self) -> str:
@@ -270,6 +270,10 @@ class IdScheme:
         return out
 
 
+# The digits-only IDs of the default study (no letters anywhere).
+DIGITS_ONLY = IdScheme(letters="", letter_positions=())
+
+
 def id_pattern_problems(config: dict) -> list[str]:
     """For a schema-validated config: problems of `evaluation.id_pattern` with the simulated IDs
     (`data.simulate.id_letters`); none for `data.source: coco` (the user's IDs are theirs)."""
@@ -279,7 +283,7 @@ def id_pattern_problems(config: dict) -> list[str]:
         scheme = IdScheme.from_config(config["data"]["simulate"])
     except ValueError as err:
         return [str(err)]
-    return scheme.pattern_problems(config["evaluation"].get("id_pattern"))
+    return scheme.pattern_problems(config["evaluation"]["id_pattern"])
 
 
 def random_billet_id(rng: np.random.Generator, scheme: IdScheme | None = None) -> str:

@@ -336,7 +336,7 @@ def make_surfaces(config: dict, train_pool_json: str | os.PathLike, out_dir: str
             for job in jobs:
                 _render_surface(job)
         index = [{"file_name": Path(j[3]).name, "site": j[1]} for j in jobs]
-    elif config["data"]["coco"].get("surfaces"):
+    elif config["data"]["coco"]["surfaces"]:
         folder = Path(config["data"]["coco"]["surfaces"])
         if not folder.is_dir():
             raise cc.CocoError(f"{folder}: surfaces folder not found (data.coco.surfaces)")
@@ -352,7 +352,7 @@ def make_surfaces(config: dict, train_pool_json: str | os.PathLike, out_dir: str
         else:
             sites = [UNKNOWN] * len(files)  # no site anywhere: one site for all, as for the pairs
         for i, file in enumerate(files):
-            square, *_ = fit_square(cc.read_image(file), size_px, config["data"]["coco"].get("fit", "pad"))
+            square, *_ = fit_square(cc.read_image(file), size_px, config["data"]["coco"]["fit"])
             name = f"surface_{i:05d}.png"
             cc.write_image(out_dir / name, square)
             index.append({"file_name": name, "site": sites[i], "source": str(file)})

@@ -38,7 +38,7 @@ def select_test_sets(pool: dict, test_sets: list[dict], path: str | os.PathLike)
     some image lacks, and a set that selects nothing, naming the set and the fix."""
     members = []
     for n, spec in enumerate(test_sets, 1):
-        where = spec.get("where", {})
+        where = spec["where"]
         label = f"data.test_sets[{n - 1}] ({spec['name']!r}, testset{n})"
         for key in where:
             lacking = [img for img in pool["images"] if key not in img]

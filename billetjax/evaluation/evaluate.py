@@ -63,13 +63,13 @@ def evaluate(
 ) -> dict:
     """All metrics of one model on one test set, with bootstrap intervals and per-image counts.
 
-    evaluation: the config's `evaluation` section (iou_threshold, score_threshold,
+    evaluation: the `evaluation` section of a validated config (iou_threshold, score_threshold,
     bootstrap_samples, id_pattern).
     """
-    iou_t = float(evaluation.get("iou_threshold", 0.5))
-    score_t = float(evaluation.get("score_threshold", 0.5))
+    iou_t = float(evaluation["iou_threshold"])
+    score_t = float(evaluation["score_threshold"])
     names = [str(c["name"]) for c in sorted(coco_gt["categories"], key=lambda c: int(c["id"]))]
-    pattern = IdPattern.from_config(evaluation.get("id_pattern"), names)
+    pattern = IdPattern.from_config(evaluation["id_pattern"], names)
 
     matches = match_detections(coco_gt, detections, iou_t, score_t)
     billets = read_billets(coco_gt, detections, score_t, pattern)
@@ -84,7 +84,7 @@ def evaluate(
     totals = counts.sum(axis=0)
     values = {k: float(v) for k, v in metric_fn(totals).items()}
     values["mAP50"] = map50(coco_gt, detections)
-    intervals = bootstrap_intervals(counts, metric_fn, int(evaluation.get("bootstrap_samples", 1000)), bootstrap_seed)
+    intervals = bootstrap_intervals(counts, metric_fn, int(evaluation["bootstrap_samples"]), bootstrap_seed)
     col = dict(zip(RUN_COLUMNS, (int(v) for v in totals)))
     logger.info(
         "%d billets, %d characters, %d detections >= %.2f: %s",
@@ -94,7 +94,7 @@ def evaluate(
     return {
         "iou_threshold": iou_t,
         "score_threshold": score_t,
-        "id_pattern": evaluation.get("id_pattern"),
+        "id_pattern": evaluation["id_pattern"],
         "metrics": values,
         "intervals": {k: list(intervals[k]) for k in INTERVAL_METRICS},
         "counts": {

@@ -60,9 +60,9 @@ def patchgan_layers(image_size: int) -> int:
 class Pix2PixConfig:
     """What is needed to rebuild the networks (stored with every generator checkpoint)."""
 
-    image_size: int = 64
-    ngf: int = 32
-    ndf: int = 32
+    image_size: int
+    ngf: int
+    ndf: int
     mask_channels: int = 1  # the reference feeds the mask as an RGB image (3)
     image_channels: int = 3
     impl: str = DEFAULT_IMPL

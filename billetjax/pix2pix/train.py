@@ -36,25 +36,25 @@ HISTORY_COLUMNS = ["step", "g_gan", "g_l1", "d_loss", "val_l1", "steps_per_s"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The `gan:` section of config.yaml (see the schema for each key's meaning)."""
+    """The `gan:` section of a validated config (the schema documents each key and holds the
+    defaults)."""
 
-    image_size_px: int = 64
-    ngf: int = 32
-    ndf: int = 32
-    batch_size: int = 8
-    steps: int = 3000
-    checkpoint_every: int = 1000
-    learning_rate: float = 2e-4
-    beta1: float = 0.5
-    l1_weight: float = 100.0
-    log_every: int = 100
-    jitter_px: int = 4
+    image_size_px: int
+    ngf: int
+    ndf: int
+    batch_size: int
+    steps: int
+    checkpoint_every: int
+    learning_rate: float
+    beta1: float
+    l1_weight: float
+    log_every: int
+    jitter_px: int
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainConfig":
-        """Build from the config's `gan:` dict, ignoring keys that are not training facts."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in section.items() if k in names})
+        """Build from the `gan:` section of a validated config."""
+        return cls(**{f.name: section[f.name] for f in fields(cls)})
 
     def model_config(self, mask_channels: int = 1, impl: str = DEFAULT_IMPL) -> Pix2PixConfig:
         return Pix2PixConfig(

@@ -60,45 +60,53 @@ MASK_SUPERSAMPLE = 4
 
 @dataclass(frozen=True)
 class EmbedParams:
-    """How stamps are embedded; built from `synth.embed` and `synth.partial`."""
+    """How stamps are embedded: `synth.embed` and `synth.partial` (the schema documents each key
+    and holds the defaults)."""
 
-    char_height_px: tuple[float, float] = (16.0, 30.0)   # at 256 px, scaled with the image size
-    char_gap: tuple[float, float] = (0.08, 0.3)          # gap between characters (char heights)
-    row_gap: tuple[float, float] = (0.2, 0.5)            # gap between rows (char heights)
-    char_jitter: float = 0.04                            # position jitter (char heights)
-    char_rotation_deg: float = 2.0                       # per-character rotation, +-
-    surface_rotation_deg: float = 8.0                    # surface rotation, +-
-    surface_perspective: float = 0.04                    # corner displacement (image sizes), +-
-    blend_sigma_px: float = 0.7                          # Gaussian blur of the blending mask (at 256 px)
-    opacity: tuple[float, float] = (0.85, 1.0)           # stamp opacity in the blend
-    hue_shift_deg: float = 10.0                          # HSV: hue shift, +-
-    saturation_scale: tuple[float, float] = (0.6, 1.4)   # HSV: saturation factor
-    value_scale: tuple[float, float] = (0.75, 1.2)       # HSV: value (brightness) factor
-    noise_std: tuple[float, float] = (0.0, 2.5)          # camera noise over the whole image (grey levels)
-    match_surface: bool = True                           # scale a stamp's face colour to the surface's first
-    partial_characters: tuple[int, int] = (1, 3)         # partially visible characters per partial image
-    partial_visible: tuple[float, float] = (0.35, 0.75)  # share of a partial character left visible
-    partial_modes: tuple[float, float, float] = (1.0, 1.0, 1.0)  # weights of erased, edge, occluder
+    char_height_px: tuple[float, float]      # at 256 px, scaled with the image size
+    char_gap: tuple[float, float]            # gap between characters (char heights)
+    row_gap: tuple[float, float]             # gap between rows (char heights)
+    char_jitter: float                       # position jitter (char heights)
+    char_rotation_deg: float                 # per-character rotation, +-
+    surface_rotation_deg: float              # surface rotation, +-
+    surface_perspective: float               # corner displacement (image sizes), +-
+    blend_sigma_px: float                    # Gaussian blur of the blending mask (at 256 px)
+    opacity: tuple[float, float]             # stamp opacity in the blend
+    hue_shift_deg: float                     # HSV: hue shift, +-
+    saturation_scale: tuple[float, float]    # HSV: saturation factor
+    value_scale: tuple[float, float]         # HSV: value (brightness) factor
+    noise_std: tuple[float, float]           # camera noise over the whole image (grey levels)
+    match_surface: bool                      # scale a stamp's face colour to the surface's first
+    partial_characters: tuple[int, int]      # partially visible characters per partial image
+    partial_visible: tuple[float, float]     # share of a partial character left visible
+    partial_modes: tuple[float, float, float]  # weights of erased, edge, occluder (PARTIAL_MODES)
 
     @classmethod
     def from_config(cls, synth: dict) -> "EmbedParams":
         """Read `synth.embed` and `synth.partial` of a validated config."""
-        e = synth.get("embed", {})
-        p = synth.get("partial", {})
-        modes = p.get("modes", {})
-        kwargs = {}
-        for name in cls.__dataclass_fields__:
-            if name in e:
-                value = e[name]
-                if isinstance(value, bool):
-                    kwargs[name] = value
-                else:
-                    kwargs[name] = tuple(float(v) for v in value) if isinstance(value, list) else float(value)
+        e, p = synth["embed"], synth["partial"]
+
+        def pair(key: str) -> tuple[float, float]:
+            return tuple(float(v) for v in e[key])
+
         params = cls(
-            **kwargs,
-            partial_characters=tuple(int(v) for v in p.get("characters", cls.partial_characters)),
-            partial_visible=tuple(float(v) for v in p.get("visible_fraction", cls.partial_visible)),
-            partial_modes=tuple(float(modes.get(m, 1.0)) for m in PARTIAL_MODES),
+            char_height_px=pair("char_height_px"),
+            char_gap=pair("char_gap"),
+            row_gap=pair("row_gap"),
+            char_jitter=float(e["char_jitter"]),
+            char_rotation_deg=float(e["char_rotation_deg"]),
+            surface_rotation_deg=float(e["surface_rotation_deg"]),
+            surface_perspective=float(e["surface_perspective"]),
+            blend_sigma_px=float(e["blend_sigma_px"]),
+            opacity=pair("opacity"),
+            hue_shift_deg=float(e["hue_shift_deg"]),
+            saturation_scale=pair("saturation_scale"),
+            value_scale=pair("value_scale"),
+            noise_std=pair("noise_std"),
+            match_surface=bool(e["match_surface"]),
+            partial_characters=tuple(int(v) for v in p["characters"]),
+            partial_visible=tuple(float(v) for v in p["visible_fraction"]),
+            partial_modes=tuple(float(p["modes"][m]) for m in PARTIAL_MODES),
         )
         if sum(params.partial_modes) <= 0:
             raise ValueError("synth.partial.modes: at least one of erased, edge, occluder needs a positive weight")

@@ -32,33 +32,33 @@ MAX_TRIES = 20
 
 @dataclass(frozen=True)
 class MaskParams:
-    """How masks are deformed and degraded; built from `synth.masks` and `synth.partial`."""
+    """How masks are deformed and degraded: `synth.masks` and `synth.partial.visible_fraction`
+    (the schema documents each key and holds the defaults)."""
 
-    rotation_deg: float = 3.0          # affine: rotation, +-
-    shear: float = 0.08                # affine: horizontal shear, +-
-    scale: float = 0.06                # affine: anisotropic scale, 1 +- this per axis
-    elastic_amplitude: float = 0.015   # elastic field: displacement amplitude (glyph heights)
-    elastic_wavelength: float = 0.6    # elastic field: wavelength (glyph heights)
-    erase_pieces: tuple[int, int] = (0, 2)          # pieces erased per stamp (inclusive range)
-    erase_radius: tuple[float, float] = (0.05, 0.11)  # radius of an erased piece (glyph heights)
-    min_area_fraction: float = 0.85    # a degraded stamp keeps at least this share of its area
-    partial_visible: tuple[float, float] = (0.35, 0.75)  # share left of a partially visible stamp
+    rotation_deg: float                # affine: rotation, +-
+    shear: float                       # affine: horizontal shear, +-
+    scale: float                       # affine: anisotropic scale, 1 +- this per axis
+    elastic_amplitude: float           # elastic field: displacement amplitude (glyph heights)
+    elastic_wavelength: float          # elastic field: wavelength (glyph heights)
+    erase_pieces: tuple[int, int]      # pieces erased per stamp (inclusive range)
+    erase_radius: tuple[float, float]  # radius of an erased piece (glyph heights)
+    min_area_fraction: float           # a degraded stamp keeps at least this share of its area
+    partial_visible: tuple[float, float]  # share left of a partially visible stamp
 
     @classmethod
     def from_config(cls, synth: dict) -> "MaskParams":
         """Read `synth.masks` and `synth.partial.visible_fraction` of a validated config."""
-        m = synth.get("masks", {})
-        partial = synth.get("partial", {})
+        m = synth["masks"]
         params = cls(
-            rotation_deg=float(m.get("rotation_deg", cls.rotation_deg)),
-            shear=float(m.get("shear", cls.shear)),
-            scale=float(m.get("scale", cls.scale)),
-            elastic_amplitude=float(m.get("elastic_amplitude", cls.elastic_amplitude)),
-            elastic_wavelength=float(m.get("elastic_wavelength", cls.elastic_wavelength)),
-            erase_pieces=tuple(int(v) for v in m.get("erase_pieces", cls.erase_pieces)),
-            erase_radius=tuple(float(v) for v in m.get("erase_radius", cls.erase_radius)),
-            min_area_fraction=float(m.get("min_area_fraction", cls.min_area_fraction)),
-            partial_visible=tuple(float(v) for v in partial.get("visible_fraction", cls.partial_visible)),
+            rotation_deg=float(m["rotation_deg"]),
+            shear=float(m["shear"]),
+            scale=float(m["scale"]),
+            elastic_amplitude=float(m["elastic_amplitude"]),
+            elastic_wavelength=float(m["elastic_wavelength"]),
+            erase_pieces=tuple(int(v) for v in m["erase_pieces"]),
+            erase_radius=tuple(float(v) for v in m["erase_radius"]),
+            min_area_fraction=float(m["min_area_fraction"]),
+            partial_visible=tuple(float(v) for v in synth["partial"]["visible_fraction"]),
         )
         params.check()
         return params

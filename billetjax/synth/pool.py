@@ -110,7 +110,7 @@ def _masks_chunk(args: tuple) -> list:
     config, indices, size_px, margin, names = args
     plan = bank_plan(config)
     params = MaskParams.from_config(config["synth"])
-    glyphs = load_glyph_set(config["synth"].get("glyphs"))
+    glyphs = load_glyph_set(config["synth"]["glyphs"])
     out = []
     for k in indices:
         label = names[k % len(names)]
@@ -131,7 +131,7 @@ def make_masks(config: dict, indices: np.ndarray, size_px: int, margin: float, w
     indices = np.asarray(indices)
     names = tuple(str(c["name"]) for c in _category_list(categories))
     # Refuse a category without a glyph here, by name, not deep inside a worker.
-    require_glyphs(names, config["synth"].get("glyphs"), where="the real train pool's categories")
+    require_glyphs(names, config["synth"]["glyphs"], where="the real train pool's categories")
     if workers <= 1 or len(indices) < 64:
         return _masks_chunk((config, indices, size_px, margin, names))
     chunks = np.array_split(indices, workers * 4)

@@ -137,7 +137,7 @@ def design_letter(char: str) -> Polygon:
     return shapely.affinity.translate(letter, GLYPH_WIDTH / 2 - (x0 + x1) / 2, 0.0)
 
 
-def _ring(ring) -> list[list[float]]:
+def _ring_coords(ring) -> list[list[float]]:
     # Rings are stored open (no repeated first point), as the digits are.
     return [[round(x, DECIMALS), round(y, DECIMALS)] for x, y in list(ring.coords)[:-1]]
 
@@ -146,7 +146,7 @@ def letter_record(char: str) -> dict:
     """One letter as the file stores it: exterior counter-clockwise in stored coordinates, holes
     clockwise (the digits' orientation), coordinates rounded to `DECIMALS`."""
     polygon = orient(design_letter(char), sign=1.0)
-    return {"exterior": _ring(polygon.exterior), "holes": [_ring(h) for h in polygon.interiors]}
+    return {"exterior": _ring_coords(polygon.exterior), "holes": [_ring_coords(h) for h in polygon.interiors]}
 
 
 def build_table(current: dict) -> dict:

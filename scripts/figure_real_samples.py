@@ -4,6 +4,6 @@ from billetjax.utils import log_to
 
 log_to(snakemake.log[0])
 
-from billetjax.data.report import sample_grid  # noqa: E402
+from billetjax.data.report import real_samples_figure  # noqa: E402
 
-sample_grid(snakemake.input[0], snakemake.output[0], seed=snakemake.params.seed)
+real_samples_figure(snakemake.input[0], snakemake.output[0], seed=snakemake.params.seed)

@@ -5,9 +5,9 @@ from billetjax.utils import enable_jax_cache, log_to, stage_seed
 log_to(snakemake.log[0])
 enable_jax_cache()
 
-from billetjax.pix2pix.figures import sample_grid  # noqa: E402
+from billetjax.pix2pix.figures import gan_samples_figure  # noqa: E402
 
-sample_grid(
+gan_samples_figure(
     snakemake.input.generator, snakemake.input.val, snakemake.output[0],
     stage_seed(snakemake.params.seed, "gan-samples"),
 )

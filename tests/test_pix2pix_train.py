@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx, serialization
 
-from billetjax.pix2pix.figures import loss_figure, sample_grid
+from billetjax.pix2pix.figures import loss_figure, gan_samples_figure
 from billetjax.pix2pix.train import TrainConfig, _resume_step, create_state, generator_path, train
 
 SIZE = 32
@@ -100,7 +100,7 @@ def test_resume_after_interruption_is_bit_identical(pairs, tmp_path, gan):
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved["params"])):
         np.testing.assert_array_equal(np.asarray(a), b)
 
-    sample = sample_grid(generator_path(whole, 6), pairs[1], tmp_path / "samples.png", seed=0, n=3)
+    sample = gan_samples_figure(generator_path(whole, 6), pairs[1], tmp_path / "samples.png", seed=0, n=3)
     losses = loss_figure(whole / "history.csv", tmp_path / "losses.png")
     assert sample.stat().st_size > 0 and losses.stat().st_size > 0
 

@@ -11,7 +11,7 @@ from billetjax.data.stamps import crop_pair
 from billetjax.glyphs import ALPHABET, glyph
 from billetjax.synth.classic import render_classic
 from billetjax.synth.embed import EmbedParams, Stamp, annotation_of, compose_billet
-from billetjax.synth.masks import MaskParams, cut_partial, fill_holes, make_stamp_mask, solid_area
+from billetjax.synth.masks import MaskParams, cut_partial, make_stamp_mask, silhouette_of, solid_area
 
 S = 64
 MARGIN = 0.15
@@ -187,9 +187,9 @@ def test_hsv_shift_changes_colour_but_not_geometry(mask_params, embed_params):
     assert not np.array_equal(a.image, b.image)
 
 
-def test_fill_holes_keeps_parts():
+def test_silhouette_of_keeps_parts():
     two = shapely.MultiPolygon([Polygon([(0, 0), (1, 0), (1, 1)]), Polygon([(2, 2), (3, 2), (3, 3)])])
-    assert len(fill_holes(two).geoms) == 2
+    assert len(silhouette_of(two).geoms) == 2
 
 
 def test_stamps_stay_on_the_billet_face(mask_params, embed_params):

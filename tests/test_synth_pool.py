@@ -185,12 +185,12 @@ MIXED = [{"id": 2, "name": "B", "supercategory": "character"}, {"id": 0, "name":
 def _best_glyph(stamp, candidates: dict) -> str:
     """The candidate whose glyph, framed like the stamp, overlaps the stamp's silhouette most."""
     from billetjax.glyphs import rasterise
-    from billetjax.synth.masks import crop_transform, fill_holes
+    from billetjax.synth.masks import crop_transform, silhouette_of
 
     scores = {}
     for name, shape in candidates.items():
         framed = shapely.affinity.affine_transform(shape, crop_transform(shape, STAMP_PX, MARGIN))
-        ref = rasterise(fill_holes(framed), STAMP_PX) > 0
+        ref = rasterise(silhouette_of(framed), STAMP_PX) > 0
         seen = stamp.silhouette > 0
         scores[name] = (ref & seen).sum() / (ref | seen).sum()
     return max(scores, key=scores.get)

@@ -44,7 +44,7 @@ def statistics(datasets: dict[str, str | os.PathLike]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sample_grid(pool_json: str | os.PathLike, out_png: str | os.PathLike, per_cell: int = 2, seed: int = 0,
+def real_samples_figure(pool_json: str | os.PathLike, out_png: str | os.PathLike, per_cell: int = 2, seed: int = 0,
                 title: str = "Real billet images: sites × visibility (boxes and labels drawn)") -> None:
     """A grid of images: rows = sites, columns = visibility classes × per_cell; boxes and labels drawn."""
     import matplotlib

@@ -163,7 +163,7 @@ VISIBILITY_LOOKS: dict[str, VisibilityLook] = {
 
 
 @dataclass
-class Character:
+class RenderedCharacter:
     """One annotated stamped character, in image pixel coordinates (x, y)."""
 
     label: str
@@ -179,7 +179,7 @@ class RenderedBillet:
     """A rendered billet image with its annotations."""
 
     image: np.ndarray                   # uint8 [H, W, 3] RGB
-    characters: list[Character]         # annotated characters, in reading order
+    characters: list[RenderedCharacter]         # annotated characters, in reading order
     billet_id: str                      # the full stamped ID, in reading order
     site: str
     visibility: str
@@ -322,7 +322,7 @@ def _normal(rng: np.random.Generator, mean_sd: tuple[float, float]) -> float:
     return float(rng.normal(mean_sd[0], mean_sd[1]))
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+def _cell_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Band-limited noise (unit variance approx.): a `cells` grid of normals, cubic-upsampled."""
     grid = rng.standard_normal((cells + 3, cells + 3)).astype(np.float32)
     big = cv2.resize(grid, (size + size * 3 // cells, size + size * 3 // cells),
@@ -425,8 +425,8 @@ def _face_outline(rng: np.random.Generator, wobble: float) -> Polygon:
     return outline
 
 
-def _blob(rng: np.random.Generator, centre: np.ndarray, radius: float, elongation: float,
-          vertices: int = 72) -> Polygon:
+def _occluder_outline(rng: np.random.Generator, centre: np.ndarray, radius: float, elongation: float,
+                      vertices: int = 72) -> Polygon:
     """An irregular star-shaped patch (a scale flake or a dirt lump) in face units."""
     angle = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
     r = np.ones(vertices)
@@ -543,7 +543,7 @@ def _occluders(rng: np.random.Generator, stamps: list[_Stamp], height: float
         centre = np.array([target.x, target.y]) + rng.normal(0.0, spread, 2) * height
         radius = height * rng.uniform(0.4, 1.1)
         kind = str(rng.choice(["scale", "dirt", "dust"], p=[0.55, 0.3, 0.15]))
-        out.append((_blob(rng, centre, radius, rng.uniform(1.0, 2.2)), kind))
+        out.append((_occluder_outline(rng, centre, radius, rng.uniform(1.0, 2.2)), kind))
     return out
 
 
@@ -644,7 +644,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
         _uniform(rng, und))
     rough = _fractal(rng, face_px, base_cells=8, beta=1.0)
     height += rough * np.float32(rng.uniform(0.0011, 0.0018) * math.sqrt(512.0 / face_px))
-    marks_fade = _smoothstep(0.5 + 0.8 * _smooth_noise(rng, face_px, 5))
+    marks_fade = _smoothstep(0.5 + 0.8 * _cell_noise(rng, face_px, 5))
     height += _cut_marks(rng, face_px, look.marks) * marks_fade
 
     scale_noise = _fractal(rng, face_px, base_cells=4, beta=0.9)
@@ -672,7 +672,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     for stamp in stamps:
         _fill(depth_map, stamp.stamped, float(stamp.depth_scale), face_px)
     if stamps and stamped:
-        window = _window([s.full for s in stamps], face_px, margin=2.0 * char_h)
+        window = _face_window([s.full for s in stamps], face_px, margin=2.0 * char_h)
         (r0, r1), (c0, c1) = window
         mask = (depth_map[r0:r1, c0:c1] > 0).astype(np.uint8)
         inside = cv2.distanceTransform(mask, cv2.DIST_L2, 5) / np.float32(face_px)
@@ -689,7 +689,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     # --- occluders lying on the face: flakes and dirt fill the stamps -------------------
     occ_mask = occ_albedo = None
     if occluders:
-        (r0, r1), (c0, c1) = _window([p for p, _ in occluders], face_px, margin=0.01)
+        (r0, r1), (c0, c1) = _face_window([p for p, _ in occluders], face_px, margin=0.01)
         occ_mask = np.zeros((r1 - r0, c1 - c0), np.float32)
         occ_albedo = np.zeros((r1 - r0, c1 - c0, 3), np.float32)
         shift = np.array([c0, r0], np.float64) / face_px
@@ -743,7 +743,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     diffuse *= occlusion
 
     # --- albedo --------------------------------------------------------------------------
-    tint_noise = _smooth_noise(rng, face_px, 4)
+    tint_noise = _cell_noise(rng, face_px, 4)
     steel = np.array([0.31, 0.305, 0.30], np.float32) * np.float32(rng.uniform(0.8, 1.15))
     oxide = np.array(rng.choice([[0.40, 0.33, 0.27], [0.30, 0.31, 0.38], [0.36, 0.34, 0.30]]),
                      np.float32)
@@ -815,7 +815,7 @@ def _has_glyph(char: str) -> bool:
     return True
 
 
-def _window(geometries, face_px: int, margin: float) -> tuple[tuple[int, int], tuple[int, int]]:
+def _face_window(geometries, face_px: int, margin: float) -> tuple[tuple[int, int], tuple[int, int]]:
     """Row and column range (pixels) covering the geometries plus a margin (face units)."""
     x0, y0, x1, y1 = unary_union(geometries).bounds
     c0 = max(int((x0 - margin) * face_px), 0)
@@ -831,11 +831,11 @@ def _fill_image_space(canvas: np.ndarray, geometry) -> None:
 
 
 def _annotate(stamps: list[_Stamp], face: Polygon, occluders, homography: np.ndarray,
-              size: int) -> list[Character]:
+              size: int) -> list[RenderedCharacter]:
     """Visible part of every stamp in image pixels; drops hardly visible ones."""
     frame = box(0, 0, size, size)
     cover = unary_union([p for p, _ in occluders]) if occluders else None
-    characters: list[Character] = []
+    characters: list[RenderedCharacter] = []
     for stamp in stamps:
         visible = stamp.stamped.intersection(face)
         if cover is not None:
@@ -866,7 +866,7 @@ def _annotate(stamps: list[_Stamp], face: Polygon, occluders, homography: np.nda
         polygon = points.astype(np.float32)
         x0, y0 = polygon.min(axis=0)
         x1, y1 = polygon.max(axis=0)
-        characters.append(Character(
+        characters.append(RenderedCharacter(
             label=stamp.label, polygon=polygon,
             bbox=(float(x0), float(y0), float(x1 - x0), float(y1 - y0)),
             index=stamp.index, visible_fraction=float(fraction), shape=visible))

@@ -138,7 +138,7 @@ def _disk(radius: float) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
+def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
     """The mask with every enclosed hole filled: the silhouette that an outline polygon describes."""
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     out = np.zeros_like(mask)
@@ -188,7 +188,7 @@ def segment_stamp(crop: np.ndarray, box: tuple[float, float, float, float]) -> n
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= SEGMENT_MIN_COMPONENT * inside.sum()
     keep[0] = False
-    mask = fill_holes(np.where(keep[labels], 255, 0).astype(np.uint8))
+    mask = fill_mask_holes(np.where(keep[labels], 255, 0).astype(np.uint8))
     if not mask.any():
         return ellipse_in_box(box, crop.shape[:2])
     return mask

@@ -22,7 +22,7 @@ def pick_samples(labels: np.ndarray, n: int) -> np.ndarray:
     return np.array(sorted(order[:n]))
 
 
-def sample_grid(generator_path: str | Path, val_path: str | Path, out_png: str | Path, seed: int,
+def gan_samples_figure(generator_path: str | Path, val_path: str | Path, out_png: str | Path, seed: int,
                 n: int = 8, per_row: int = 2) -> Path:
     """Render n validation masks and save rows of (mask | target | synthesis) triplets."""
     import matplotlib

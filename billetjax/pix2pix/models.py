@@ -71,7 +71,7 @@ class Pix2PixConfig:
         return asdict(self)
 
 
-def _normal(rng: np.random.Generator, shape, mean=0.0) -> jax.Array:
+def _init_normal(rng: np.random.Generator, shape, mean=0.0) -> jax.Array:
     # NumPy draws: jax.random would compile one kernel per weight shape, tens of seconds on CPU.
     return jnp.asarray(rng.normal(mean, INIT_STD, shape).astype(np.float32))
 
@@ -80,7 +80,7 @@ class Conv(nnx.Module):
     """Conv2d(kernel 4, padding 1) with stride 2 (`down`) or 1, kernel stored HWIO."""
 
     def __init__(self, cin: int, cout: int, stride: int, use_bias: bool, impl: str, *, rng):
-        self.kernel = nnx.Param(_normal(rng, (4, 4, cin, cout)))
+        self.kernel = nnx.Param(_init_normal(rng, (4, 4, cin, cout)))
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if use_bias else None
         self.stride = stride
         self.impl = impl
@@ -97,7 +97,7 @@ class ConvTranspose(nnx.Module):
     """ConvTranspose2d(kernel 4, stride 2, padding 1); kernel [ky, kx, cin, cout] (torch's, permuted)."""
 
     def __init__(self, cin: int, cout: int, use_bias: bool, impl: str, *, rng):
-        self.kernel = nnx.Param(_normal(rng, (4, 4, cin, cout)))
+        self.kernel = nnx.Param(_init_normal(rng, (4, 4, cin, cout)))
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if use_bias else None
         self.impl = impl
 
@@ -115,7 +115,7 @@ class BatchNorm(nnx.Module):
     """
 
     def __init__(self, channels: int, *, rng: np.random.Generator, track_running: bool = True):
-        self.scale = nnx.Param(_normal(rng, (channels,), mean=1.0))
+        self.scale = nnx.Param(_init_normal(rng, (channels,), mean=1.0))
         self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
         if track_running:
             self.mean = nnx.BatchStat(jnp.zeros((channels,), jnp.float32))

@@ -21,7 +21,7 @@ TINTS = np.array([
 ])
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, scale_px: float) -> np.ndarray:
+def _blurred_noise(rng: np.random.Generator, size: int, scale_px: float) -> np.ndarray:
     """Zero-mean, unit-std noise smoothed over about `scale_px`."""
     noise = cv2.GaussianBlur(rng.normal(size=(size, size)).astype(np.float32), (0, 0), max(scale_px, 0.3))
     return noise / max(float(noise.std()), 1e-6)
@@ -36,8 +36,8 @@ def height_field(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     t = np.clip(distance / bevel_px, 0, 1)
     profile = t * t * (3 - 2 * t)  # smooth step: a rounded wall from rim to floor
     depth = size * rng.uniform(0.04, 0.08)
-    floor = 1 + 0.15 * _smooth_noise(rng, size, size * 0.05)
-    surface = 0.003 * size * _smooth_noise(rng, size, size * 0.04)  # the face is not flat either
+    floor = 1 + 0.15 * _blurred_noise(rng, size, size * 0.05)
+    surface = 0.003 * size * _blurred_noise(rng, size, size * 0.04)  # the face is not flat either
     height = -depth * profile * floor + surface
     # A slight raised burr where the punch pushed metal aside.
     rim = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), bevel_px) * (1 - inside)
@@ -73,7 +73,8 @@ def render_classic_one(mask: np.ndarray, seed: int) -> np.ndarray:
     inside = cv2.GaussianBlur((mask > 127).astype(np.float32), (0, 0), size * 0.02)
     floor_tint = tint * rng.uniform(0.6, 0.9) * np.array([1.05, 1.0, 0.95])
     colour = tint * (1 - inside[..., None]) + floor_tint * inside[..., None]
-    texture = 1 + 0.06 * _smooth_noise(rng, size, 0.7)[..., None] + 0.05 * _smooth_noise(rng, size, size * 0.1)[..., None]
+    texture = (1 + 0.06 * _blurred_noise(rng, size, 0.7)[..., None]
+               + 0.05 * _blurred_noise(rng, size, size * 0.1)[..., None])
     rgb = colour * light[..., None] * texture
     return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
 

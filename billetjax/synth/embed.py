@@ -11,7 +11,7 @@ surface shows one in front of a dark background (`face_region`).
 
 Annotations: the outline is the visible silhouette (counters filled, as the real outlines); the box
 is that of the pixels it covers at least half, i.e. the box of the stamp's mask in the written
-image; `Character.mask` is the same mask made the other way (the crop's silhouette warped like the
+image; `EmbeddedCharacter.mask` is the same mask made the other way (the crop's silhouette warped like the
 stamp's colours, minus occluders), which the tests hold against the box.
 
 Coordinates follow COCO (pixel (r, c) covers [c, c+1) x [r, r+1)); OpenCV's warps put pixel
@@ -28,7 +28,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from billetjax.glyphs import rasterise
-from billetjax.synth.masks import fill_holes, polygons, solid_area
+from billetjax.synth.masks import polygons, silhouette_of, solid_area
 
 # Character heights are given for 256 px images and scale with the image size.
 REFERENCE_SIZE_PX = 256
@@ -127,7 +127,7 @@ class Stamp:
 
 
 @dataclass
-class Character:
+class EmbeddedCharacter:
     """One embedded character: what the annotation is made of, and its mask for checking."""
 
     label: str
@@ -145,7 +145,7 @@ class Billet:
     """A synthetic billet image with its characters in reading order."""
 
     image: np.ndarray
-    characters: list[Character] = field(default_factory=list)
+    characters: list[EmbeddedCharacter] = field(default_factory=list)
     partial_mode: str | None = None
 
     @property
@@ -331,7 +331,7 @@ def layout(stamps: list[Stamp], rng: np.random.Generator, size_px: int, warp: np
 # ----------------------------------------------------------------------------- partial visibility
 
 
-def _blob(rng: np.random.Generator, centre: np.ndarray, radius: float) -> Polygon:
+def _scale_patch(rng: np.random.Generator, centre: np.ndarray, radius: float) -> Polygon:
     """An irregular, star-shaped patch (scale, dirt) around `centre`."""
     theta = np.linspace(0, 2 * np.pi, 96, endpoint=False)
     k = np.arange(1, 13)  # high harmonics make the rim ragged, like flaking scale
@@ -411,7 +411,7 @@ def plan_occluders(mode: str, targets: list[int], solids: list, whole_areas: np.
         for _ in range(OCCLUDER_TRIES):
             direction = rng.normal(size=2)
             direction /= np.linalg.norm(direction)
-            template = _blob(rng, np.zeros(2), 1.0)
+            template = _scale_patch(rng, np.zeros(2), 1.0)
             centre = centre_t + direction * height * rng.uniform(0.35, 0.8)
             grown = lambda r: shapely.affinity.affine_transform(template, [r, 0, 0, r, *centre])  # noqa: E731
             target = rng.uniform(*params.partial_visible)
@@ -437,7 +437,8 @@ def hsv_shift(rgb: np.ndarray, rng: np.random.Generator, params: EmbedParams) ->
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)  # float32 0..1
 
 
-def _window(matrix: np.ndarray, crop_px: int, size_px: int, pad: int) -> tuple[int, int, int, int] | None:
+def _crop_window(matrix: np.ndarray, crop_px: int, size_px: int, pad: int) -> tuple[int, int, int, int] | None:
+    """The image pixels (x0, y0, x1, y1) a crop covers under `matrix`, widened by `pad`; None off the image."""
     s = float(crop_px)
     corners = _apply(matrix, np.array([[0, 0], [s, 0], [s, s], [0, s]]))
     x0, y0 = np.floor(corners.min(axis=0)).astype(int) - pad
@@ -461,7 +462,7 @@ def blend_stamp(canvas: np.ndarray, stamp: Stamp, matrix: np.ndarray, rng: np.ra
     colour = stamp.image.astype(np.float32) / 255.0
     pad = int(np.ceil(3 * sigma_px)) + 2
     full = np.zeros(canvas.shape[:2], bool)
-    window = _window(matrix, crop, size_px, pad)
+    window = _crop_window(matrix, crop, size_px, pad)
     if window is None:
         return full
     x0, y0, x1, y1 = window
@@ -546,7 +547,7 @@ def compose_billet(surface: np.ndarray, texture: np.ndarray, stamps: list[Stamp]
     warp = surface_warp(rng, size_px, params)
     face, background = face_region(surface)
     placements, cells = layout(stamps, rng, size_px, warp, params, face)
-    solids = [transform(fill_holes(s.geometry), p) for s, p in zip(stamps, placements)]
+    solids = [transform(silhouette_of(s.geometry), p) for s, p in zip(stamps, placements)]
     whole_areas = np.array([s.whole_area * abs(np.linalg.det(p[:2, :2])) for s, p in zip(stamps, placements)])
 
     occluders: list[tuple[str, Polygon]] = []
@@ -576,7 +577,7 @@ def compose_billet(surface: np.ndarray, texture: np.ndarray, stamps: list[Stamp]
     for j, stamp in enumerate(stamps):
         visible = solids[j].difference(cover) if occluders else solids[j]
         outline = _solid(transform(visible, warp).intersection(frame))
-        billet.characters.append(Character(
+        billet.characters.append(EmbeddedCharacter(
             label=stamp.label, outline=outline,
             visible_fraction=float(solid_area(visible) / whole_areas[j]) if not outline.is_empty else 0.0,
             mask=masks[j] & ~hidden, row=cells[j][0], column=cells[j][1],
@@ -585,7 +586,7 @@ def compose_billet(surface: np.ndarray, texture: np.ndarray, stamps: list[Stamp]
     return billet
 
 
-def annotation_of(character: Character) -> dict | None:
+def annotation_of(character: EmbeddedCharacter) -> dict | None:
     """COCO fields (bbox, segmentation, area) of a character's visible outline; None if nothing shows.
 
     The box is that of the stamp's mask in the written image, on the pixel grid: pixels its

@@ -83,7 +83,7 @@ def polygons(geometry) -> list[Polygon]:
     return [p for part in getattr(geometry, "geoms", []) for p in polygons(part)]
 
 
-def fill_holes(geometry):
+def silhouette_of(geometry):
     """The silhouette: every part's exterior, counters filled (as the annotation outlines are)."""
     parts = [Polygon(p.exterior) for p in polygons(geometry)]
     if not parts:
@@ -259,6 +259,6 @@ def make_stamp_mask(label: str, rng: np.random.Generator, params: MaskParams, si
     whole_px = shapely.affinity.affine_transform(whole, matrix)
     geometry_px = shapely.affinity.affine_transform(geometry, matrix)
     return StampMask(label=label, mask=rasterise(geometry_px, size_px),
-                     silhouette=rasterise(fill_holes(geometry_px), size_px), geometry=geometry_px,
+                     silhouette=rasterise(silhouette_of(geometry_px), size_px), geometry=geometry_px,
                      whole_box=tuple(float(v) for v in whole_px.bounds), whole_area=solid_area(whole_px),
                      partial=partial)

@@ -19,6 +19,22 @@ def stage_seed(root_seed: int, *names: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
+# Trainers whose run seed is reduced to 31 bits (a non-negative int32), as it always was; the GAN's
+# keeps stage_seed's 63 bits. Changing either would change that trainer's weights.
+INT31_SEEDED_STAGES = frozenset({"detector"})
+
+
+def run_seed(root_seed: int, stage: str, repeat: int | None = None) -> int:
+    """The seed of one training run of `stage` ("gan", "detector"), the one seed policy the scripts use.
+
+    `repeat` is the run's entry of `experiments.seeds` (the GAN trains once: None). The experiment
+    never enters: at one seed every experiment starts from the same weights, so experiments differ
+    by their data alone.
+    """
+    seed = stage_seed(root_seed, stage) if repeat is None else stage_seed(root_seed, stage, int(repeat))
+    return seed % 2**31 if stage in INT31_SEEDED_STAGES else seed
+
+
 def log_to(path: str | os.PathLike | None, level: int = logging.INFO) -> logging.Logger:
     """Send logging (and stdout/stderr, for tracebacks and third-party prints) to a log file."""
     root = logging.getLogger()

@@ -1,6 +1,6 @@
 """Train pix2pix on the stamp pairs, resuming from results/gan/state/ after an interruption."""
 
-from billetjax.utils import enable_jax_cache, log_to, stage_seed
+from billetjax.utils import enable_jax_cache, log_to, run_seed
 
 log_to(snakemake.log[0])
 enable_jax_cache()
@@ -12,6 +12,6 @@ from billetjax.pix2pix.train import TrainConfig, train  # noqa: E402
 config = snakemake.params.config
 train(
     snakemake.input.train, snakemake.input.val, Path(snakemake.output.history).parent,
-    TrainConfig.from_config(config["gan"]), stage_seed(config["seed"], "gan"),
+    TrainConfig.from_config(config["gan"]), run_seed(config["seed"], "gan"),
     state_dir=snakemake.params.state_dir,
 )

@@ -306,14 +306,6 @@ def coco_to_polygon(flat: list[float]) -> np.ndarray:
     return np.asarray(flat, dtype=np.float32).reshape(-1, 2)
 
 
-def bbox_of_polygon(polygon: np.ndarray) -> list[float]:
-    """The tight [x, y, w, h] box of an outline, rounded to 0.01 px."""
-    pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-    x0, y0 = pts.min(axis=0)
-    x1, y1 = pts.max(axis=0)
-    return [round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)]
-
-
 def empty_dataset(categories: list[dict] | None = None, description: str = "") -> dict:
     """A COCO dict with no images, with the digit categories unless others are given."""
     return {

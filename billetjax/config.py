@@ -87,12 +87,6 @@ def backbone_strides(n_stages: int) -> tuple[int, ...]:
     return tuple(STEM_STRIDE * 2**i for i in range(n_stages))
 
 
-def coarsest_stride(config: Mapping[str, Any]) -> int:
-    """The detector's coarsest stride, which `image_size_px` must be a multiple of: the feature
-    pyramid's top-down path doubles each level back and must land on the level below exactly."""
-    return backbone_strides(len(config["detector"]["model"]["widths"]))[-1]
-
-
 def gan_checkpoints(config: Mapping[str, Any]) -> list[int]:
     """Steps at which the GAN keeps a generator checkpoint (each one a {ckpt} of the workflow)."""
     gan = config["gan"]
@@ -179,6 +173,8 @@ def detector_problems(config: Mapping[str, Any]) -> list[str]:
                    f"{len(widths)}: give one block count per stage")
     strides = backbone_strides(len(widths))
     size = config["image_size_px"]
+    # The feature pyramid's top-down path doubles each level back and must land on the level below
+    # exactly: the image size must be a multiple of the coarsest stride.
     if size % strides[-1]:
         lower, upper = size - size % strides[-1], size - size % strides[-1] + strides[-1]
         out.append(

@@ -24,11 +24,10 @@ import shapely
 from shapely.geometry import LinearRing, LineString, Polygon, box
 from shapely.geometry.polygon import orient
 
+from billetjax.glyphs import GLYPH_STROKE, GLYPH_WIDTH
 from billetjax.vocabulary import LETTERS
 
-GLYPH_WIDTH = 0.6
-STROKE = 0.15
-HALF = STROKE / 2
+HALF = GLYPH_STROKE / 2
 # Decimals stored in the file (1e-4 glyph heights: far below a pixel at any image size).
 DECIMALS = 4
 # Vertices per quarter circle of a round join, and the simplification after the union: together

@@ -40,6 +40,8 @@ from shapely.geometry import MultiPolygon, Polygon
 GLYPH_FILE = "glyph_polygons.json"
 # Width of the unit box (height 1): the aspect of a die character.
 GLYPH_WIDTH = 0.6
+# Stroke width of the built-in glyphs in the unit box (their centre-lines were buffered by half).
+GLYPH_STROKE = 0.15
 # Glyph coordinates may stray this far outside the unit box (rounding in a hand-made file).
 BOX_TOLERANCE = 1e-3
 # Fixed-point bits for cv2.fillPoly: 1/16 px vertex precision.
@@ -204,9 +206,6 @@ def require_glyphs(category_names: Iterable[str], glyph_file: str | os.PathLike 
             "of your own (format: docs/glyphs.md) and set synth.glyphs to that file, or rename the "
             f"categories to characters that have glyphs ({glyphs.alphabet})")
     return glyphs
-
-
-ALPHABET: str = builtin_glyphs().alphabet
 
 
 def glyph(char: str) -> Polygon:

@@ -130,6 +130,3 @@ def test_unknown_category_name(tmp_path):
     with pytest.raises(cc.CocoError, match="unknown category '9'"):
         cc.load(path, categories=[str(d) for d in range(9)])
 
-
-def test_bbox_of_polygon():
-    assert cc.bbox_of_polygon(np.array([[1, 2], [4, 2], [3, 7]])) == [1, 2, 3, 5]

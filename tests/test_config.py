@@ -136,7 +136,7 @@ def test_coarsest_stride_is_the_backbones(stem):
     model = ModelConfig(stem_width=8, widths=(8, 8, 8), blocks=(1, 1, 1), groups=4, stem=stem)
     features = Backbone(model, nnx.Rngs(0))(jnp.zeros((1, 64, 64, 3)))
     config = config_with(detector={"model": {"widths": [8, 8, 8]}})
-    assert features[-1].shape[1] * cfg.coarsest_stride(config) == 64
+    assert features[-1].shape[1] * cfg.backbone_strides(len(config["detector"]["model"]["widths"]))[-1] == 64
 
 
 def test_image_size_must_be_a_multiple_of_the_coarsest_stride():

@@ -13,7 +13,6 @@ from shapely.geometry import Polygon, box
 
 from billetjax import glyph_design
 from billetjax.glyphs import (
-    ALPHABET,
     GLYPH_WIDTH,
     GlyphFileError,
     builtin_glyphs,
@@ -24,6 +23,7 @@ from billetjax.glyphs import (
     require_glyphs,
 )
 
+ALPHABET = builtin_glyphs().alphabet
 # Counters (enclosed holes) of bold die characters, as a person counts them.
 EXPECTED_HOLES = {"0": 1, "1": 0, "2": 0, "3": 0, "4": 1, "5": 0, "6": 1, "7": 0, "8": 2, "9": 1,
                   **{c: 0 for c in string.ascii_uppercase},

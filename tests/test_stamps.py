@@ -92,6 +92,12 @@ def test_segmentation_is_deterministic_and_falls_back_on_a_flat_box():
     assert abs((mask > 0).sum() - np.pi * 8 * 12) < 20 and mask[16, 16] == 255 and mask[4, 8] == 0
 
 
+def bbox_of_polygon(polygon: np.ndarray) -> list[float]:
+    """The tight [x, y, w, h] box of an outline, rounded to 0.01 px as our COCO writers round."""
+    (x0, y0), (x1, y1) = polygon.min(axis=0), polygon.max(axis=0)
+    return [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)]
+
+
 def write_pool(folder, n_images=6):
     """A COCO train pool of simulated billets, images without site or visibility, characters
     annotated in turn as one polygon, as two overlapping pieces, and as a box only."""
@@ -117,7 +123,7 @@ def write_pool(folder, n_images=6):
             else:
                 seg = []
             data["annotations"].append({"id": ann_id, "image_id": i + 1, "category_id": names[char.label],
-                                        "bbox": cc.bbox_of_polygon(poly), "segmentation": seg, "iscrowd": 0})
+                                        "bbox": bbox_of_polygon(poly), "segmentation": seg, "iscrowd": 0})
             kinds[ann_id] = kind
             ann_id += 1
     cc.save(folder / "train_pool.json", data)

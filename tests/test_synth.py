@@ -8,10 +8,11 @@ import shapely
 from shapely.geometry import Polygon
 
 from billetjax.data.stamps import crop_pair
-from billetjax.glyphs import ALPHABET, glyph
+from billetjax.glyphs import builtin_glyphs, glyph
 from billetjax.synth.classic import render_classic
 from billetjax.synth.embed import EmbedParams, Stamp, annotation_of, compose_billet
 from billetjax.synth.masks import MaskParams, cut_partial, make_stamp_mask, silhouette_of, solid_area
+from billetjax.vocabulary import DIGITS
 
 S = 64
 MARGIN = 0.15
@@ -42,7 +43,7 @@ def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 def test_undegraded_mask_is_framed_like_the_stamp_pairs(mask_params):
     """The GAN's training masks come from `crop_pair`; an undegraded mask must look the same."""
     params = replace(mask_params, erase_pieces=(0, 0), rotation_deg=0, shear=0, scale=0, elastic_amplitude=0)
-    for char in ALPHABET:
+    for char in builtin_glyphs().alphabet:
         stamp = make_stamp_mask(char, np.random.default_rng(0), params, S, MARGIN)
         # The same glyph as an annotation outline somewhere in a big image, cut out by crop_pair.
         outline = np.asarray(glyph(char).exterior.coords)[:-1] * 40 + [100, 60]
@@ -61,7 +62,7 @@ def test_degraded_masks_keep_enough_and_match_their_geometry(mask_params):
     params = mask_params
     rng = np.random.default_rng(1)
     for i in range(40):
-        stamp = make_stamp_mask(ALPHABET[i % 10], rng, params, S, MARGIN)
+        stamp = make_stamp_mask(DIGITS[i % 10], rng, params, S, MARGIN)
         assert solid_area(stamp.geometry) >= params.min_area_fraction * stamp.whole_area - 1e-6
         assert stamp.mask.dtype == np.uint8 and set(np.unique(stamp.mask)) <= {0, 255}
         # The raster is the polygon: areas within the half-pixel rim, counters left open.
@@ -92,7 +93,7 @@ def test_partial_masks_keep_the_configured_share(mask_params):
     params = mask_params
     rng = np.random.default_rng(4)
     for i in range(20):
-        stamp = make_stamp_mask(ALPHABET[i % 10], rng, params, S, MARGIN, partial=True)
+        stamp = make_stamp_mask(DIGITS[i % 10], rng, params, S, MARGIN, partial=True)
         share = solid_area(stamp.geometry) / stamp.whole_area
         assert params.partial_visible[0] - 0.03 <= share <= params.partial_visible[1] + 0.03
 
@@ -125,7 +126,7 @@ def _stamps(rng, params, partial=()):
     stamps = []
     images = render_classic(np.zeros((1, S, S), np.uint8), [0])
     for j in range(10):
-        m = make_stamp_mask(ALPHABET[rng.integers(10)], rng, params, S, MARGIN, partial=j in partial)
+        m = make_stamp_mask(DIGITS[rng.integers(10)], rng, params, S, MARGIN, partial=j in partial)
         stamps.append(Stamp(m.label, images[0], m.mask, m.silhouette, m.geometry, m.whole_box, m.whole_area))
     return stamps
 

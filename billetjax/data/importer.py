@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
-from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry import Polygon, box
 from shapely.ops import unary_union
 
 from billetjax import coco as cc
@@ -44,9 +44,8 @@ log = logging.getLogger(__name__)
 MIN_VISIBLE_AFTER_CROP = 0.3
 # Bit depths a camera's 16-bit container may hold; the smallest that fits an image's values is taken.
 BIT_DEPTHS = (8, 10, 12, 14, 16)
-# EXIF tag of the orientation (1-8) and the shape of the upright image for each value.
+# EXIF tag of the orientation (1-8).
 EXIF_ORIENTATION_TAG = 0x0112
-_TRANSPOSED = (5, 6, 7, 8)
 
 
 @dataclass(frozen=True)

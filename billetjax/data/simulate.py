@@ -55,7 +55,7 @@ from shapely import affinity
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.ops import unary_union
 
-from billetjax.glyphs import GLYPH_WIDTH, glyph, polygon_rings
+from billetjax.glyphs import GLYPH_STROKE, GLYPH_WIDTH, glyph, polygon_rings
 from billetjax.vocabulary import (
     DIGITS, LETTERS, PARTIAL, POOR, SITE_A, SITE_B, SITES, VISIBILITY, WELL, character_categories,
 )
@@ -76,8 +76,6 @@ TWELVE_CHARACTER_FRACTION = 0.10
 HEAT_LENGTH = 6
 ID_LENGTHS = (11, 12)
 MAX_ID_CHARACTERS = max(ID_LENGTHS)
-# Stroke width of the glyphs in the unit box (billetjax/data/glyph_polygons.json).
-_GLYPH_STROKE = 0.15
 # Face-space canvas: at least this many pixels, so that a stamp wall spans a few pixels.
 _MIN_FACE_PX = 512
 _SHIFT = 4  # fixed-point bits for cv2.fillPoly
@@ -663,7 +661,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     height -= np.float32(0.6) * rim * (1.0 - _smoothstep(edge_dist / rim)) ** 2
 
     # --- stamps: punched depressions with bevelled walls --------------------------------
-    half_stroke = 0.5 * _GLYPH_STROKE * char_h  # face units
+    half_stroke = 0.5 * GLYPH_STROKE * char_h  # face units
     depth_map = np.zeros((face_px, face_px), np.float32)
     bevel = _uniform(rng, vis.bevel) * half_stroke
     slope = _uniform(rng, vis.wall_slope)

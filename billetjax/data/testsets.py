@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from billetjax import coco as cc
 
 log = logging.getLogger(__name__)
-
-
-def test_set_numbers(test_sets: list[dict]) -> list[int]:
-    """The numbers `n` of `testset{n}`: 1 .. len(data.test_sets)."""
-    return list(range(1, len(test_sets) + 1))
 
 
 def _matches(image: dict, where: dict[str, Any]) -> bool:

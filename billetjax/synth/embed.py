@@ -272,7 +272,7 @@ def layout(stamps: list[Stamp], rng: np.random.Generator, size_px: int, warp: np
         crop_h = np.array([s.whole_box[3] - s.whole_box[1] for s in stamps])
         crop_w = np.array([s.whole_box[2] - s.whole_box[0] for s in stamps])
         scales = height * rng.uniform(0.97, 1.03, n) / crop_h
-        widths, heights = crop_w * scales, crop_h * scales
+        widths = crop_w * scales
         gaps = rng.uniform(*params.char_gap, n) * height
         rows = _rows(n, widths, gaps, 0.85 * size_px, rng)
         if rows is None:

@@ -46,11 +46,6 @@ log = logging.getLogger(__name__)
 
 # Stamps made beyond what the pool uses, so that no stamp is used twice by chance of the plan.
 BANK_SPARE = 0.1
-# The stamp pairs' masks are filled outlines (`billetjax.data.stamps.crop_pair` fills the annotation
-# outline): the GAN never saw a counter as a hole, so it gets silhouettes too and draws counters
-# itself. The classic renderer builds a height field and needs the counters in its mask.
-GAN_INPUT = "silhouettes"
-CLASSIC_INPUT = "masks"
 
 
 # ----------------------------------------------------------------------------- stamp banks
@@ -162,13 +157,17 @@ def make_bank(config: dict, method: str, out_npz: str | os.PathLike, size_px: in
 
         enable_jax_cache()
 
-        inputs = silhouettes if GAN_INPUT == "silhouettes" else masks
+        # The stamp pairs' masks are filled outlines (`billetjax.data.stamps.crop_pair` fills the
+        # annotation outline): the GAN never saw a counter as a hole, so it gets silhouettes too and
+        # draws counters itself.
+        inputs = silhouettes
         images = render_stamps(generator_path, inputs, seed=stage_seed(config["seed"], "synth", "gan", checkpoint),
                                batch_size=batch_size)
     elif method == "classic":
         from billetjax.synth.classic import render_classic
 
-        inputs = masks if CLASSIC_INPUT == "masks" else silhouettes
+        # The classic renderer builds a height field and needs the counters in its mask.
+        inputs = masks
         images = render_classic(inputs, [stage_seed(config["seed"], "synth", "classic", int(k)) for k in indices])
     else:
         raise ValueError(f"synth.method must be gan or classic, got {method!r}")

@@ -1,5 +1,5 @@
-# Evaluation and report: each model's detections on each test set -> metrics (DESIGN §10), the
-# tables of Table 3 (DESIGN §11) and the evaluation figures (Table 3, Figure 10, a gallery).
+# Evaluation and report: each model's detections on each test set -> metrics, the tables of Table 3
+# (both: docs/architecture.md, "Contracts") and the evaluation figures (Table 3, Figure 10, a gallery).
 
 # What the numbers depend on: the evaluation settings without the gallery's choice of run, so that
 # picking another gallery run redraws one figure instead of re-evaluating every model.

@@ -1,6 +1,6 @@
 """The real image pools: rendered by the embedded simulator, or imported from a user's COCO files.
 
-Both paths end in the same place: `train_pool.json` and `test_pool.json` (COCO, DESIGN §4) with
+Both paths end in the same place: `train_pool.json` and `test_pool.json` (COCO, docs/data-format.md) with
 their square PNG images beside them, so every later stage is blind to where the data came from.
 """
 
@@ -163,7 +163,7 @@ def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image
 
 def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
                         workers: int = 1) -> None:
-    """Render the embedded stand-in for the paper's private camera images (DESIGN §5)."""
+    """Render the embedded stand-in for the paper's private camera images (`billetjax.data.simulate`)."""
     from billetjax.data.simulate import IdScheme
 
     sim = config["data"]["simulate"]

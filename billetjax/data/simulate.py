@@ -1,6 +1,7 @@
 """Procedural camera images of stamped billet front faces: the stand-in for the paper's private data.
 
-The look model, element by element, and why each is there (DESIGN §5):
+The look model, element by element, and why each is there (why the simulator draws its own
+stamps: docs/architecture.md, "Design choices"):
 
 * **Geometry.** The billet face is drawn in its own square frame ("face space", a canvas of
   `F` px with F = 2 x size_px for small images so that thin stamp walls are resolved) and then

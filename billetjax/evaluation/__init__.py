@@ -1,6 +1,7 @@
 """Evaluation: the paper's digit metrics, mAP@0.5, billet-ID reading, intervals, tables, figures.
 
-`digit_metrics` (DESIGN §10) is the single source of truth for TP, MC, FN, FP and CB.
+`billetjax.evaluation.metrics` is the only place TP, MC, FN, FP and CB are computed (their
+definitions: docs/architecture.md, "Contracts", "Metrics").
 """
 
 from billetjax.evaluation.billet_id import IdPattern, read_billets, reading_order

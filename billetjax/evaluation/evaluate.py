@@ -1,4 +1,5 @@
-"""One model on one test set: detections (COCO results) → a metrics file (DESIGN §10)."""
+"""One model on one test set: detections (COCO results) → a metrics file (the metrics:
+docs/architecture.md, "Contracts", "Metrics")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The paper's digit metrics TP, MC, FN, FP and CB (DESIGN §10, paper §3.2).
+"""The paper's digit metrics TP, MC, FN, FP and CB (paper §3.2; docs/architecture.md, "Metrics").
 
 This module is the only source of truth for these numbers: tables, bootstrap intervals and the
 detection gallery all start from `match_detections`.
@@ -77,7 +77,8 @@ def iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _greedy_match(ious: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Match detections (rows, already in score order) to ground truth (columns), DESIGN §10."""
+    """Match detections (rows, already in score order) to ground truth (columns), greedily
+    (docs/architecture.md, "Metrics")."""
     n_det, n_gt = ious.shape
     match = np.full(n_det, -1, dtype=np.int64)
     if n_gt == 0:
@@ -129,7 +130,8 @@ def match_detections(
     iou_threshold: float = 0.5,
     score_threshold: float = 0.5,
 ) -> list[ImageMatch]:
-    """Match detections to ground truth per image (DESIGN §10); one `ImageMatch` per GT image, in file order."""
+    """Match detections to ground truth per image (docs/architecture.md, "Metrics"); one `ImageMatch`
+    per GT image, in file order."""
     check_detections(coco_gt, detections)
     gt_by_image: dict[int, list[dict]] = {int(img["id"]): [] for img in coco_gt["images"]}
     for ann in coco_gt["annotations"]:
@@ -186,7 +188,7 @@ def digit_metrics(
     iou_threshold: float = 0.5,
     score_threshold: float = 0.5,
 ) -> dict:
-    """TP, MC, FN, FP, CB in percent (DESIGN §10), plus the counts behind them.
+    """TP, MC, FN, FP, CB in percent (docs/architecture.md, "Metrics"), plus the counts behind them.
 
     Count keys: `n_characters` (G), `n_billets` (images with ground truth), `n_images`,
     `n_detections` (kept by the score threshold), `TP_n`, `MC_n`, `FN_n`, `FP_n`, `CB_n`.

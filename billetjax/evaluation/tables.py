@@ -1,4 +1,5 @@
-"""Table 3 of the paper as CSV: one row per experiment and test set (DESIGN §11)."""
+"""Table 3 of the paper as CSV: one row per experiment and test set (columns: docs/architecture.md,
+"Contracts", "Paths")."""
 
 from __future__ import annotations
 

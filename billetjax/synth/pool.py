@@ -1,4 +1,4 @@
-"""Stamp banks and the synthetic image pool (Figure 5 end to end), written as COCO (DESIGN §4).
+"""Stamp banks and the synthetic image pool (Figure 5 end to end), written as COCO (docs/data-format.md).
 
 Generation and writing are apart: `billetjax.synth.embed` makes pixels and geometry, this module
 decides what goes where (stamps, surfaces, which images are partial), runs it and writes COCO.

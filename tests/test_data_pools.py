@@ -2,38 +2,25 @@
 
 import hashlib
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from pycocotools.coco import COCO
-from snakemake.utils import validate
 
 from billetjax import coco as cc
 from billetjax.data.pools import simulate_real_pools, plan_test_pool, plan_train_pool
 from billetjax.data.report import statistics
 from billetjax.data.stamps import make_stamp_pairs, make_surfaces
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def validated(seed: int, image_size_px: int, data: dict) -> dict:
-    """config.yaml with these keys, validated with the schema's defaults: the make_config
-    fixture's config, built here because a module-scoped fixture cannot ask for that fixture."""
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config.update(seed=seed, image_size_px=image_size_px, data=data)
-    validate(config, str(ROOT / "schemas/config.schema.yaml"))
-    return config
-
-
-CONFIG = validated(seed=11, image_size_px=128, data={
-    "source": "simulate",
-    "simulate": {"train_pool_images": 30, "site_a_fraction": 1 / 3, "poor_fraction": 0.1,
-                 "partial_fraction": 0.14, "surfaces": 4,
-                 "test_pool": {"well": 4, "poor": 3, "partial": 3}},
-    "stamps": {"size_px": 32, "train": 40, "val": 10, "margin": 0.15},
-})
+@pytest.fixture(scope="module")
+def config(make_config):
+    return make_config({"seed": 11, "image_size_px": 128, "data": {
+        "source": "simulate",
+        "simulate": {"train_pool_images": 30, "site_a_fraction": 1 / 3, "poor_fraction": 0.1,
+                     "partial_fraction": 0.14, "surfaces": 4,
+                     "test_pool": {"well": 4, "poor": 3, "partial": 3}},
+        "stamps": {"size_px": 32, "train": 40, "val": 10, "margin": 0.15},
+    }})
 
 
 def tree_digest(folder):
@@ -46,9 +33,9 @@ def tree_digest(folder):
 
 
 @pytest.fixture(scope="module")
-def pools(tmp_path_factory):
+def pools(tmp_path_factory, config):
     root = tmp_path_factory.mktemp("pools")
-    simulate_real_pools(CONFIG, root / "real/train_pool.json", root / "real/test_pool.json", workers=2)
+    simulate_real_pools(config, root / "real/train_pool.json", root / "real/test_pool.json", workers=2)
     return root
 
 
@@ -100,12 +87,12 @@ def test_pool_proportions_and_character_counts(pools):
         img["billet_id"] + img["file_name"] for img in train["images"]}
 
 
-def test_same_seed_same_bytes_any_worker_count(pools, tmp_path):
-    simulate_real_pools(CONFIG, tmp_path / "real/train_pool.json", tmp_path / "real/test_pool.json", workers=1)
+def test_same_seed_same_bytes_any_worker_count(pools, tmp_path, config):
+    simulate_real_pools(config, tmp_path / "real/train_pool.json", tmp_path / "real/test_pool.json", workers=1)
     assert tree_digest(tmp_path / "real") == tree_digest(pools / "real")
 
 
-def test_stamp_pairs_surfaces_and_statistics(pools, tmp_path):
+def test_stamp_pairs_surfaces_and_statistics(pools, tmp_path, config):
     make_stamp_pairs(pools / "real/train_pool.json", tmp_path / "train.npz", tmp_path / "val.npz", 32, 40, 10, 0.15, 5)
     pairs = np.load(tmp_path / "train.npz")
     assert pairs["images"].shape == (40, 32, 32, 3)
@@ -113,7 +100,7 @@ def test_stamp_pairs_surfaces_and_statistics(pools, tmp_path):
     # A stamp is a shaded depression: its mask covers a sizeable, not total, part of the crop.
     cover = (pairs["masks"] > 0).mean(axis=(1, 2))
     assert 0.1 < np.median(cover) < 0.8
-    index = make_surfaces(CONFIG, pools / "real/train_pool.json", tmp_path / "surfaces")
+    index = make_surfaces(config, pools / "real/train_pool.json", tmp_path / "surfaces")
     assert len(index) == 4 and {r["site"] for r in index} <= {"A", "B"}
     assert cc.read_image(tmp_path / "surfaces" / index[0]["file_name"]).shape == (128, 128, 3)
     stats = statistics({"train_pool": pools / "real/train_pool.json"})

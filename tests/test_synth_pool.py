@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
-import yaml
 from pycocotools.coco import COCO
-from snakemake.utils import validate
 
 from billetjax import coco as cc
 from billetjax.synth.embed import EmbedParams, annotation_of, compose_billet
@@ -23,20 +21,20 @@ MARGIN = 0.15
 N_IMAGES = 12
 
 
-ROOT = Path(__file__).resolve().parents[1]
+@pytest.fixture(scope="module")
+def config_with(make_config):
+    """A function: config.yaml at this file's sizes with `synth` keys changed (and, if given, the
+    experiments), validated."""
 
+    def build(experiments: dict | None = None, **synth) -> dict:
+        overrides = {"seed": 7, "image_size_px": SIZE,
+                     "synth": {"method": "classic", "checkpoints": [100, 200], "images": N_IMAGES,
+                               "characters_per_image": 10, "partial_image_fraction": 0.5, **synth}}
+        if experiments is not None:
+            overrides["experiments"] = experiments
+        return make_config(overrides)
 
-def _config(experiments: dict | None = None, **synth) -> dict:
-    """config.yaml at this file's sizes with `synth` keys changed, validated with the schema's
-    defaults: the make_config fixture's config, built here because module-scoped fixtures use it."""
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config.update(seed=7, image_size_px=SIZE)
-    config["synth"].update({"method": "classic", "checkpoints": [100, 200], "images": N_IMAGES,
-                            "characters_per_image": 10, "partial_image_fraction": 0.5, **synth})
-    if experiments is not None:
-        config["experiments"] = experiments
-    validate(config, str(ROOT / "schemas/config.schema.yaml"))
-    return config
+    return build
 
 
 def _surfaces(folder: Path, n: int = 5) -> Path:
@@ -60,9 +58,9 @@ def _mask_box(mask):
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory):
+def pool(tmp_path_factory, config_with):
     root = tmp_path_factory.mktemp("synth")
-    config = _config()
+    config = config_with()
     surfaces = _surfaces(root / "surfaces")
     bank = root / "classic" / "stamps_classic.npz"
     make_bank(config, "classic", bank, STAMP_PX, MARGIN)
@@ -197,9 +195,9 @@ def _best_glyph(stamp, candidates: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def mixed_pool(tmp_path_factory):
+def mixed_pool(tmp_path_factory, config_with):
     root = tmp_path_factory.mktemp("mixed")
-    config = _config(images=6, characters_per_image=6)
+    config = config_with(images=6, characters_per_image=6)
     surfaces = _surfaces(root / "surfaces", n=2)
     bank = root / "classic" / "stamps_classic.npz"
     make_bank(config, "classic", bank, STAMP_PX, MARGIN, categories=MIXED)
@@ -239,10 +237,10 @@ def test_mixed_alphabet_masks_show_their_own_glyph(mixed_pool):
         assert _best_glyph(stamp, candidates) == stamp.label
 
 
-def test_default_categories_are_the_digits_in_id_order():
+def test_default_categories_are_the_digits_in_id_order(config_with):
     """No categories given = the simulated digits; a shuffled digit list gives the same stamps, as
     the study's stamp k is the digit k mod 10 (the default study's banks stay as they were)."""
-    config = _config()
+    config = config_with()
     indices = np.arange(0, 40, 3)
     default = make_masks(config, indices, STAMP_PX, MARGIN)
     shuffled = list(reversed(DIGIT_CATEGORIES))
@@ -253,7 +251,7 @@ def test_default_categories_are_the_digits_in_id_order():
         np.testing.assert_array_equal(a.mask, b.mask)
 
 
-def test_own_glyph_file_via_synth_glyphs(tmp_path):
+def test_own_glyph_file_via_synth_glyphs(tmp_path, config_with):
     """A category the built-in set lacks is drawn from the plant's glyph file (synth.glyphs), and
     refused by name without it."""
     from shapely.geometry import Polygon
@@ -262,7 +260,7 @@ def test_own_glyph_file_via_synth_glyphs(tmp_path):
     glyph_file = tmp_path / "plant_glyphs.json"
     glyph_file.write_text(json.dumps({"glyphs": {"#": hash_glyph}}))
     categories = [{"id": 1, "name": "#"}, {"id": 2, "name": "1"}]
-    config = _config(glyphs=str(glyph_file))
+    config = config_with(glyphs=str(glyph_file))
     indices = np.arange(8)
     stamps = make_masks(config, indices, STAMP_PX, MARGIN, categories=categories)
     assert [s.label for s in stamps] == ["#", "1"] * 4
@@ -274,7 +272,7 @@ def test_own_glyph_file_via_synth_glyphs(tmp_path):
         if not plan.partial[k]:
             assert _best_glyph(stamp, candidates) == stamp.label
     with pytest.raises(ValueError, match=r"categories \['#'\] have no glyph.*synth.glyphs"):
-        make_masks(_config(), indices, STAMP_PX, MARGIN, categories=categories)
+        make_masks(config_with(), indices, STAMP_PX, MARGIN, categories=categories)
 
 
 def test_pool_refuses_banks_of_other_categories(mixed_pool, tmp_path):
@@ -283,7 +281,7 @@ def test_pool_refuses_banks_of_other_categories(mixed_pool, tmp_path):
                   tmp_path / "images", method="classic")
 
 
-def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path):
+def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path, config_with):
     """The issue's path: IDs with letters -> a real pool with letter categories -> stamps and a
     synthetic pool of those categories -> an experiment set mixing both (which refused pools whose
     categories differ)."""
@@ -298,7 +296,7 @@ def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path):
                 id_scheme=IdScheme("KZ", (0, 6)))
     categories = real_categories(real_json)
     assert [c["name"] for c in categories] == list("0123456789KZ")
-    config = _config(experiments={"images": 4, "validation_fraction": 0.25, "sets": [{"synthetic_pct": 50}]},
+    config = config_with(experiments={"images": 4, "validation_fraction": 0.25, "sets": [{"synthetic_pct": 50}]},
                      images=4, characters_per_image=12)
     bank = tmp_path / "classic" / "stamps_classic.npz"
     make_bank(config, "classic", bank, STAMP_PX, MARGIN, categories=categories)

@@ -118,12 +118,20 @@ def test_non_finite_lists_every_path():
 # ----------------------------------------------------------------------------- detector geometry
 
 
-def test_backbone_strides_are_the_models():
-    from billetjax.detector.models import ModelConfig
+def _model_config(**fields):
+    """A detector architecture (no defaults in ModelConfig): a small one with `fields` replaced."""
+    from billetjax.detector.spec import ModelConfig
 
+    small = dict(num_classes=10, stem_width=8, widths=(8, 8, 8), blocks=(1, 1, 1), fpn_width=8,
+                 head_width=8, anchors_per_location=1, anchor_levels=1, pool_size=7, groups=8,
+                 stem="conv")
+    return ModelConfig(**{**small, **fields})
+
+
+def test_backbone_strides_are_the_models():
     for n in (1, 2, 3, 4):
         widths = tuple(8 * 2**i for i in range(n))
-        assert cfg.backbone_strides(n) == ModelConfig(widths=widths, blocks=(1,) * n).strides
+        assert cfg.backbone_strides(n) == _model_config(widths=widths, blocks=(1,) * n).strides
 
 
 @pytest.mark.parametrize("stem", ["conv", "space_to_depth"])
@@ -131,9 +139,9 @@ def test_coarsest_stride_is_the_backbones(stem):
     import jax.numpy as jnp
     from flax import nnx
 
-    from billetjax.detector.models import Backbone, ModelConfig
+    from billetjax.detector.models import Backbone
 
-    model = ModelConfig(stem_width=8, widths=(8, 8, 8), blocks=(1, 1, 1), groups=4, stem=stem)
+    model = _model_config(groups=4, stem=stem)
     features = Backbone(model, nnx.Rngs(0))(jnp.zeros((1, 64, 64, 3)))
     config = config_with(detector={"model": {"widths": [8, 8, 8]}})
     assert features[-1].shape[1] * cfg.backbone_strides(len(config["detector"]["model"]["widths"]))[-1] == 64

@@ -43,9 +43,12 @@ def test_missing_key_is_refused_with_its_name(make_config):
 
 
 def test_config_is_frozen_and_round_trips(make_config):
-    cfg = DetectorConfig.from_config(make_config({"detector": {"augment": False}})["detector"])
-    assert cfg.augment is None and cfg.to_config()["augment"] is False
+    cfg = DetectorConfig.from_config(make_config({"detector": {"augment": {"enabled": False}}})["detector"])
+    assert cfg.augment is None and cfg.to_config()["augment"] == {"enabled": False}
     assert DetectorConfig.from_config(cfg.to_config()) == cfg
+    on = DetectorConfig.from_config(make_config()["detector"])
+    assert on.augment.min_visible == 0.5 and on.anchors.size_quantiles == (0.02, 0.98)  # the schema's
+    assert DetectorConfig.from_config(on.to_config()) == on
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.steps = 1
 

@@ -76,7 +76,7 @@ TINY = {
             "post_nms_top_n_test": 64},
     "roi": {"batch_size_per_image": 64},
     "inference": {"batch_size": 4, "max_detections": 16},
-    "augment": False,
+    "augment": {"enabled": False},
 }
 
 
@@ -159,7 +159,7 @@ def test_train_step_compiles_once(digit_set, detector_config):
     from billetjax.detector.train import Functions, make_optimizer
 
     # TINY's shapes: compiled programs come from the cache; config.yaml's augmentation
-    cfg = detector_config(steps=4, eval_every=4, augment={})
+    cfg = detector_config(steps=4, eval_every=4, augment={"enabled": True})
     assert cfg.augment is not None
     data = det_data.load_detection_set(digit_set, max_boxes=cfg.max_boxes)
     b = data.boxes[data.valid]

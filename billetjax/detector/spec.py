@@ -30,17 +30,6 @@ ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 # The backbone's stem downsamples by 4; each further stage halves again.
 STEM_STRIDE = 4
 
-# Detector keys whose defaults schemas/config.schema.yaml does not hold yet: `anchors.size_quantiles`
-# and the keys of `augment` (config.yaml sets all of them but `size_quantiles` and
-# `augment.min_visible`). `DetectorConfig.from_config` fills in only these; they belong in the
-# schema, and this table goes once they are there.
-NOT_YET_IN_SCHEMA = {
-    "anchors": {"size_quantiles": (0.02, 0.98)},
-    "augment": {"brightness": 0.15, "contrast": 0.25, "channel_gain": 0.08, "noise_std": 4.0,
-                "blur_sigma": 1.2, "scale": 0.10, "rotate_deg": 3.0, "shear": 0.0,
-                "translate_px": 12.0, "min_visible": 0.5},
-}
-
 
 # ----------------------------------------------------------------------------- config sections
 
@@ -150,12 +139,11 @@ class DetectorConfig:
     def from_config(cls, section: Mapping[str, Any]) -> DetectorConfig:
         """Build from the `detector` section of a config validated against the schema (which
         fills in the defaults); a missing key is refused with its name."""
-        section = _fill_schema_gaps(section)
         values = {}
         for f in dataclasses.fields(cls):
             value = _require(section, f.name, "detector")
             kind = _SECTIONS[f.name] if f.name in _SECTIONS else None
-            if kind is AugmentConfig and value is False:
+            if kind is AugmentConfig and not _require(value, "enabled", "detector.augment"):
                 value = None
             elif kind is not None:
                 value = _build(kind, value, f"detector.{f.name}")
@@ -163,25 +151,15 @@ class DetectorConfig:
         return _build(cls, values, "detector")
 
     def to_config(self) -> dict[str, Any]:
-        """The section as plain data (JSON-able; `augment: false` when off)."""
+        """The section as plain data (JSON-able; `augment: {enabled: false}` when off)."""
         out = dataclasses.asdict(self)
-        out["augment"] = False if self.augment is None else out["augment"]
+        out["augment"] = {"enabled": False} if self.augment is None else {"enabled": True, **out["augment"]}
         return out
 
 
 _SECTIONS = {"model": ArchitectureConfig, "anchors": AnchorConfig, "rpn": RPNConfig,
              "roi": RoIConfig, "inference": InferenceConfig, "augment": AugmentConfig}
 _VALIDATE = "validate the config against schemas/config.schema.yaml, which fills in the defaults"
-
-
-def _fill_schema_gaps(section: Mapping[str, Any]) -> dict[str, Any]:
-    """`section` with the keys of `NOT_YET_IN_SCHEMA` it lacks filled in (`augment` absent: on)."""
-    out = dict(section)
-    for key, defaults in NOT_YET_IN_SCHEMA.items():
-        value = out[key] if key in out else {}
-        if isinstance(value, Mapping):
-            out[key] = {**defaults, **value}
-    return out
 
 
 def _require(values: Mapping[str, Any], key: str, path: str):
@@ -197,8 +175,6 @@ def _build(cls, values: Any, path: str):
     return cls(**{f.name: _frozen(_require(values, f.name, path)) for f in dataclasses.fields(cls)})
 
 
-def _frozen(value):
-    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 def _frozen(value):
     return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 

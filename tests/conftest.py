@@ -174,3 +174,71 @@ def controlled_detections():
     """A function: `controlled_detections(coco)` returns detections of the evaluation test set with
     hand-counted errors: TP 85, MC 5, FN 15, FP 2.5, CB 25 and ID read rate 25 (percent)."""
     return _controlled_detections
+
+
+def _write_digit_set(folder, n_images: int, size_px: int = 128, digits: int = 5, seed: int = 0,
+                    height_px: tuple[int, int] = (18, 30)) -> str:
+    """A tiny COCO set of shaded glyph stamps on a textured surface, written to `folder`."""
+    import numpy as np
+    import shapely.affinity
+
+    from billetjax import coco as cc
+    from billetjax.glyphs import glyph, rasterise
+
+    rng = np.random.default_rng(seed)
+    dataset = cc.empty_dataset(description="detector test digits")
+    json_path = f"{folder}/digits.json"
+    ann_id = 1
+    for i in range(n_images):
+        base = rng.uniform(90, 160)
+        surface = base + rng.normal(0, 6, (size_px, size_px)).cumsum(1) * 0.05
+        surface += rng.normal(0, 3, (size_px, size_px))
+        depth = np.zeros((size_px, size_px), np.float32)
+        taken: list[tuple[float, float, float, float]] = []
+        labels, chars = [], ""
+        for _ in range(digits * 20):
+            if len(labels) == digits:
+                break
+            char = str(rng.integers(0, 10))
+            h = rng.uniform(*height_px)
+            poly = glyph(char)
+            x0, y0, x1, y1 = poly.bounds
+            s = h / (y1 - y0)
+            w = (x1 - x0) * s
+            ox, oy = rng.uniform(2, size_px - w - 2), rng.uniform(2, size_px - h - 2)
+            box = (ox, oy, ox + w, oy + h)
+            if any(not (box[2] < t[0] - 2 or box[0] > t[2] + 2 or box[3] < t[1] - 2 or box[1] > t[3] + 2)
+                   for t in taken):
+                continue
+            placed = shapely.affinity.affine_transform(poly, [s, 0, 0, s, ox - s * x0, oy - s * y0])
+            depth = np.maximum(depth, rasterise(placed, size_px, antialiased=True) / 255.0)
+            taken.append(box)
+            bx, by, bx2, by2 = placed.bounds
+            labels.append((char, [bx, by, bx2 - bx, by2 - by]))
+            chars += char
+        # Shading of a punched depression: darker inside, lit edge on one side.
+        gy, gx = np.gradient(depth)
+        image = surface - 45 * depth + 60 * (gx + gy)
+        rgb = np.clip(np.stack([image * 1.05, image, image * 0.9], -1), 0, 255).astype(np.uint8)
+        file = f"{folder}/img{i:03d}.png"
+        cc.write_image(file, rgb)
+        dataset["images"].append({"id": i + 1, "file_name": f"img{i:03d}.png", "width": size_px,
+                                  "height": size_px, "site": "A", "visibility": "well",
+                                  "billet_id": chars, "source": "real"})
+        for char, bbox in labels:
+            dataset["annotations"].append({
+                "id": ann_id, "image_id": i + 1, "category_id": int(char) + 1, "bbox": bbox,
+                "area": bbox[2] * bbox[3], "iscrowd": 0,
+                "segmentation": [[bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1],
+                                  bbox[0] + bbox[2], bbox[1] + bbox[3], bbox[0], bbox[1] + bbox[3]]],
+            })
+            ann_id += 1
+    cc.save(json_path, dataset)
+    return json_path
+
+
+@pytest.fixture(scope="session")
+def write_digit_set():
+    """A function: `write_digit_set(folder, n_images, size_px=128, digits=5, seed=0,
+    height_px=(18, 30))` writes a tiny COCO set of shaded digit stamps and returns its JSON path."""
+    return _write_digit_set

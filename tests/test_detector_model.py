@@ -176,13 +176,7 @@ def test_batches_with_repeat_factors_show_rare_images_more_often_and_resume():
         np.testing.assert_array_equal(resumed[0], seq[step])
 
 
-def test_too_many_boxes_is_refused(tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_detector_train import write_digit_set
-
+def test_too_many_boxes_is_refused(tmp_path, write_digit_set):
     path = write_digit_set(tmp_path, n_images=1, size_px=96, digits=4, height_px=(14, 18))
     with pytest.raises(ValueError, match="max_boxes"):
         det_data.load_detection_set(path, max_boxes=2)

@@ -136,13 +136,17 @@ def most_annotations_per_image(path: str | None) -> int | None:
     return max(per_image.values(), default=0)
 
 
-def glyph_requirement(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Whether the study synthesises stamps (some experiment has synthetic images), and from which
-    glyph file (`synth.glyphs`, None = the built-in glyphs): every category then needs a glyph."""
+def uses_synthesis(config: Mapping[str, Any]) -> bool:
+    """Whether some experiment has synthetic images: only then do the GAN and synthesis run."""
     from billetjax.experiments import table1
 
-    return {"needed": any(e.uses_synthetic for e in table1(config["experiments"])),
-            "glyph_file": config["synth"]["glyphs"]}
+    return any(e.uses_synthetic for e in table1(config["experiments"]))
+
+
+def glyph_requirement(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the study synthesises stamps (`uses_synthesis`), and from which glyph file
+    (`synth.glyphs`, None = the built-in glyphs): every category then needs a glyph."""
+    return {"needed": uses_synthesis(config), "glyph_file": config["synth"]["glyphs"]}
 
 
 def annotated_category_names(path: str | None) -> list[str] | None:

@@ -116,12 +116,10 @@ rule figure_real_samples:
         "../scripts/figure_real_samples.py"
 
 
-FINAL_TARGETS += [
-    "results/tables/data_statistics.csv",
-    "results/figures/real_samples.png",
-    "results/data/stamps/train.npz",
-    "results/data/surfaces",
-]
+FINAL_TARGETS += ["results/tables/data_statistics.csv", "results/figures/real_samples.png"]
+# Stamp pairs and blank surfaces feed the GAN and synthesis only.
+if config_rules.uses_synthesis(config):
+    FINAL_TARGETS += ["results/data/stamps/train.npz", "results/data/surfaces"]
 
 
 rule figure_box_masks:
@@ -146,4 +144,5 @@ rule figure_box_masks:
         "../scripts/figure_box_masks.py"
 
 
-FINAL_TARGETS += ["results/figures/box_masks.png"]
+if config_rules.uses_synthesis(config):
+    FINAL_TARGETS += ["results/figures/box_masks.png"]

@@ -70,5 +70,7 @@ rule gan_losses:
         "../scripts/gan_losses.py"
 
 
-FINAL_TARGETS += expand("results/figures/gan_samples_step{ckpt}.png", ckpt=gan_checkpoints())
-FINAL_TARGETS += ["results/figures/gan_losses.png"]
+# A study without synthetic images (every experiment 0 %) trains no GAN.
+if config_rules.uses_synthesis(config):
+    FINAL_TARGETS += expand("results/figures/gan_samples_step{ckpt}.png", ckpt=gan_checkpoints())
+    FINAL_TARGETS += ["results/figures/gan_losses.png"]

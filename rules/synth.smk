@@ -129,10 +129,13 @@ rule synth_figure_stamps_classic:
         "../scripts/synth_figure_stamps.py"
 
 
-FINAL_TARGETS += [
-    synthetic_pool(),
-    "results/figures/synthetic_samples.png",
-    "results/figures/classic_stamps.png",
-]
-if config["synth"]["method"] == "gan":
-    FINAL_TARGETS += expand("results/figures/gan_stamps_step{ckpt}.png", ckpt=config["synth"]["checkpoints"])
+# A study without synthetic images (every experiment 0 %) synthesises nothing, and then needs no
+# glyph for its categories.
+if config_rules.uses_synthesis(config):
+    FINAL_TARGETS += [
+        synthetic_pool(),
+        "results/figures/synthetic_samples.png",
+        "results/figures/classic_stamps.png",
+    ]
+    if config["synth"]["method"] == "gan":
+        FINAL_TARGETS += expand("results/figures/gan_stamps_step{ckpt}.png", ckpt=config["synth"]["checkpoints"])

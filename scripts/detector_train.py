@@ -1,6 +1,6 @@
 """Train one Faster R-CNN (experiment x seed) and write its weights and training history."""
 
-from billetjax.utils import enable_jax_cache, log_to, stage_seed
+from billetjax.utils import enable_jax_cache, log_to, run_seed
 
 log_to(snakemake.log[0])
 enable_jax_cache()
@@ -9,8 +9,6 @@ from billetjax.detector.spec import DetectorConfig  # noqa: E402
 from billetjax.detector.train import train  # noqa: E402
 
 config = snakemake.params.config
-# The seed of an initialisation depends on the run's seed, not on the experiment: at one seed every
-# experiment starts from the same weights, so the experiments differ by their data alone.
 train(
     snakemake.input.train,
     snakemake.input.val,
@@ -19,5 +17,5 @@ train(
     snakemake.params.state_dir,
     DetectorConfig.from_config(config["detector"]),
     config["image_size_px"],
-    stage_seed(config["seed"], "detector", int(snakemake.wildcards.seed)) % (2**31),
+    run_seed(config["seed"], "detector", int(snakemake.wildcards.seed)),
 )

@@ -70,3 +70,23 @@ def test_an_added_experiment_row_is_trained_and_evaluated(tmp_path, planned_jobs
     )
     jobs = planned_jobs("--configfile", str(extra))
     assert jobs["detector_train"] == 7 and jobs["evaluate_detections"] == 35
+
+
+def test_a_study_without_synthetic_images_trains_no_gan_and_needs_no_glyphs(planned_jobs, tmp_path):
+    """Every experiment 0 % synthetic: no GAN, no synthesis, so a user's categories without a glyph
+    (here '§') pass the parse-time check."""
+    import json
+
+    import yaml
+
+    export = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+              "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 9, 9]}],
+              "categories": [{"id": 1, "name": "§"}]}
+    (tmp_path / "train.json").write_text(json.dumps(export))
+    config = {"data": {"source": "coco", "coco": {"train": str(tmp_path / "train.json")}},
+              "experiments": {"sets": [{"synthetic_pct": 0}, {"synthetic_pct": 0, "images_fraction": 0.5}]},
+              "evaluation": {"id_pattern": None}}
+    (tmp_path / "real_only.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_jobs("--configfile", str(tmp_path / "real_only.yaml"))
+    assert jobs["detector_train"] == 2 and jobs["table_testset"] == 5
+    assert not {"gan_train", "synth_pool", "synth_stamps_gan", "stamp_pairs", "surfaces"} & set(jobs)

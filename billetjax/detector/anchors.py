@@ -25,7 +25,7 @@ def base_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> np.n
     return np.round(np.stack([-ws, -hs, ws, hs], axis=1) / np.float32(2)).astype(np.float32)
 
 
-def _pair(value) -> tuple[int, int]:
+def _height_width(value) -> tuple[int, int]:
     if np.ndim(value) == 0:
         return int(value), int(value)
     a, b = value
@@ -41,8 +41,8 @@ def anchor_grid(
     """Anchors ``float32[H * W * A, 4]`` of one feature map: position-major (row by row), the A
     anchors of :func:`base_anchors` per position, centred on ``(x * stride_w, y * stride_h)``
     (torchvision AnchorGenerator.grid_anchors)."""
-    height, width = _pair(feature_hw)
-    stride_h, stride_w = _pair(stride)
+    height, width = _height_width(feature_hw)
+    stride_h, stride_w = _height_width(stride)
     shift_y, shift_x = np.meshgrid(
         np.arange(height, dtype=np.int64) * stride_h,
         np.arange(width, dtype=np.int64) * stride_w,

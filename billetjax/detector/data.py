@@ -17,6 +17,7 @@ import numpy as np
 
 from billetjax import coco as cc
 from billetjax.detector.spec import AugmentConfig
+from billetjax.vocabulary import UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class DetectionSet:
     image_ids: np.ndarray  # int64[N]
     category_ids: tuple[int, ...]  # ascending
     source: str = ""
-    visibility: np.ndarray | None = None  # str[N], the images' `visibility` ("" where unknown)
+    visibility: np.ndarray | None = None  # str[N], the images' `visibility` (UNKNOWN where not given)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -62,7 +63,7 @@ def load_detection_set(json_path: str | os.PathLike, max_boxes: int,
     labels = np.zeros((n, max_boxes), np.int32)
     valid = np.zeros((n, max_boxes), bool)
     image_ids = np.zeros((n,), np.int64)
-    visibility = np.array([str(r.get("visibility", "")) for r in data["images"]], dtype=object)
+    visibility = np.array([str(r.get("visibility", UNKNOWN)) for r in data["images"]], dtype=object)
     for i, record in enumerate(data["images"]):
         rgb = cc.read_image(cc.image_path(json_path, record))
         if images is None:

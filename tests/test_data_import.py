@@ -450,3 +450,19 @@ def test_a_category_without_a_glyph_is_refused_at_import_unless_synthesis_is_off
     real_only = user["config"](experiments={"sets": [{"synthetic_pct": 0}]})
     train_pool, _ = run_import(user, real_only)
     assert "#" in {c["name"] for c in train_pool["categories"]}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_written_by_hand_in_a_camera_frame_is_turned_upright(tmp_path, orientation):
+    """The second way of writing EXIF: a bare APP1 segment with only the Orientation tag (as
+    cameras and tests/support write it), over a 16:9 frame stored turned. Decoded upright."""
+    from support.exports import encode, render_frame
+
+    frame = render_frame(seed=1, size=(256, 144), letters=True)
+    data, ext = encode(frame, jpeg=True, exif_orientation=orientation, quality=98)
+    path = tmp_path / f"frame{ext}"
+    path.write_bytes(data)
+    decoded = decode_frame(path, ImportOptions(SIZE, "pad", "displayed", None, 10**6))
+    assert decoded.orientation == orientation and decoded.pixels.shape == (144, 256, 3)
+    upright = cv2.cvtColor(frame.pixels(8), cv2.COLOR_BGR2RGB).astype(int)
+    assert np.abs(decoded.pixels.astype(int) - upright).mean() < 4  # JPEG's error only

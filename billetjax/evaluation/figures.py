@@ -198,3 +198,145 @@ def detections_gallery(
     fig.suptitle(f"Detections by outcome{': ' + title if title else ''}")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     _save(fig, out_path)
+
+
+VERDICT_COLOURS = {"superior": "#2ca02c", "non-inferior": "#1f77b4", "inferior": "#d62728", "inconclusive": "#7f7f7f"}
+
+
+def replacement_curve_figure(
+    comparisons_csv: str | os.PathLike,
+    out_path: str | os.PathLike,
+    test_set_names: list[str] | None = None,
+    summary_metric: str = "TP",
+) -> None:
+    """Each metric against the synthetic share, one column of panels per test set (a row per metric).
+
+    The curve is the experiments with the reference's number of training images (`on_curve` in
+    comparisons.csv; e.g. the real quarter alone is not on it) and the reference itself. A point is
+    the experiment's difference to the reference (means over seeds, percentage points; the
+    reference is the black square at 0, its value in the corner), its bar the paired 95 %
+    interval, its colour the verdict. The shaded band is the margin: from 0 to δ worse (below for
+    TP and CB, above for MC, FN and FP; the dashed line). With several seeds a grey bar beside
+    each point spans the per-seed differences (min to max). Column titles carry the largest
+    synthetic share non-inferior on `summary_metric`.
+    """
+    from billetjax.evaluation.comparisons import METRICS, largest_accepted_share
+
+    table = pd.read_csv(comparisons_csv)
+    curve = table[table["on_curve"].astype(bool)]
+    metrics = [m for m in METRICS if m in set(table["metric"])]
+    test_sets = sorted(int(t) for t in table["test_set"].unique())
+    names = {i: n for i, n in enumerate(test_set_names or [], 1)}
+    reference = int(table["reference"].iloc[0])
+    several_seeds = table["n_seeds"].max() > 1
+
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(len(metrics), len(test_sets), figsize=(2.7 * len(test_sets), 2.1 * len(metrics)),
+                             squeeze=False, sharex=True)
+    for col, test_set in enumerate(test_sets):
+        for row, metric in enumerate(metrics):
+            ax = axes[row][col]
+            rows = curve[(curve["test_set"] == test_set) & (curve["metric"] == metric)].sort_values("synthetic_pct")
+            every = table[(table["test_set"] == test_set) & (table["metric"] == metric)]
+            if every.empty:
+                ax.axis("off")
+                continue
+            first = every.iloc[0]
+            worse = float(first["margin"]) * (1 if first["better"] == "lower" else -1)
+            ax.axhspan(min(0.0, worse), max(0.0, worse), color="#1f77b4", alpha=0.12, linewidth=0)
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            ax.axhline(worse, color="#d62728", linewidth=0.8, linestyle="--")
+            ref_pct = float(first["reference_pct"])
+            points = sorted([(ref_pct, 0.0)] + list(zip(rows["synthetic_pct"], rows["difference"])))
+            ax.plot([p[0] for p in points], [p[1] for p in points], color="#444444", linewidth=0.8, zorder=1)
+            ax.scatter([ref_pct], [0.0], marker="s", color="black", s=16, zorder=3)
+            for r in rows.itertuples():
+                colour = VERDICT_COLOURS.get(r.verdict, "#7f7f7f")
+                if np.isfinite(r.lo) and np.isfinite(r.hi):
+                    ax.plot([r.synthetic_pct] * 2, [r.lo, r.hi], color=colour, linewidth=1.4)
+                ax.scatter([r.synthetic_pct], [r.difference], color=colour, s=18, zorder=3)
+                if several_seeds and np.isfinite(r.difference_seed_min):
+                    x = r.synthetic_pct + 2.5
+                    ax.plot([x, x], [r.difference_seed_min, r.difference_seed_max],
+                            color="#999999", linewidth=2.5, alpha=0.8, solid_capstyle="butt")
+            ax.text(0.02, 0.96, f"ref. {float(first['reference_value']):.1f} %", transform=ax.transAxes,
+                    fontsize=6, color="#444444", va="top",
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
+            if row == 0:
+                title = f"test set {test_set}" + (f": {names[test_set]}" if test_set in names else "")
+                summary = curve[(curve["test_set"] == test_set) & (curve["metric"] == summary_metric)]
+                if not summary.empty:
+                    share = largest_accepted_share(summary)
+                    title += (f"\n{summary_metric} non-inferior up to {share:g} %" if share is not None
+                              else f"\n{summary_metric}: no share non-inferior")
+                ax.set_title(title, fontsize=8)
+            if col == 0:
+                ax.set_ylabel(f"{metric} − reference (points)", fontsize=7)
+            if row == len(metrics) - 1:
+                ax.set_xlabel("synthetic share (%)")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=v) for v, c in VERDICT_COLOURS.items()]
+    handles += [plt.Line2D([], [], marker="s", linestyle="", color="black", label=f"reference (experiment {reference})"),
+                mpatches.Patch(color="#1f77b4", alpha=0.12, label="non-inferiority margin")]
+    if several_seeds:
+        handles.append(plt.Line2D([], [], color="#999999", linewidth=2.5, label="range over seeds"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=7)
+    fig.suptitle("Replacement curve: difference to the reference, paired 95 % intervals", y=1.0)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.98))
+    _save(fig, out_path)
+
+
+def domain_gap_figure(
+    domain_gap_csv: str | os.PathLike,
+    out_path: str | os.PathLike,
+    comparisons_csv: str | os.PathLike | None = None,
+    metric: str = "TP",
+    test_set_names: list[str] | None = None,
+) -> None:
+    """Left: the real-vs-synthetic classifier's held-out AUC per stamp bank with its 95 % interval
+    (0.5 = indistinguishable). Right, when comparisons.csv has an all-synthetic experiment of the
+    reference's size: its `metric` difference to the reference per test set (paired 95 % interval)
+    against the AUC of the stamps the synthetic pool embeds (its interval as the horizontal bar)."""
+    gap = pd.read_csv(domain_gap_csv)
+    drop = pd.DataFrame()
+    if comparisons_csv is not None:
+        comparisons = pd.read_csv(comparisons_csv)
+        drop = comparisons[comparisons["on_curve"].astype(bool) & (comparisons["synthetic_pct"] == 100)
+                           & (comparisons["metric"] == metric)]
+    used = gap[gap["used_by_pool"].astype(bool)]
+    with_drop = not drop.empty and not used.empty
+    names = {i: n for i, n in enumerate(test_set_names or [], 1)}
+
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, 2 if with_drop else 1, figsize=(9.5 if with_drop else 5.0, 3.6), squeeze=False)
+    ax = axes[0][0]
+    x = np.arange(len(gap))
+    colours = ["#d62728" if u else "#1f77b4" for u in gap["used_by_pool"].astype(bool)]
+    for i, r in enumerate(gap.itertuples()):
+        if np.isfinite(r.lo) and np.isfinite(r.hi):
+            ax.plot([i, i], [r.lo, r.hi], color=colours[i], linewidth=1.5)
+        ax.scatter([i], [r.auc], color=colours[i], s=25, zorder=3)
+    ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(x, gap["bank"], rotation=30, ha="right")
+    ax.set_ylim(min(0.4, float(np.nanmin(gap["lo"].to_numpy(dtype=float), initial=0.4)) - 0.02), 1.02)
+    ax.set_ylabel("held-out AUC, real vs synthetic")
+    ax.set_title("Domain gap per stamp bank (red: the pool's)\n0.5 = indistinguishable", fontsize=9)
+    if with_drop:
+        ax = axes[0][1]
+        row = used.iloc[0]
+        palette = sns.color_palette("viridis", n_colors=len(drop))
+        for colour, r in zip(palette, drop.sort_values("test_set").itertuples()):
+            label = f"test set {r.test_set}" + (f": {names[r.test_set]}" if r.test_set in names else "")
+            ax.errorbar([row["auc"]], [r.difference],
+                        xerr=[[row["auc"] - row["lo"]], [row["hi"] - row["auc"]]] if np.isfinite(row["lo"]) else None,
+                        yerr=[[r.difference - r.lo], [r.hi - r.difference]] if np.isfinite(r.lo) else None,
+                        fmt="o", color=colour, capsize=2, label=label)
+        worse = float(drop["margin"].iloc[0]) * (1 if drop["better"].iloc[0] == "lower" else -1)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.axhline(worse, color="#d62728", linewidth=0.8, linestyle="--")
+        ax.set_xlim(0.45, 1.02)
+        ax.set_xlabel(f"AUC of {row['bank']}")
+        ax.set_ylabel(f"{metric}: 100 % synthetic − reference (points)")
+        ax.set_title(f"Drop of all-synthetic training (experiment {int(drop['experiment'].iloc[0])})", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    _save(fig, out_path)

@@ -1,11 +1,13 @@
 # Evaluation and report: each model's detections on each test set -> metrics, the tables of Table 3
 # (both: docs/architecture.md, "Contracts") and the evaluation figures (Table 3, Figure 10, a gallery).
 
-# What the numbers depend on: the evaluation settings without the gallery's choice of run, so that
-# picking another gallery run redraws one figure instead of re-evaluating every model.
+# What the numbers depend on: the evaluation settings without the gallery's choice of run and the
+# comparisons' and domain gap's settings, so that picking another gallery run or margin redraws a
+# figure or a table instead of re-evaluating every model.
+NOT_METRICS_KEYS = ("gallery", "reference_experiment", "margins", "summary_metric", "domain_gap")
 METRICS_CONFIG = {
     "seed": config["seed"],
-    "evaluation": {k: v for k, v in config["evaluation"].items() if k != "gallery"},
+    "evaluation": {k: v for k, v in config["evaluation"].items() if k not in NOT_METRICS_KEYS},
 }
 
 
@@ -138,3 +140,147 @@ FINAL_TARGETS += [
     "results/figures/training_curves.png",
     "results/figures/detections_gallery.png",
 ]
+
+
+# --- Does the study answer its question? Every experiment against a reference (paired over the
+# same test billets and seeds, with non-inferiority verdicts), the replacement curve along the
+# synthetic share, and how far the synthetic stamps are from the real ones
+# (billetjax/evaluation/comparisons.py, billetjax/evaluation/domain_gap.py).
+
+REFERENCE = config["evaluation"]["reference_experiment"]
+if not 1 <= REFERENCE <= len(TABLE1):
+    raise ValueError(
+        f"evaluation.reference_experiment = {REFERENCE}, but experiments.sets has {len(TABLE1)} rows; "
+        f"pick 1..{len(TABLE1)}"
+    )
+TEST_SET_NAMES = [s["name"] for s in config["data"]["test_sets"]]
+# The domain gap needs the synthesis stage's stamp banks: a study without synthetic images makes
+# none, and a workflow without rules/synth.smk (the evaluation-only test workflow) cannot.
+USES_SYNTHESIS = any(e.uses_synthetic for e in TABLE1) and workflow.is_rule("synth_stamps_classic")
+# An all-synthetic experiment of the reference's size: its drop is drawn against the domain gap.
+ALL_SYNTHETIC_ON_CURVE = any(
+    e.synthetic_pct == 100 and e.n_images == TABLE1[REFERENCE - 1].n_images for e in TABLE1
+)
+
+
+rule comparisons:
+    input:
+        expand(
+            "results/metrics/exp{experiment}/seed{seed}/testset{testset}.json",
+            experiment=EXPERIMENTS,
+            seed=SEEDS,
+            testset=TEST_SETS,
+        ),
+    output:
+        report(
+            "results/tables/comparisons.csv",
+            caption="../docs/captions/comparisons_csv.rst",
+            category="Table 3",
+        ),
+    params:
+        config={
+            "seed": config["seed"],
+            "experiments": config["experiments"],
+            "evaluation": {
+                k: config["evaluation"][k]
+                for k in ("reference_experiment", "margins", "bootstrap_samples")
+            },
+        },
+    log:
+        "logs/evaluate/comparisons.log",
+    benchmark:
+        "benchmarks/evaluate/comparisons.tsv"
+    conda:
+        "../envs/plot.yaml"
+    script:
+        "../scripts/comparisons.py"
+
+
+rule replacement_curve:
+    input:
+        "results/tables/comparisons.csv",
+    output:
+        figure=report(
+            "results/figures/replacement_curve.png",
+            caption="../docs/captions/replacement_curve.rst",
+            category="Replacement",
+        ),
+        summary=report(
+            "results/tables/replacement_summary.txt",
+            caption="../docs/captions/replacement_summary.rst",
+            category="Replacement",
+        ),
+    params:
+        metric=config["evaluation"]["summary_metric"],
+        experiments=config["experiments"],
+        test_set_names=TEST_SET_NAMES,
+    log:
+        "logs/evaluate/replacement_curve.log",
+    benchmark:
+        "benchmarks/evaluate/replacement_curve.tsv"
+    conda:
+        "../envs/plot.yaml"
+    script:
+        "../scripts/replacement_curve.py"
+
+
+rule domain_gap:
+    input:
+        real=expand("results/data/stamps/{split}.npz", split=("train", "val")),
+        gan=expand("results/synth/gan/stamps_step{ckpt}.npz", ckpt=config["synth"]["checkpoints"])
+        if config["synth"]["method"] == "gan"
+        else [],
+        classic="results/synth/classic/stamps_classic.npz",
+    output:
+        report(
+            "results/tables/domain_gap.csv",
+            caption="../docs/captions/domain_gap_csv.rst",
+            category="Synthesis",
+        ),
+    params:
+        config={
+            "seed": config["seed"],
+            "evaluation": {k: config["evaluation"][k] for k in ("domain_gap", "bootstrap_samples")},
+            "synth": {"method": config["synth"]["method"]},
+        },
+        checkpoints=config["synth"]["checkpoints"] if config["synth"]["method"] == "gan" else [],
+    log:
+        "logs/evaluate/domain_gap.log",
+    benchmark:
+        "benchmarks/evaluate/domain_gap.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/domain_gap.py"
+
+
+rule figure_domain_gap:
+    input:
+        gap="results/tables/domain_gap.csv",
+        comparisons=["results/tables/comparisons.csv"] if ALL_SYNTHETIC_ON_CURVE else [],
+    output:
+        report(
+            "results/figures/domain_gap.png",
+            caption="../docs/captions/domain_gap.rst",
+            category="Synthesis",
+        ),
+    params:
+        metric=config["evaluation"]["summary_metric"],
+        test_set_names=TEST_SET_NAMES,
+    log:
+        "logs/evaluate/figure_domain_gap.log",
+    benchmark:
+        "benchmarks/evaluate/figure_domain_gap.tsv"
+    conda:
+        "../envs/plot.yaml"
+    script:
+        "../scripts/figure_domain_gap.py"
+
+
+FINAL_TARGETS += [
+    "results/tables/comparisons.csv",
+    "results/figures/replacement_curve.png",
+    "results/tables/replacement_summary.txt",
+]
+if USES_SYNTHESIS:
+    FINAL_TARGETS += ["results/tables/domain_gap.csv", "results/figures/domain_gap.png"]

@@ -358,10 +358,10 @@ def make_pool(config: dict, bank_paths: list[str | os.PathLike], surfaces_dir: s
     coco = cc.empty_dataset(categories, description=f"synthetic billets, stamps rendered by {method} (Figure 5)")
     names = {c["name"]: c["id"] for c in coco["categories"]}
     ann_id = 1
-    for (plan, image_file), (record, annotations) in zip(jobs, results):
+    for (plan, image_file), (record, characters) in zip(jobs, results):
         record.update(id=plan.index + 1, file_name=cc.relative_file_name(out_json, image_file))
         coco["images"].append(record)
-        for fields in annotations:
+        for fields in characters:
             label = fields.pop("label")
             coco["annotations"].append({"id": ann_id, "image_id": record["id"], "category_id": names[label],
                                         "iscrowd": 0, **fields})

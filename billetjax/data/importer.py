@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
+from PIL import Image
 from shapely.geometry import Polygon, box
 from shapely.ops import unary_union
 
@@ -129,8 +130,6 @@ class Frame:
 
 def decode_frame(path: Path, opts: ImportOptions) -> Frame:
     """Decode a user's image file completely; raise `CocoError` naming the file and the problem."""
-    from PIL import Image
-
     data = path.read_bytes()
     # Pillow's own limit would refuse a large frame at open() with a message about bombs; the
     # header's size is checked against data.coco.max_pixels below instead.

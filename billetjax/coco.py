@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from billetjax.utils import atomic_write_bytes
 from billetjax.vocabulary import DIGIT_CATEGORIES, VISIBILITY
 
 SOURCES = ("real", "synthetic")
@@ -44,7 +45,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     except cv2.error as err:
-        raise CocoError(f"{path}: OpenCV could not read the image ({_cv2_message(err)})") from None
+        raise CocoError(f"{path}: OpenCV could not read the image ({cv2_message(err)})") from None
     if bgr is None:
         raise CocoError(f"{path}: the file does not decode as an image (corrupt or not an image)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -62,29 +63,13 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
     try:
         ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     except cv2.error as err:
-        raise OSError(f"{path}: OpenCV could not encode the image ({_cv2_message(err)})") from None
+        raise OSError(f"{path}: OpenCV could not encode the image ({cv2_message(err)})") from None
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode the image")
     atomic_write_bytes(path, encoded.tobytes())
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file whole or not at all: a temporary file beside it, flushed, then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"{path}: could not write the file ({err.strerror or err})") from err
-
-
-def _cv2_message(err: Exception) -> str:
+def cv2_message(err: Exception) -> str:
     """The useful last line of an OpenCV error."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(err).__name__

@@ -18,6 +18,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -117,21 +118,40 @@ def max_characters_per_image(config: Mapping[str, Any]) -> dict[str, int]:
     return counts
 
 
+def _read_export(path: str) -> dict | None:
+    """A user's COCO file as a dict, read once per parse (cached by size and modification time);
+    None when it is missing or not JSON (the data stage's import refuses those by name)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return _read_export_version(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _read_export_version(path: str, size: int, mtime_ns: int) -> dict | None:
+    try:
+        with open(Path(path), encoding="utf-8-sig") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def most_annotations_per_image(path: str | None) -> int | None:
     """The most annotations with a positive-area bbox on one image of a COCO file (as the
     detector's input pipeline counts them), or None when the file is not set, missing or not a
     readable COCO file: the data stage's import refuses those with the file and record named."""
-    if not path:
+    data = _read_export(str(path)) if path else None
+    if data is None:
         return None
     try:
-        with open(Path(path)) as f:
-            data = json.load(f)
         per_image = Counter()
         for ann in data.get("annotations", []):
             w, h = ann["bbox"][2], ann["bbox"][3]
             if w > 0 and h > 0:
                 per_image[ann["image_id"]] += 1
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+    except (TypeError, KeyError, IndexError, AttributeError):
         return None
     return max(per_image.values(), default=0)
 
@@ -152,14 +172,13 @@ def glyph_requirement(config: Mapping[str, Any]) -> dict[str, Any]:
 def annotated_category_names(path: str | None) -> list[str] | None:
     """Names of the categories that have annotations in a COCO file, or None when the file is not
     set or not readable (the import job names those problems)."""
-    if not path:
+    data = _read_export(str(path)) if path else None
+    if data is None:
         return None
     try:
-        with open(Path(path), encoding="utf-8-sig") as f:
-            data = json.load(f)
         used = {ann["category_id"] for ann in data["annotations"]}
         return sorted(str(c["name"]) for c in data["categories"] if c["id"] in used)
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+    except (TypeError, KeyError, IndexError, AttributeError):
         return None
 
 

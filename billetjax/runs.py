@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from billetjax.utils import atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -178,14 +180,8 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write `text` (UTF-8) to `path` whole or not at all (`utils.atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode())
 
 
 class History:

@@ -111,3 +111,19 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110, **savefig_kwargs) 
     fig.savefig(path, dpi=dpi, **savefig_kwargs)
     plt.close(fig)
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file whole or not at all: a temporary file beside it, flushed, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: could not write the file ({err.strerror or err})") from err

@@ -154,7 +154,7 @@ def decode_frame(path: Path, opts: ImportOptions) -> Frame:
     try:
         raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
-        raise cc.CocoError(f"{path}: OpenCV could not decode the image ({cc._cv2_message(err)})") from None
+        raise cc.CocoError(f"{path}: OpenCV could not decode the image ({cc.cv2_message(err)})") from None
     if raw is None:
         raise cc.CocoError(f"{path}: OpenCV could not decode the image (format not supported)")
     if raw.dtype not in (np.uint8, np.uint16):
@@ -179,7 +179,7 @@ def decode_frame(path: Path, opts: ImportOptions) -> Frame:
         else:
             raise cc.CocoError(f"{path}: {raw.shape[2]} channels; expected grey, RGB or RGBA")
     except cv2.error as err:
-        raise cc.CocoError(f"{path}: OpenCV could not convert the image ({cc._cv2_message(err)})") from None
+        raise cc.CocoError(f"{path}: OpenCV could not convert the image ({cc.cv2_message(err)})") from None
     stored = (rgb.shape[1], rgb.shape[0])
     return Frame(apply_exif_orientation(rgb, orientation), stored, orientation, bits)
 
@@ -335,7 +335,7 @@ def import_pool(src_json: str | os.PathLike, src_images: str | os.PathLike, dst_
         try:
             square, scale, dx, dy = fit_square(decoded.pixels, opts.size_px, opts.fit)
         except cv2.error as err:
-            raise cc.CocoError(f"{where}: OpenCV could not resize the image ({cc._cv2_message(err)})") from None
+            raise cc.CocoError(f"{where}: OpenCV could not resize the image ({cc.cv2_message(err)})") from None
         to_square = np.array([[scale, 0, dx], [0, scale, dy]]) @ np.vstack([to_upright, [0, 0, 1]])
         image_id = first_id + n - 1
         dst_file = image_dir / f"{image_id:06d}.png"

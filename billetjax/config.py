@@ -53,6 +53,9 @@ def problems(config: Mapping[str, Any]) -> list[str]:
            for path, value in non_finite(config)]
     if bad:
         return bad
+    rows = experiment_row_problems(config)
+    if rows:  # the other rules read Table 1, which such rows do not make
+        return rows
     return [
         *detector_problems(config),
         *max_boxes_problems(config),
@@ -102,7 +105,7 @@ def max_characters_per_image(config: Mapping[str, Any]) -> dict[str, int]:
     is missing or unreadable, which the import job reports)."""
     from billetjax.experiments import table1
 
-    rows = table1(config["experiments"])
+    rows = table1(config["experiments"], config["synth"]["method"])
     counts: dict[str, int] = {}
     if any(e.uses_real for e in rows):
         if config["data"]["source"] == "simulate":
@@ -160,7 +163,15 @@ def uses_synthesis(config: Mapping[str, Any]) -> bool:
     """Whether some experiment has synthetic images: only then do the GAN and synthesis run."""
     from billetjax.experiments import table1
 
-    return any(e.uses_synthetic for e in table1(config["experiments"]))
+    return any(e.uses_synthetic for e in table1(config["experiments"], config["synth"]["method"]))
+
+
+def synthetic_sources(config: Mapping[str, Any]) -> list[str]:
+    """The renderers (gan, classic) whose synthetic pools some experiment mixes in: a row's
+    `synthetic_source`, else `synth.method`."""
+    from billetjax.experiments import table1
+
+    return sorted({e.source for e in table1(config["experiments"], config["synth"]["method"]) if e.uses_synthetic})
 
 
 def glyph_requirement(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -297,7 +308,7 @@ def synth_problems(config: Mapping[str, Any]) -> list[str]:
     """The synthesis: checkpoints it draws stamps from, ordered ranges, partial visibility."""
     out = []
     synth = config["synth"]
-    if synth["method"] == "gan":
+    if synth["method"] == "gan" or "gan" in synthetic_sources(config):
         available = gan_checkpoints(config)
         unknown = sorted(set(synth["checkpoints"]) - set(available))
         if unknown:
@@ -322,14 +333,57 @@ def synth_problems(config: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def experiment_row_problems(config: Mapping[str, Any]) -> list[str]:
+    """Each row of `experiments.sets` says what it holds one way, and its axes fit together."""
+    out = []
+    for k, row in enumerate(config["experiments"]["sets"], 1):
+        name = f"experiments.sets row {k}"
+        counts = [key for key in ("real_images", "synthetic_images") if key in row]
+        if counts and "synthetic_pct" in row:
+            out.append(f"{name}: gives synthetic_pct and {' and '.join(counts)}; give the share or the counts")
+            continue
+        if not counts and "synthetic_pct" not in row:
+            out.append(f"{name}: give synthetic_pct, or real_images and/or synthetic_images")
+            continue
+        if counts and row["images_fraction"] != 1.0:
+            out.append(f"{name}: images_fraction scales synthetic_pct rows; a row with counts gives its sizes itself")
+        if counts:
+            n_real, n_synthetic = row.get("real_images", 0), row.get("synthetic_images", 0)
+            if n_real + n_synthetic == 0:
+                out.append(f"{name}: real_images + synthetic_images is 0")
+                continue
+        else:
+            n_real = 1 if row["synthetic_pct"] < 100 else 0
+            n_synthetic = 1 if row["synthetic_pct"] > 0 else 0
+        mixed = n_real and n_synthetic
+        if row["strategy"] == "sequential" and not mixed:
+            out.append(f"{name}: strategy sequential needs real and synthetic images (a share strictly between 0 and 100)")
+        if row["synthetic_schedule"] is not None:
+            if not mixed:
+                out.append(f"{name}: synthetic_schedule needs real and synthetic images to draw from")
+            if row["strategy"] != "mix":
+                out.append(f"{name}: synthetic_schedule is a way to mix; it cannot go with strategy {row['strategy']}")
+        if row["oversample_hard"] and not n_real:
+            out.append(f"{name}: oversample_hard repeats real images, and the row has none")
+        if row["synthetic_source"] is not None and not n_synthetic:
+            out.append(f"{name}: synthetic_source {row['synthetic_source']} on a row without synthetic images")
+    return out
+
+
 def experiment_problems(config: Mapping[str, Any]) -> list[str]:
-    """Enough real (simulated) and synthetic images for the largest experiment."""
+    """Enough real (simulated) and synthetic images for the largest experiment; hard images to
+    oversample."""
     from billetjax.experiments import table1
 
     out = []
-    exps = table1(config["experiments"])
+    exps = table1(config["experiments"], config["synth"]["method"])
     need_real = max(e.n_real for e in exps)
     need_synthetic = max(e.n_synthetic for e in exps)
+    simulated = config["data"]["simulate"]
+    if (config["data"]["source"] == "simulate" and any(e.oversample_hard for e in exps)
+            and simulated["poor_fraction"] + simulated["partial_fraction"] == 0):
+        out.append("an experiment has oversample_hard, but data.simulate makes no poor or partial billets "
+                   "(poor_fraction + partial_fraction = 0)")
     if config["data"]["source"] == "simulate":
         pool = config["data"]["simulate"]["train_pool_images"]
         if need_real > pool:

@@ -20,25 +20,35 @@ import numpy as np
 
 from billetjax import coco as cc
 from billetjax.utils import stage_seed
+from billetjax.vocabulary import HARD_VISIBILITY, UNKNOWN
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One row of Table 1: its number, synthetic share and image count, and what follows from them."""
+    """One row of Table 1 (a row of `experiments.sets`): what its training set holds and how the
+    detector is to draw its batches.
+
+    `n_real` / `n_synthetic` come from `synthetic_pct` of `images_fraction x experiments.images`,
+    or from the row's `real_images` / `synthetic_images` counts. `synthetic_pct` is the configured
+    share, or the counts' share.
+    """
 
     number: int
+    n_real: int
+    n_synthetic: int
     synthetic_pct: float
-    n_images: int
+    source: str  # the renderer whose pool the synthetic images come from: gan | classic
+    strategy: str  # mix: batches drawn from all images; sequential: synthetic first, then real
+    schedule: tuple[float, float] | None  # synthetic % of each batch at the first and last step
+    oversample_hard: bool  # the hard (poor, partial) real training images repeated
+    from_counts: bool  # the row gave real_images / synthetic_images
+    other_source: bool  # the row's source is not the study's (synth.method)
 
     @property
-    def n_synthetic(self) -> int:
-        return int(round(self.n_images * self.synthetic_pct / 100))
-
-    @property
-    def n_real(self) -> int:
-        return self.n_images - self.n_synthetic
+    def n_images(self) -> int:
+        return self.n_real + self.n_synthetic
 
     @property
     def real_pct(self) -> float:
@@ -48,25 +58,81 @@ class Experiment:
     def uses_synthetic(self) -> bool:
         """Whether the row asks for synthetic images: the synthetic pool is then one of its inputs
         (even where rounding leaves `n_synthetic` at 0)."""
-        return self.synthetic_pct > 0
+        return self.n_synthetic > 0 or (not self.from_counts and self.synthetic_pct > 0)
 
     @property
     def uses_real(self) -> bool:
         """Whether the row asks for real images (it is not all synthetic)."""
-        return self.synthetic_pct < 100
+        return self.n_real > 0 or (not self.from_counts and self.synthetic_pct < 100)
+
+    @property
+    def is_plain(self) -> bool:
+        """A row of the paper's kind: the study's synthetic source, images mixed uniformly,
+        nothing oversampled, no schedule (the replacement curve is drawn through such rows)."""
+        return (self.strategy == "mix" and self.schedule is None and not self.oversample_hard
+                and not self.other_source)
+
+    def batch_plan(self) -> dict | None:
+        """How the detector draws this set's batches (written into the training set's `info`, read
+        by `billetjax.detector.data.plan_batches`): None for a plain mix (uniform over all images),
+        else `{"strategy": ..., "synthetic_schedule": [start, end] | None}`."""
+        if self.strategy == "mix" and self.schedule is None:
+            return None
+        return {"strategy": self.strategy, "synthetic_schedule": list(self.schedule) if self.schedule else None}
+
+    @property
+    def label(self) -> str:
+        """A short name for tables and figures, e.g. "50 % synthetic (classic), sequential";
+        the source is named where it is not the study's."""
+        if self.from_counts:
+            text = f"{self.n_real} real + {self.n_synthetic} synthetic"
+        else:
+            text = f"{self.synthetic_pct:g} % synthetic"
+        if self.uses_synthetic and self.other_source:
+            text += f" ({self.source})"
+        extras = []
+        if self.strategy != "mix":
+            extras.append(self.strategy)
+        if self.schedule is not None:
+            extras.append(f"schedule {self.schedule[0]:g}->{self.schedule[1]:g} %")
+        if self.oversample_hard:
+            extras.append("hard real oversampled")
+        return ", ".join([text, *extras])
 
 
-def table1(experiments: Mapping) -> list[Experiment]:
+def table1(experiments: Mapping, synth_method: str) -> list[Experiment]:
     """Table 1 from the config's (schema-validated) `experiments` section: experiment k is row k
-    of `sets`, with `images_fraction x images` images of which `synthetic_pct` % are synthetic.
+    of `sets`. `synth_method` (the config's `synth.method`) is the synthetic source of rows that
+    name none.
 
-    The one place this arithmetic lives: the experiment sets, the config check, the workflow's
-    inputs (rules/common.smk) and the tables of Table 3 all read it from here.
+    A row gives either `synthetic_pct` (of `images_fraction x images` images) or counts
+    (`real_images`, `synthetic_images`, either may be left out = 0). The one place this
+    arithmetic lives: the experiment sets, the config check, the workflow's inputs
+    (rules/common.smk), the tables and the comparisons all read it from here.
     """
-    return [
-        Experiment(k, float(row["synthetic_pct"]), int(round(experiments["images"] * row["images_fraction"])))
-        for k, row in enumerate(experiments["sets"], 1)
-    ]
+    rows = []
+    for k, row in enumerate(experiments["sets"], 1):
+        counts = "real_images" in row or "synthetic_images" in row
+        if counts == ("synthetic_pct" in row):
+            raise ValueError(f"experiments.sets row {k}: give synthetic_pct or real_images / synthetic_images, "
+                             f"{'not both' if counts else 'one of them'}")
+        schedule = row["synthetic_schedule"]
+        source = row["synthetic_source"] or synth_method
+        common = dict(source=source, other_source=source != synth_method, strategy=row["strategy"],
+                      schedule=tuple(float(v) for v in schedule) if schedule is not None else None,
+                      oversample_hard=bool(row["oversample_hard"]))
+        if counts:
+            n_real, n_synthetic = int(row.get("real_images", 0)), int(row.get("synthetic_images", 0))
+            if n_real + n_synthetic == 0:
+                raise ValueError(f"experiments.sets row {k}: real_images + synthetic_images is 0")
+            rows.append(Experiment(k, n_real, n_synthetic, 100.0 * n_synthetic / (n_real + n_synthetic),
+                                   from_counts=True, **common))
+        else:
+            pct = float(row["synthetic_pct"])
+            n = int(round(experiments["images"] * row["images_fraction"]))
+            n_synthetic = int(round(n * pct / 100))
+            rows.append(Experiment(k, n - n_synthetic, n_synthetic, pct, from_counts=False, **common))
+    return rows
 
 
 def stratified_order(strata: list[str], seed: int) -> np.ndarray:
@@ -96,11 +162,37 @@ def _split(order: np.ndarray, n: int, validation_fraction: float) -> tuple[np.nd
     return chosen[~is_val], chosen[is_val]
 
 
+def hard_repeats(visibility: list[str], hard_share: float) -> np.ndarray:
+    """How often each image of an (ordered) training part appears so that its hard (poor, partial)
+    images make up `hard_share` of it: easy images once, hard ones k or k + 1 times, the extra
+    copies going to the first hard images of the order. int[N]; all ones where the hard share is
+    already reached; ValueError when there is no hard image.
+    """
+    hard = np.isin(np.asarray(visibility, dtype=object), HARD_VISIBILITY)
+    n_hard, n_easy = int(hard.sum()), int((~hard).sum())
+    if n_hard == 0:
+        raise ValueError("oversample_hard: the real training images hold no poor or partially visible "
+                         "image (image attribute `visibility`) to repeat")
+    # n_hard_total / (n_hard_total + n_easy) = hard_share
+    total = max(n_hard, int(round(hard_share * n_easy / (1 - hard_share))))
+    repeats = np.ones(len(hard), np.int64)
+    whole, extra = divmod(total, n_hard)
+    repeats[hard] = whole
+    repeats[np.flatnonzero(hard)[:extra]] += 1
+    return repeats
+
+
 def make_experiment_set(config: dict, number: int, seed: int, real_pool_json: str | os.PathLike,
                         synthetic_pool_json: str | os.PathLike | None, out_train: str | os.PathLike,
                         out_val: str | os.PathLike) -> None:
-    """Write the training and validation COCO files of experiment `number` for one seed."""
-    exps = table1(config["experiments"])
+    """Write the training and validation COCO files of experiment `number` for one seed.
+
+    config: `seed`, `experiments` and `synth.method` of the validated config. The synthetic pool is
+    the one of the row's source. The training file's `info.batch_plan` tells the detector how to
+    draw batches (`Experiment.batch_plan`); with `oversample_hard`, hard real training images are
+    listed several times (each copy an image record of its own, `repeat_of` naming the first).
+    """
+    exps = table1(config["experiments"], config["synth"]["method"])
     if not 1 <= number <= len(exps):
         raise ValueError(f"experiment {number} is not in experiments.sets (1..{len(exps)})")
     exp = exps[number - 1]
@@ -128,13 +220,26 @@ def make_experiment_set(config: dict, number: int, seed: int, real_pool_json: st
         order = stratified_order([f"{img.get('site', '')}/{img.get('visibility', '')}" for img in pool["images"]],
                                  stage_seed(config["seed"], "experiments", seed, kind))
         train_idx, val_idx = _split(order, n, val_fraction)
+        if kind == "real" and exp.oversample_hard:
+            visibility = [str(pool["images"][int(i)].get("visibility", UNKNOWN)) for i in train_idx]
+            try:
+                repeats = hard_repeats(visibility, config["experiments"]["hard_share"])
+            except ValueError as err:
+                raise ValueError(f"{path}: experiment {number}: {err}") from None
+            hard = np.isin(visibility, HARD_VISIBILITY)
+            log.info("experiment %d seed %d: %d hard real training images shown as %d, beside %d others "
+                     "(experiments.hard_share %.2f)", number, seed, int(hard.sum()), int(repeats[hard].sum()),
+                     int((~hard).sum()), config["experiments"]["hard_share"])
+            train_idx = np.repeat(train_idx, repeats)
         splits["train"].append((pool, path, train_idx))
         splits["val"].append((pool, path, val_idx))
 
+    label = exp.label
     for split, out in (("train", out_train), ("val", out_val)):
-        dataset = cc.empty_dataset(real["categories"],
-                                   description=f"experiment {number} ({exp.synthetic_pct:g} % synthetic), seed {seed}, {split}")
+        dataset = cc.empty_dataset(real["categories"], description=f"experiment {number} ({label}), seed {seed}, {split}")
         dataset["info"].update(experiment=number, synthetic_pct=exp.synthetic_pct, seed=seed, split=split)
+        if split == "train" and exp.batch_plan() is not None:
+            dataset["info"]["batch_plan"] = exp.batch_plan()
         for pool, path, idx in splits[split]:
             _append(dataset, pool, path, idx, out)
         cc.validate(dataset, out)
@@ -154,11 +259,16 @@ def _append(dataset: dict, pool: dict, pool_json, indices: np.ndarray, out_json)
     grouped = cc.annotations_by_image(pool)
     next_image = len(dataset["images"]) + 1
     next_ann = len(dataset["annotations"]) + 1
+    first_copy: dict[int, int] = {}
     for offset, i in enumerate(indices):
         img = dict(pool["images"][int(i)])
         anns = grouped[int(img["id"])]
         img["source_image_id"] = img["id"]
         img["id"] = next_image + offset
+        if int(i) in first_copy:  # an oversampled image: a copy of an earlier record
+            img["repeat_of"] = first_copy[int(i)]
+        else:
+            first_copy[int(i)] = img["id"]
         img["file_name"] = cc.relative_file_name(out_json, cc.image_path(pool_json, pool["images"][int(i)]))
         dataset["images"].append(img)
         for ann in anns:

@@ -11,6 +11,8 @@ from __future__ import annotations
 WELL, POOR, PARTIAL = "well", "poor", "partial"
 # The visibility classes of the paper (Figure 8, Table 2), in this order wherever they are listed.
 VISIBILITY = (WELL, POOR, PARTIAL)
+# The hard ones: what the paper balanced by synthesis (and `oversample_hard` balances by repetition).
+HARD_VISIBILITY = (POOR, PARTIAL)
 
 # The production sites the simulator renders (paper: about 1/3 from site A, 2/3 from site B). A
 # user's data may name its sites freely.

@@ -23,7 +23,7 @@ FINAL_TARGETS = []
 # testset{n}: the n-th entry of data.test_sets (Table 2's five by default).
 TEST_SETS = list(range(1, len(config["data"]["test_sets"]) + 1))
 # Table 1: experiment k is row k of experiments.sets (billetjax.experiments.table1).
-TABLE1 = table1(config["experiments"])
+TABLE1 = table1(config["experiments"], config["synth"]["method"])
 EXPERIMENTS = [e.number for e in TABLE1]
 SEEDS = list(config["experiments"]["seeds"])
 
@@ -60,14 +60,20 @@ def user_data_inputs(wildcards):
     return [p for p in (user["train"], user["test"]) if p]
 
 
-def synthetic_pool():
-    """The synthetic pool the study mixes in: the one of synth.method."""
-    return f"results/synth/{config['synth']['method']}/pool.json"
+def synthetic_pool(source=None):
+    """The synthetic pool of a renderer (gan or classic; default: synth.method, the study's)."""
+    return f"results/synth/{source or config['synth']['method']}/pool.json"
+
+
+# The renderers whose pools some experiment mixes in (a row's synthetic_source, else synth.method).
+SYNTHETIC_SOURCES = config_rules.synthetic_sources(config)
 
 
 def synthetic_pool_for(wildcards):
-    """An experiment's synthetic pool, or nothing when it uses none (experiments 1 and 6)."""
-    return [synthetic_pool()] if TABLE1[int(wildcards.experiment) - 1].uses_synthetic else []
+    """An experiment's synthetic pool (of its source), or nothing when it uses none (experiments
+    1 and 6)."""
+    row = TABLE1[int(wildcards.experiment) - 1]
+    return [synthetic_pool(row.source)] if row.uses_synthetic else []
 
 
 # Evaluation stage: which run the detections gallery shows (evaluation.gallery, first seed).

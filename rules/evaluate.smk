@@ -40,7 +40,7 @@ rule table_testset:
     output:
         "results/tables/testset{testset}.csv",
     params:
-        config={**METRICS_CONFIG, "experiments": config["experiments"]},
+        config={**METRICS_CONFIG, "experiments": config["experiments"], "synth": {"method": config["synth"]["method"]}},
     log:
         "logs/evaluate/table_testset{testset}.log",
     benchmark:
@@ -157,9 +157,9 @@ TEST_SET_NAMES = [s["name"] for s in config["data"]["test_sets"]]
 # The domain gap needs the synthesis stage's stamp banks: a study without synthetic images makes
 # none, and a workflow without rules/synth.smk (the evaluation-only test workflow) cannot.
 USES_SYNTHESIS = any(e.uses_synthetic for e in TABLE1) and workflow.is_rule("synth_stamps_classic")
-# An all-synthetic experiment of the reference's size: its drop is drawn against the domain gap.
+# An all-synthetic experiment on the replacement curve: its drop is drawn against the domain gap.
 ALL_SYNTHETIC_ON_CURVE = any(
-    e.synthetic_pct == 100 and e.n_images == TABLE1[REFERENCE - 1].n_images for e in TABLE1
+    e.synthetic_pct == 100 and e.is_plain and e.n_images == TABLE1[REFERENCE - 1].n_images for e in TABLE1
 )
 
 
@@ -181,6 +181,7 @@ rule comparisons:
         config={
             "seed": config["seed"],
             "experiments": config["experiments"],
+            "synth": {"method": config["synth"]["method"]},
             "evaluation": {
                 k: config["evaluation"][k]
                 for k in ("reference_experiment", "margins", "bootstrap_samples")
@@ -213,6 +214,7 @@ rule replacement_curve:
     params:
         metric=config["evaluation"]["summary_metric"],
         experiments=config["experiments"],
+        synth_method=config["synth"]["method"],
         test_set_names=TEST_SET_NAMES,
     log:
         "logs/evaluate/replacement_curve.log",
@@ -228,7 +230,7 @@ rule domain_gap:
     input:
         real=expand("results/data/stamps/{split}.npz", split=("train", "val")),
         gan=expand("results/synth/gan/stamps_step{ckpt}.npz", ckpt=config["synth"]["checkpoints"])
-        if config["synth"]["method"] == "gan"
+        if "gan" in SYNTHETIC_SOURCES
         else [],
         classic="results/synth/classic/stamps_classic.npz",
     output:
@@ -243,7 +245,7 @@ rule domain_gap:
             "evaluation": {k: config["evaluation"][k] for k in ("domain_gap", "bootstrap_samples")},
             "synth": {"method": config["synth"]["method"]},
         },
-        checkpoints=config["synth"]["checkpoints"] if config["synth"]["method"] == "gan" else [],
+        checkpoints=config["synth"]["checkpoints"] if "gan" in SYNTHETIC_SOURCES else [],
     log:
         "logs/evaluate/domain_gap.log",
     benchmark:

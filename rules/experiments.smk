@@ -10,7 +10,7 @@ rule experiment_set:
         train="results/experiments/exp{experiment}/seed{seed}/train.json",
         val="results/experiments/exp{experiment}/seed{seed}/val.json",
     params:
-        config=config_for("experiments"),
+        config={**config_for("experiments"), "synth": {"method": config["synth"]["method"]}},
     log:
         "logs/experiments/exp{experiment}_seed{seed}.log",
     benchmark:

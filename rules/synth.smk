@@ -2,7 +2,8 @@
 # classic shaded height field) -> embedded into blank billet surfaces -> the synthetic COCO pool.
 # Stamp banks: results/synth/gan/stamps_step{ckpt}.npz (one per synth.checkpoints entry) and
 # results/synth/classic/stamps_classic.npz (the classic renderer has no checkpoint: one bank of
-# the same stamps). The study mixes in results/synth/{synth.method}/pool.json. The stamps and the
+# the same stamps). The study mixes in results/synth/{synth.method}/pool.json, and the classic or
+# GAN pool where a row of experiments.sets names it (synthetic_source). The stamps and the
 # pool synthesise the real train pool's categories (names, ids), so they read it.
 
 
@@ -133,9 +134,9 @@ rule synth_figure_stamps_classic:
 # glyph for its categories.
 if config_rules.uses_synthesis(config):
     FINAL_TARGETS += [
-        synthetic_pool(),
+        *(synthetic_pool(source) for source in SYNTHETIC_SOURCES),
         "results/figures/synthetic_samples.png",
         "results/figures/classic_stamps.png",
     ]
-    if config["synth"]["method"] == "gan":
+    if "gan" in SYNTHETIC_SOURCES:
         FINAL_TARGETS += expand("results/figures/gan_stamps_step{ckpt}.png", ckpt=config["synth"]["checkpoints"])

@@ -3,10 +3,11 @@ replacement_curve)."""
 
 from billetjax.evaluation.comparisons import write_replacement_summary
 from billetjax.evaluation.figures import replacement_curve_figure
+from billetjax.experiments import table1
 from billetjax.utils import log_to
 
 log_to(snakemake.log[0])
 params = snakemake.params
-write_replacement_summary(snakemake.input[0], snakemake.output.summary, params.metric, params.experiments,
-                          params.test_set_names)
+write_replacement_summary(snakemake.input[0], snakemake.output.summary, params.metric,
+                          table1(params.experiments, params.synth_method), params.test_set_names)
 replacement_curve_figure(snakemake.input[0], snakemake.output.figure, params.test_set_names, params.metric)

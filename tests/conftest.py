@@ -39,6 +39,18 @@ def make_config():
     return build
 
 
+@pytest.fixture(scope="session")
+def table1_of(make_config):
+    """A function: Table 1 (`billetjax.experiments.table1`) of config.yaml with this `experiments`
+    section laid over it (schema defaults filled in), e.g. `table1_of({"images": 40, "sets": [...]})`."""
+    from billetjax.experiments import table1
+
+    def build(experiments: dict, synth_method: str = "gan"):
+        return table1(make_config({"experiments": experiments})["experiments"], synth_method)
+
+    return build
+
+
 SNAKEFILE = ROOT / "Snakefile"
 SMOKE = ROOT / "tests/presets/smoke.yaml"
 

@@ -193,9 +193,9 @@ def metrics_files(tmp_path_factory, write_evaluation_test_set, controlled_detect
     return folder, paths
 
 
-def test_comparison_table(metrics_files):
+def test_comparison_table(metrics_files, table1_of):
     folder, paths = metrics_files
-    table = write_comparison_table(paths, folder / "comparisons.csv", EXPERIMENTS, EVALUATION, 2022)
+    table = write_comparison_table(paths, folder / "comparisons.csv", table1_of(EXPERIMENTS), EVALUATION, 2022)
     read = pd.read_csv(folder / "comparisons.csv")
     assert list(read.columns) == COLUMNS + EXTRA_COLUMNS
     assert len(read) == 2 * 2 * len(METRICS)  # test sets x experiments 2, 3 x metrics
@@ -219,16 +219,16 @@ def test_comparison_table(metrics_files):
         assert row.margin == MARGINS[row.metric]
 
 
-def test_comparison_table_refusals(metrics_files):
+def test_comparison_table_refusals(metrics_files, table1_of):
     folder, paths = metrics_files
     with pytest.raises(ValueError, match="reference_experiment = 4"):
-        comparison_table(paths, EXPERIMENTS, {**EVALUATION, "reference_experiment": 4}, 0)
+        comparison_table(paths, table1_of(EXPERIMENTS), {**EVALUATION, "reference_experiment": 4}, 0)
     one_seed_of_2 = [p for p in paths if not ("exp2" in str(p) and "seed1" in str(p))]
     with pytest.raises(ValueError, match="same seeds"):
-        comparison_table(one_seed_of_2, EXPERIMENTS, EVALUATION, 0)
+        comparison_table(one_seed_of_2, table1_of(EXPERIMENTS), EVALUATION, 0)
     without_3 = [p for p in paths if "exp3" not in str(p)]
     with pytest.raises(ValueError, match="no metrics for experiment 3"):
-        comparison_table(without_3, EXPERIMENTS, EVALUATION, 0)
+        comparison_table(without_3, table1_of(EXPERIMENTS), EVALUATION, 0)
 
 
 # ------------------------------------------------------------------ the replacement curve
@@ -263,13 +263,13 @@ def test_replacement_summary_sentences():
     ]
 
 
-def test_summary_file_and_curve_figure(metrics_files):
+def test_summary_file_and_curve_figure(metrics_files, table1_of):
     from billetjax.evaluation.figures import replacement_curve_figure
 
     folder, paths = metrics_files
     csv = folder / "comparisons_for_figure.csv"
-    write_comparison_table(paths, csv, EXPERIMENTS, EVALUATION, 2022)
-    sentences = write_replacement_summary(csv, folder / "summary.txt", "TP", EXPERIMENTS, ["all", "well", "hard"])
+    write_comparison_table(paths, csv, table1_of(EXPERIMENTS), EVALUATION, 2022)
+    sentences = write_replacement_summary(csv, folder / "summary.txt", "TP", table1_of(EXPERIMENTS), ["all", "well", "hard"])
     text = (folder / "summary.txt").read_text()
     assert sentences[0] == "Up to 50 % synthetic data is non-inferior to all-real on test set 1 (all) (TP, margin 2 points, 95 %)."
     assert text.startswith(sentences[0]) and "test set 3 (hard)" in text and "CB" in text

@@ -370,3 +370,46 @@ def test_categories_without_glyphs_are_refused_at_parse_time_when_synthesis_is_o
     message = refused(config_with(data=coco))
     assert "'§'" in message and "plant" not in message  # a category without annotations needs none
     cfg.check_config(config_with(data=coco, experiments={"sets": [{"synthetic_pct": 0}]}))
+
+
+# ----------------------------------------------------------------------------- experiment axes
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"synthetic_pct": 50, "real_images": 10}, "gives synthetic_pct and real_images"),
+    ({"strategy": "mix"}, "give synthetic_pct, or real_images"),
+    ({"real_images": 0, "synthetic_images": 0}, "real_images + synthetic_images is 0"),
+    ({"real_images": 10, "images_fraction": 0.5}, "images_fraction scales synthetic_pct rows"),
+    ({"synthetic_pct": 0, "strategy": "sequential"}, "strategy sequential needs real and synthetic"),
+    ({"synthetic_pct": 100, "synthetic_schedule": [80, 20]}, "synthetic_schedule needs real and synthetic"),
+    ({"synthetic_pct": 50, "strategy": "sequential", "synthetic_schedule": [80, 20]}, "synthetic_schedule is a way to mix; it cannot go with strategy sequential"),
+    ({"synthetic_pct": 100, "oversample_hard": True}, "oversample_hard repeats real images"),
+    ({"synthetic_pct": 0, "synthetic_source": "classic"}, "synthetic_source classic on a row without synthetic"),
+])
+def test_experiment_rows_that_do_not_fit_together_are_refused(row, message):
+    config = config_with(experiments={"sets": [{"synthetic_pct": 0}, row]})
+    assert f"experiments.sets row 2: {message}" in refused(config)
+
+
+def test_oversampling_needs_hard_simulated_billets():
+    config = config_with(experiments={"sets": [{"synthetic_pct": 0, "oversample_hard": True}]},
+                         data={"simulate": {"poor_fraction": 0.0, "partial_fraction": 0.0}})
+    assert "makes no poor or partial billets" in refused(config)
+
+
+def test_counts_need_big_enough_pools():
+    config = config_with(experiments={"sets": [{"real_images": 600}, {"real_images": 10, "synthetic_images": 500}]})
+    message = refused(config)
+    assert "below the 600 real images" in message and "below the 500 synthetic images" in message
+
+
+def test_questions_preset_passes_and_plans_its_rows(job_counts):
+    extra = yaml.safe_load((ROOT / "presets/questions.yaml").read_text())
+    config = config_with(**extra)
+    assert cfg.problems(config) == []
+    assert cfg.synthetic_sources(config) == ["classic", "gan"]
+    result = dry_run("--configfile", str(ROOT / "presets/questions.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    assert counts["detector_train"] == len(config["experiments"]["sets"]) * len(config["experiments"]["seeds"])
+    assert counts["synth_pool"] == 2  # the GAN's and the classic renderer's pools

@@ -176,6 +176,54 @@ def test_batches_with_repeat_factors_show_rare_images_more_often_and_resume():
         np.testing.assert_array_equal(resumed[0], seq[step])
 
 
+def _sourced_set(n_real: int, n_synthetic: int) -> det_data.DetectionSet:
+    """Images whose pixel value is their index; the first n_real real, the rest synthetic."""
+    n = n_real + n_synthetic
+    return det_data.DetectionSet(
+        images=np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8),
+        boxes=np.zeros((n, 1, 4), np.float32), labels=np.zeros((n, 1), np.int32),
+        valid=np.zeros((n, 1), bool), image_ids=np.arange(n), category_ids=(1,),
+        sources=np.array(["real"] * n_real + ["synthetic"] * n_synthetic, dtype=object))
+
+
+@pytest.mark.parametrize("plan, steps, n_real, n_synthetic, expected", [
+    # linear 75 % -> 25 % of 4 over 5 steps: shares 3, 2.5, 2, 1.5, 1; carried rounding error
+    ({"strategy": "mix", "synthetic_schedule": [75, 25]}, 5, 10, 10, [3, 3, 2, 1, 1]),
+    ({"strategy": "mix", "synthetic_schedule": [0, 100]}, 3, 10, 10, [0, 2, 4]),
+    # sequential: round(10 x 30 / 40) = 8 synthetic steps (7.5 rounds to even), then real
+    ({"strategy": "sequential", "synthetic_schedule": None}, 10, 10, 30, [4] * 8 + [0] * 2),
+    ({"strategy": "sequential", "synthetic_schedule": None}, 4, 30, 10, [4, 0, 0, 0]),
+])
+def test_synthetic_per_batch_hand_counts(plan, steps, n_real, n_synthetic, expected):
+    counts = det_data.synthetic_per_batch(plan, steps, 4, n_real, n_synthetic)
+    assert counts.tolist() == expected
+
+
+def test_planned_batches_follow_the_plan_cover_each_part_and_resume():
+    data = _sourced_set(6, 10)  # images 0-5 real, 6-15 synthetic
+    plan = {"strategy": "sequential", "synthetic_schedule": None}
+    steps = 16  # round(16 x 10 / 16) = 10 synthetic steps, then 6 real ones
+    gen = det_data.planned_batches(data, 4, seed=3, augment_cfg=None, plan=plan, steps=steps)
+    seq = [next(gen)[0][:, 0, 0, 0] for _ in range(steps + 2)]
+    assert all((b >= 6).all() for b in seq[:10]) and all((b < 6).all() for b in seq[10:])
+    # Each part is shown in whole shuffled epochs: 40 synthetic draws = 4 epochs of 10 images.
+    np.testing.assert_array_equal(np.bincount(np.concatenate(seq[:10]), minlength=16)[6:], [4] * 10)
+    for step in (0, 7, 10, 13):
+        resumed = next(det_data.planned_batches(data, 4, seed=3, augment_cfg=None, plan=plan, steps=steps,
+                                                start_step=step))
+        np.testing.assert_array_equal(resumed[0][:, 0, 0, 0], seq[step])
+    schedule = {"strategy": "mix", "synthetic_schedule": [75, 25]}
+    gen = det_data.planned_batches(data, 4, seed=3, augment_cfg=None, plan=schedule, steps=5)
+    made = [int((next(gen)[0][:, 0, 0, 0] >= 6).sum()) for _ in range(5)]
+    assert made == [3, 3, 2, 1, 1]
+
+
+def test_planned_batches_need_both_parts():
+    plan = {"strategy": "sequential", "synthetic_schedule": None}
+    with pytest.raises(ValueError, match="needs synthetic images"):
+        next(det_data.planned_batches(_sourced_set(6, 0), 4, seed=0, augment_cfg=None, plan=plan, steps=4))
+
+
 def test_too_many_boxes_is_refused(tmp_path, write_digit_set):
     path = write_digit_set(tmp_path, n_images=1, size_px=96, digits=4, height_px=(14, 18))
     with pytest.raises(ValueError, match="max_boxes"):

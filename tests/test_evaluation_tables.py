@@ -20,7 +20,7 @@ EVALUATION = {"iou_threshold": 0.5, "score_threshold": 0.5, "bootstrap_samples":
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, write_evaluation_test_set, controlled_detections):
+def study(tmp_path_factory, write_evaluation_test_set, controlled_detections, table1_of):
     folder = tmp_path_factory.mktemp("evaluation")
     gt_path = write_evaluation_test_set(folder)
     coco = cc.load(gt_path)
@@ -36,7 +36,7 @@ def study(tmp_path_factory, write_evaluation_test_set, controlled_detections):
             out = folder / "metrics" / f"exp{experiment}" / f"seed{seed}" / "testset3.json"
             evaluate_files(gt_path, det_path, out, EVALUATION, 2022, experiment, seed, 3)
             metrics.append(out)
-    table = write_testset_table(metrics, folder / "tables" / "testset3.csv", EXPERIMENTS, 3, 200, 2022)
+    table = write_testset_table(metrics, folder / "tables" / "testset3.csv", table1_of(EXPERIMENTS), 3, 200, 2022)
     return {"folder": folder, "gt": gt_path, "metrics": metrics, "table": table}
 
 
@@ -79,11 +79,11 @@ def test_table3_order(study):
     assert list(zip(table.test_set, table.experiment)) == [(1, 1), (1, 2), (3, 1), (3, 2)]
 
 
-def test_unknown_experiment_is_refused(study):
+def test_unknown_experiment_is_refused(study, table1_of):
     with pytest.raises(ValueError, match="no metrics for experiment 2"):
-        write_testset_table(study["metrics"][:2], study["folder"] / "x.csv", EXPERIMENTS, 3, 10, 0)
+        write_testset_table(study["metrics"][:2], study["folder"] / "x.csv", table1_of(EXPERIMENTS), 3, 10, 0)
     with pytest.raises(ValueError, match="test set 4"):
-        write_testset_table(study["metrics"], study["folder"] / "x.csv", EXPERIMENTS, 4, 10, 0)
+        write_testset_table(study["metrics"], study["folder"] / "x.csv", table1_of(EXPERIMENTS), 4, 10, 0)
 
 
 def assert_png(path, min_px=300):

@@ -45,13 +45,14 @@ def build(config, tmp_path, pools, number, seed=0):
     return cc.load(out / "train.json"), cc.load(out / "val.json")
 
 
-def test_table1_sizes_and_shares(config, tmp_path, pools):
-    assert [(e.synthetic_pct, e.n_images) for e in table1(config["experiments"])] == [
+def test_table1_sizes_and_shares(config, make_config, tmp_path, pools):
+    assert [(e.synthetic_pct, e.n_images) for e in table1(config["experiments"], "gan")] == [
         (0, 80), (25, 80), (50, 80), (75, 80), (100, 80), (0, 20)]
-    assert [(e.n_real, e.n_synthetic, e.real_pct) for e in table1(config["experiments"])] == [
+    assert [(e.n_real, e.n_synthetic, e.real_pct) for e in table1(config["experiments"], "gan")] == [
         (80, 0, 100), (60, 20, 75), (40, 40, 50), (20, 60, 25), (0, 80, 0), (20, 0, 100)]
-    assert [(e.uses_real, e.uses_synthetic) for e in table1({"images": 400, "sets": [
-        {"synthetic_pct": 0.1, "images_fraction": 1.0}, {"synthetic_pct": 100, "images_fraction": 0.5}]})] == [
+    assert all(e.is_plain and e.batch_plan() is None for e in table1(config["experiments"], "gan"))
+    tiny = make_config({"experiments": {"images": 400, "sets": [{"synthetic_pct": 0.1}, {"synthetic_pct": 100, "images_fraction": 0.5}]}})
+    assert [(e.uses_real, e.uses_synthetic) for e in table1(tiny["experiments"], "gan")] == [
         (True, True), (False, True)]
     for number, (pct, n) in enumerate([(0, 80), (25, 80), (50, 80), (75, 80), (100, 80), (0, 20)], 1):
         train, val = build(config, tmp_path, pools, number)
@@ -104,3 +105,108 @@ def test_too_small_pool_is_refused(config, make_config, tmp_path, pools):
         make_experiment_set(bigger, 1, 0, pools[0], pools[1], tmp_path / "t.json", tmp_path / "v.json")
     with pytest.raises(ValueError, match="experiment 9 is not in experiments.sets"):
         make_experiment_set(config, 9, 0, pools[0], pools[1], tmp_path / "t.json", tmp_path / "v.json")
+
+
+# ----------------------------------------------------------------------------- experiment axes
+
+
+AXES = {**EXPERIMENTS, "sets": [
+    {"synthetic_pct": 0},
+    {"synthetic_pct": 50},
+    {"synthetic_pct": 50, "synthetic_source": "classic"},
+    {"synthetic_pct": 50, "strategy": "sequential"},
+    {"synthetic_pct": 50, "synthetic_schedule": [75, 25]},
+    {"real_images": 20, "synthetic_images": 60},
+    {"real_images": 20},
+    {"synthetic_pct": 0, "oversample_hard": True},
+]}
+
+
+@pytest.fixture
+def axes(make_config):
+    return make_config({"seed": 7, "experiments": AXES})
+
+
+def test_rows_with_axes_have_their_sizes_labels_and_plans(axes):
+    rows = table1(axes["experiments"], "gan")
+    assert [(e.n_real, e.n_synthetic) for e in rows] == [(80, 0), (40, 40), (40, 40), (40, 40), (40, 40),
+                                                        (20, 60), (20, 0), (80, 0)]
+    assert [e.source for e in rows[1:6]] == ["gan", "classic", "gan", "gan", "gan"]
+    assert [e.is_plain for e in rows] == [True, True, False, False, False, True, True, False]
+    assert rows[5].synthetic_pct == 75 and rows[6].synthetic_pct == 0
+    assert [e.label for e in rows] == [
+        "0 % synthetic", "50 % synthetic", "50 % synthetic (classic)", "50 % synthetic, sequential",
+        "50 % synthetic, schedule 75->25 %", "20 real + 60 synthetic", "20 real + 0 synthetic",
+        "0 % synthetic, hard real oversampled"]
+    assert [e.batch_plan() for e in rows[2:5]] == [
+        None, {"strategy": "sequential", "synthetic_schedule": None}, {"strategy": "mix", "synthetic_schedule": [75.0, 25.0]}]
+    # With synth.method classic, the same rows' default source is classic and row 3 is plain.
+    classic = table1(axes["experiments"], "classic")
+    assert [e.source for e in classic[1:4]] == ["classic", "classic", "classic"] and classic[2].is_plain
+
+
+def test_count_rows_nest_with_share_rows(axes, tmp_path, pools):
+    def real_ids(number):
+        train, val = build(axes, tmp_path, pools, number)
+        return {i["source_image_id"] for i in train["images"] + val["images"] if i["source"] == "real"}
+
+    # 20 real images of the counts rows are the first 20 of the order: inside the 40 of the 50 % rows.
+    assert real_ids(6) == real_ids(7) < real_ids(2) < real_ids(1)
+    train, val = build(axes, tmp_path, pools, 6)
+    assert sum(i["source"] == "synthetic" for i in train["images"] + val["images"]) == 60
+
+
+def test_batch_plan_is_written_into_the_training_set_only(axes, tmp_path, pools):
+    for number, plan in ((2, None), (4, {"strategy": "sequential", "synthetic_schedule": None}),
+                         (5, {"strategy": "mix", "synthetic_schedule": [75, 25]})):
+        train, val = build(axes, tmp_path, pools, number)
+        assert train["info"].get("batch_plan") == plan
+        assert "batch_plan" not in val["info"]
+
+
+def test_classic_rows_draw_from_the_pool_they_are_given(axes, tmp_path, pools):
+    # The workflow hands each row the pool of its source; the draw itself is the same.
+    same = build(axes, tmp_path / "a", pools, 2)[0]["images"]
+    classic = build(axes, tmp_path / "b", pools, 3)[0]["images"]
+    assert [(i["source"], i["source_image_id"]) for i in same] == [(i["source"], i["source_image_id"]) for i in classic]
+    assert "(classic)" in build(axes, tmp_path / "b", pools, 3)[0]["info"]["description"]
+
+
+@pytest.mark.parametrize("visibility, share, expected", [
+    (["well"] * 6 + ["poor"] * 2, 0.5, [1] * 6 + [3, 3]),         # 6 hard copies beside 6 easy
+    (["well"] * 6 + ["partial", "poor", "poor"], 0.5, [1] * 6 + [2, 2, 2]),
+    (["well"] * 6 + ["poor"] * 4, 0.5, [1] * 6 + [2, 2, 1, 1]),   # 6 copies of 4: the first two twice
+    (["poor", "well", "well", "well", "well"], 0.2, [1] * 5),     # the share is already there
+    (["well"] * 9 + ["partial"], 0.25, [1] * 9 + [3]),
+])
+def test_hard_repeats_hand_counts(visibility, share, expected):
+    from billetjax.experiments import hard_repeats
+
+    assert hard_repeats(visibility, share).tolist() == expected
+
+
+def test_hard_repeats_refuse_a_set_without_hard_images():
+    from billetjax.experiments import hard_repeats
+
+    with pytest.raises(ValueError, match="no poor or partially visible"):
+        hard_repeats(["well", "well", "unknown"], 0.5)
+
+
+def test_oversample_hard_reaches_the_hard_share_in_training_only(axes, tmp_path, pools):
+    plain_train, plain_val = build(axes, tmp_path / "a", pools, 1)
+    train, val = build(axes, tmp_path / "b", pools, 8)
+    hard = [i for i in train["images"] if i["visibility"] in ("poor", "partial")]
+    assert len(hard) / len(train["images"]) == pytest.approx(0.5, abs=1 / len(train["images"]))
+    assert val["images"] == plain_val["images"]  # validation untouched
+    # The distinct images are experiment 1's; every copy names its first record and shares its file.
+    assert {i["source_image_id"] for i in train["images"]} == {i["source_image_id"] for i in plain_train["images"]}
+    by_id = {i["id"]: i for i in train["images"]}
+    copies = [i for i in train["images"] if "repeat_of" in i]
+    assert copies and len(copies) == len(train["images"]) - len(plain_train["images"])
+    for c in copies:
+        first = by_id[c["repeat_of"]]
+        assert first["id"] < c["id"] and "repeat_of" not in first
+        assert (first["source_image_id"], first["file_name"]) == (c["source_image_id"], c["file_name"])
+    # Annotations follow their copies.
+    per_image = cc.annotations_by_image(train)
+    assert all(len(per_image[c["id"]]) == len(per_image[c["repeat_of"]]) for c in copies)

@@ -34,6 +34,8 @@ class DetectionSet:
     category_ids: tuple[int, ...]  # ascending
     source: str = ""
     visibility: np.ndarray | None = None  # str[N], the images' `visibility` (UNKNOWN where not given)
+    sources: np.ndarray | None = None  # str[N], the images' `source` (real / synthetic; UNKNOWN where not given)
+    batch_plan: dict | None = None  # the file's `info.batch_plan` (billetjax.experiments): how to draw batches
 
     def __len__(self) -> int:
         return len(self.images)
@@ -64,6 +66,7 @@ def load_detection_set(json_path: str | os.PathLike, max_boxes: int,
     valid = np.zeros((n, max_boxes), bool)
     image_ids = np.zeros((n,), np.int64)
     visibility = np.array([str(r.get("visibility", UNKNOWN)) for r in data["images"]], dtype=object)
+    sources = np.array([str(r.get("source", UNKNOWN)) for r in data["images"]], dtype=object)
     for i, record in enumerate(data["images"]):
         rgb = cc.read_image(cc.image_path(json_path, record))
         if images is None:
@@ -87,7 +90,7 @@ def load_detection_set(json_path: str | os.PathLike, max_boxes: int,
     if images is None:
         raise cc.CocoError(f"{json_path}: no images")
     return DetectionSet(images, boxes, labels, valid, image_ids, tuple(category_ids), str(json_path),
-                        visibility)
+                        visibility, sources, data.get("info", {}).get("batch_plan"))
 
 
 def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -149,10 +152,11 @@ def repeat_factors(groups: np.ndarray, threshold: float) -> np.ndarray:
     return np.maximum(1.0, np.sqrt(threshold / (counts / len(groups))))[inverse]
 
 
-def _epoch_order(n: int, seed: int, epoch: int, repeat: np.ndarray | None) -> np.ndarray:
+def _epoch_order(n: int, seed: int, epoch: int, repeat: np.ndarray | None, stream: int | None = None) -> np.ndarray:
     """The image indices of one epoch, shuffled; with `repeat`, each image appears floor(r) or
-    ceil(r) times (stochastic rounding, so its expected count is r)."""
-    rng = np.random.default_rng([seed, epoch])
+    ceil(r) times (stochastic rounding, so its expected count is r). `stream` keeps the orders of
+    several parts of one set (`planned_batches`) independent."""
+    rng = np.random.default_rng([seed, epoch] if stream is None else [seed, 1 << 21, stream, epoch])
     if repeat is None:
         return rng.permutation(n)
     whole = np.floor(repeat)
@@ -160,9 +164,22 @@ def _epoch_order(n: int, seed: int, epoch: int, repeat: np.ndarray | None) -> np
     return rng.permutation(np.repeat(np.arange(n), counts))
 
 
+def _assemble(data: DetectionSet, idx: np.ndarray, seed: int, step: int, augment_cfg: AugmentConfig | None):
+    """The batch `(images, boxes, labels, valid)` of images `idx` at training step `step`
+    (0-based), augmented with the randomness of (seed, step)."""
+    images, boxes = data.images[idx], data.boxes[idx]
+    labels, valid = data.labels[idx], data.valid[idx]
+    if augment_cfg is not None:
+        rng = np.random.default_rng([seed, 1 << 20, step])
+        out = [augment(rng, images[i], boxes[i], labels[i], valid[i], augment_cfg) for i in range(len(idx))]
+        images, boxes, labels, valid = (np.stack(a) for a in zip(*out))
+    return images, boxes, labels, valid
+
+
 def batches(data: DetectionSet, batch_size: int, seed: int, augment_cfg: AugmentConfig | None,
             start_step: int = 0, repeat: np.ndarray | None = None):
-    """Endless training batches `(images, boxes, labels, valid)`; reproducible from any step.
+    """Endless training batches `(images, boxes, labels, valid)` drawn uniformly from all images;
+    reproducible from any step.
 
     Batch `s` comes from epoch permutations seeded by (seed, epoch) and augmentation seeded by
     (seed, s), so a training resumed at `start_step` sees the same batches as an unbroken one.
@@ -179,16 +196,83 @@ def batches(data: DetectionSet, batch_size: int, seed: int, augment_cfg: Augment
         per_epoch = len(order) // batch_size
         for offset in range(max(start_step - first, 0), per_epoch):
             step = first + offset
-            idx = order[offset * batch_size:(offset + 1) * batch_size]
-            images, boxes = data.images[idx], data.boxes[idx]
-            labels, valid = data.labels[idx], data.valid[idx]
-            if augment_cfg is not None:
-                rng = np.random.default_rng([seed, 1 << 20, step])
-                out = [augment(rng, images[i], boxes[i], labels[i], valid[i], augment_cfg)
-                       for i in range(len(idx))]
-                images, boxes, labels, valid = (np.stack(a) for a in zip(*out))
-            yield images, boxes, labels, valid
+            yield _assemble(data, order[offset * batch_size:(offset + 1) * batch_size], seed, step, augment_cfg)
         epoch, first = epoch + 1, first + per_epoch
+
+
+# ------------------------------------------------------------------ batch plans (experiments.sets)
+
+
+def synthetic_per_batch(plan: dict, steps: int, batch_size: int, n_real: int, n_synthetic: int) -> np.ndarray:
+    """How many of each training step's `batch_size` images are synthetic under a batch plan
+    (`billetjax.experiments.Experiment.batch_plan`). int[steps].
+
+    - `synthetic_schedule: [a, b]`: the synthetic share goes linearly from a % at the first step
+      to b % at the last;
+    - `strategy: sequential`: all synthetic for the first round(steps x n_synthetic / n) steps,
+      then all real (one learning-rate schedule over both phases).
+
+    Shares become whole counts by carrying the rounding error from step to step, so the counts
+    sum to the shares' total (to within one image).
+    """
+    if plan["synthetic_schedule"] is not None:
+        start, end = plan["synthetic_schedule"]
+        share = np.linspace(start, end, steps) / 100.0
+    elif plan["strategy"] == "sequential":
+        switch = int(round(steps * n_synthetic / max(n_real + n_synthetic, 1)))
+        share = (np.arange(steps) < switch).astype(np.float64)
+    else:
+        raise ValueError(f"batch plan {plan}: neither a synthetic_schedule nor strategy sequential")
+    total = np.floor(np.cumsum(share * batch_size) + 0.5)
+    return np.diff(total, prepend=0.0).astype(np.int64)
+
+
+class _Stream:
+    """Endless shuffled indices of one part of a set (epochs as in `batches`), taken a few at a time."""
+
+    def __init__(self, members: np.ndarray, seed: int, stream: int, repeat: np.ndarray | None):
+        self.members, self.seed, self.stream = members, seed, stream
+        self.repeat = None if repeat is None or np.all(repeat == 1.0) else repeat
+        self.epoch, self.order, self.pos = 0, self._order(0), 0
+
+    def _order(self, epoch: int) -> np.ndarray:
+        return self.members[_epoch_order(len(self.members), self.seed, epoch, self.repeat, self.stream)]
+
+    def take(self, k: int) -> np.ndarray:
+        out = []
+        while k > 0:
+            if self.pos == len(self.order):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self.order = self._order(self.epoch)
+            got = self.order[self.pos:self.pos + k]
+            out.append(got)
+            self.pos += len(got)
+            k -= len(got)
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def planned_batches(data: DetectionSet, batch_size: int, seed: int, augment_cfg: AugmentConfig | None,
+                    plan: dict, steps: int, start_step: int = 0, repeat: np.ndarray | None = None):
+    """Endless training batches whose synthetic/real make-up follows `plan` (`synthetic_per_batch`);
+    after `steps`, the last step's make-up. Each part (`data.sources`) is drawn from its own
+    shuffled epochs (with `repeat` within the part), so resuming at `start_step` sees the same
+    batches as an unbroken run.
+    """
+    synthetic = data.sources == "synthetic"
+    members = {True: np.flatnonzero(synthetic), False: np.flatnonzero(~synthetic)}
+    for is_synthetic, name in ((True, "synthetic"), (False, "real")):
+        if len(members[is_synthetic]) == 0:
+            raise ValueError(f"{data.source}: batch plan {plan} needs {name} images (image `source`), and the set has none")
+    counts = synthetic_per_batch(plan, steps, batch_size, len(members[False]), len(members[True]))
+    streams = {part: _Stream(idx, seed, int(part), None if repeat is None else repeat[idx])
+               for part, idx in members.items()}
+    step = 0
+    while True:
+        n_synthetic = int(counts[min(step, steps - 1)])
+        idx = np.concatenate([streams[True].take(n_synthetic), streams[False].take(batch_size - n_synthetic)])
+        if step >= start_step:
+            yield _assemble(data, idx, seed, step, augment_cfg)
+        step += 1
 
 
 def box_statistics(data: DetectionSet) -> dict[str, float]:

@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ import pandas as pd
 from billetjax.evaluation.bootstrap import LEVEL, resample_weights
 from billetjax.evaluation.evaluate import RUN_COLUMNS, load_metrics
 from billetjax.evaluation.metrics import COUNT_COLUMNS, percentages
-from billetjax.experiments import table1
+from billetjax.experiments import Experiment
 from billetjax.utils import stage_seed
 
 logger = logging.getLogger(__name__)
@@ -75,10 +75,11 @@ EXTRA_COLUMNS = [
     "synthetic_pct",
     "n_images",
     "reference_pct",  # the reference's synthetic share
-    "on_curve",  # same number of training images as the reference: a point of the replacement curve
+    "on_curve",  # a plain row (Experiment.is_plain) with the reference's number of training images: a point of the replacement curve
     "difference_seed_sd",  # spread of the per-seed paired differences (empty with one seed)
     "difference_seed_min",
     "difference_seed_max",
+    "label",  # the experiment as Table 1 names it (Experiment.label)
 ]
 FLOAT_FORMAT = "%.4f"
 
@@ -234,16 +235,17 @@ def comparison_rows(
 
 def comparison_table(
     metrics_paths: list[str | os.PathLike],
-    experiments: Mapping,
+    experiments: Sequence[Experiment],
     evaluation: Mapping,
     root_seed: int,
 ) -> pd.DataFrame:
-    """Every experiment of `experiments.sets` but the reference against the reference, on every
-    test set the metrics files cover: rows by test set, experiment, then metric (`METRICS` order).
+    """Every experiment of Table 1 (`billetjax.experiments.table1`) but the reference against the
+    reference, on every test set the metrics files cover: rows by test set, experiment, then
+    metric (`METRICS` order).
 
     evaluation: the validated `evaluation` section (reference_experiment, margins, bootstrap_samples).
     """
-    rows_of_table1 = {e.number: e for e in table1(experiments)}
+    rows_of_table1 = {e.number: e for e in experiments}
     reference = int(evaluation["reference_experiment"])
     if reference not in rows_of_table1:
         raise ValueError(f"evaluation.reference_experiment = {reference}, but experiments.sets has "
@@ -269,7 +271,8 @@ def comparison_table(
             for row in comparison_rows(runs[(test_set, number)], runs[(test_set, reference)],
                                        evaluation["margins"], int(evaluation["bootstrap_samples"]), seed):
                 row.update(synthetic_pct=spec.synthetic_pct, n_images=spec.n_images,
-                           reference_pct=ref_row.synthetic_pct, on_curve=spec.n_images == ref_row.n_images)
+                           reference_pct=ref_row.synthetic_pct, label=spec.label,
+                           on_curve=spec.is_plain and spec.n_images == ref_row.n_images)
                 rows.append(row)
     table = pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
     logger.info("experiment - reference %d, paired %d-resample bootstrap, 95 %%:\n%s", reference,
@@ -281,7 +284,7 @@ def comparison_table(
 def write_comparison_table(
     metrics_paths: list[str | os.PathLike],
     out_path: str | os.PathLike,
-    experiments: Mapping,
+    experiments: Sequence[Experiment],
     evaluation: Mapping,
     root_seed: int,
 ) -> pd.DataFrame:
@@ -350,13 +353,13 @@ def write_replacement_summary(
     comparisons_csv: str | os.PathLike,
     out_path: str | os.PathLike,
     metric: str,
-    experiments: Mapping,
+    experiments: Sequence[Experiment],
     test_set_names: list[str] | None = None,
 ) -> list[str]:
     """`results/tables/replacement_summary.txt`: the summary sentence per test set for `metric`,
     then the largest accepted share of every metric per test set; each sentence is also logged."""
     table = pd.read_csv(comparisons_csv)
-    rows = {e.number: e for e in table1(experiments)}
+    rows = {e.number: e for e in experiments}
     reference = int(table["reference"].iloc[0])
     names = {i: n for i, n in enumerate(test_set_names or [], 1)}
     sentences = replacement_summary(table, metric, rows[reference].synthetic_pct, names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 
 from billetjax.evaluation.bootstrap import bootstrap_intervals, seed_interval
 from billetjax.evaluation.evaluate import INTERVAL_METRICS, RUN_COLUMNS, TABLE_METRICS, load_metrics, metrics_from_counts
-from billetjax.experiments import table1
+from billetjax.experiments import Experiment
 from billetjax.utils import stage_seed
 
 logger = logging.getLogger(__name__)
@@ -21,11 +22,11 @@ KEY_COLUMNS = ["experiment", "synthetic_pct", "real_pct", "n_images", "test_set"
 FLOAT_FORMAT = "%.4f"
 
 
-def experiment_rows(experiments: dict) -> list[dict]:
+def experiment_rows(experiments: Sequence[Experiment]) -> list[dict]:
     """Table 1 (`billetjax.experiments.table1`) as rows: experiment k (1-based) with its
-    synthetic/real share and image count."""
-    return [{"experiment": e.number, "synthetic_pct": e.synthetic_pct, "real_pct": e.real_pct, "n_images": e.n_images}
-            for e in table1(experiments)]
+    synthetic/real share, image count and label."""
+    return [{"experiment": e.number, "synthetic_pct": e.synthetic_pct, "real_pct": e.real_pct, "n_images": e.n_images,
+             "label": e.label} for e in experiments]
 
 
 def testset_row(runs: list[dict], bootstrap_samples: int, bootstrap_seed: int) -> dict:
@@ -70,12 +71,12 @@ def testset_row(runs: list[dict], bootstrap_samples: int, bootstrap_seed: int) -
 
 def testset_table(
     metrics_paths: list[str | os.PathLike],
-    experiments: dict,
+    experiments: Sequence[Experiment],
     test_set: int,
     bootstrap_samples: int,
     root_seed: int,
 ) -> pd.DataFrame:
-    """One row per experiment of `experiments.sets` on one test set, from its metrics files."""
+    """One row per experiment of Table 1 on one test set, from its metrics files."""
     by_experiment: dict[int, list[dict]] = {}
     for path in metrics_paths:
         run = load_metrics(path)
@@ -88,7 +89,8 @@ def testset_table(
         if not runs:
             raise ValueError(f"test set {test_set}: no metrics for experiment {spec['experiment']} among the inputs")
         seed = stage_seed(root_seed, "evaluation", "bootstrap", "table", test_set, spec["experiment"])
-        rows.append({**spec, "test_set": int(test_set), **testset_row(runs, bootstrap_samples, seed)})
+        label = spec.pop("label")
+        rows.append({**spec, "test_set": int(test_set), **testset_row(runs, bootstrap_samples, seed), "label": label})
     if by_experiment:
         raise ValueError(f"test set {test_set}: metrics for experiments {sorted(by_experiment)} not in experiments.sets")
     table = pd.DataFrame(rows)
@@ -112,7 +114,7 @@ def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
 def write_testset_table(
     metrics_paths: list[str | os.PathLike],
     out_path: str | os.PathLike,
-    experiments: dict,
+    experiments: Sequence[Experiment],
     test_set: int,
     bootstrap_samples: int,
     root_seed: int,

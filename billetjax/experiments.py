@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -45,6 +45,17 @@ class Experiment:
     oversample_hard: bool  # the hard (poor, partial) real training images repeated
     from_counts: bool  # the row gave real_images / synthetic_images
     other_source: bool  # the row's source is not the study's (synth.method)
+
+    def to_dict(self) -> dict:
+        """Plain values (a Snakemake param: it is compared as text to decide reruns)."""
+        out = asdict(self)
+        out["schedule"] = list(self.schedule) if self.schedule is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> Experiment:
+        schedule = values["schedule"]
+        return cls(**{**values, "schedule": tuple(schedule) if schedule is not None else None})
 
     @property
     def n_images(self) -> int:
@@ -182,20 +193,18 @@ def hard_repeats(visibility: list[str], hard_share: float) -> np.ndarray:
     return repeats
 
 
-def make_experiment_set(config: dict, number: int, seed: int, real_pool_json: str | os.PathLike,
+def make_experiment_set(experiment: Experiment, config: Mapping, seed: int, real_pool_json: str | os.PathLike,
                         synthetic_pool_json: str | os.PathLike | None, out_train: str | os.PathLike,
                         out_val: str | os.PathLike) -> None:
-    """Write the training and validation COCO files of experiment `number` for one seed.
+    """Write the training and validation COCO files of one experiment (a row of `table1`) for one seed.
 
-    config: `seed`, `experiments` and `synth.method` of the validated config. The synthetic pool is
-    the one of the row's source. The training file's `info.batch_plan` tells the detector how to
-    draw batches (`Experiment.batch_plan`); with `oversample_hard`, hard real training images are
-    listed several times (each copy an image record of its own, `repeat_of` naming the first).
+    config: the root `seed` and `experiments.validation_fraction` / `hard_share` (nothing about the
+    other rows, so adding a row leaves the existing sets alone). The synthetic pool is the one of
+    the row's source. The training file's `info.batch_plan` tells the detector how to draw batches
+    (`Experiment.batch_plan`); with `oversample_hard`, hard real training images are listed several
+    times (each copy an image record of its own, `repeat_of` naming the first).
     """
-    exps = table1(config["experiments"], config["synth"]["method"])
-    if not 1 <= number <= len(exps):
-        raise ValueError(f"experiment {number} is not in experiments.sets (1..{len(exps)})")
-    exp = exps[number - 1]
+    exp, number = experiment, experiment.number
     val_fraction = config["experiments"]["validation_fraction"]
     real = cc.load(real_pool_json)
     parts = [(real, real_pool_json, exp.n_real, "real")]

@@ -69,6 +69,11 @@ def synthetic_pool(source=None):
 SYNTHETIC_SOURCES = config_rules.synthetic_sources(config)
 
 
+def experiment_row(wildcards):
+    """Row {experiment} of Table 1 as a plain dict (a rule param; Experiment.from_dict reads it)."""
+    return TABLE1[int(wildcards.experiment) - 1].to_dict()
+
+
 def synthetic_pool_for(wildcards):
     """An experiment's synthetic pool (of its source), or nothing when it uses none (experiments
     1 and 6)."""

@@ -10,7 +10,13 @@ rule experiment_set:
         train="results/experiments/exp{experiment}/seed{seed}/train.json",
         val="results/experiments/exp{experiment}/seed{seed}/val.json",
     params:
-        config={**config_for("experiments"), "synth": {"method": config["synth"]["method"]}},
+        # Only this row (sizes, source, plan) and the split settings: adding a row to
+        # experiments.sets leaves the other experiments' sets and detectors as they are.
+        experiment=experiment_row,
+        config={
+            "seed": config["seed"],
+            "experiments": {k: config["experiments"][k] for k in ("validation_fraction", "hard_share")},
+        },
     log:
         "logs/experiments/exp{experiment}_seed{seed}.log",
     benchmark:

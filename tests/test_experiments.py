@@ -1,10 +1,12 @@
 """Table 1's experiment sets: sizes, synthetic share, site ratio, nesting, determinism, refusals."""
 
+import json
+
 import numpy as np
 import pytest
 
 from billetjax import coco as cc
-from billetjax.experiments import make_experiment_set, stratified_order, table1
+from billetjax.experiments import Experiment, make_experiment_set, stratified_order, table1
 
 EXPERIMENTS = {
     "images": 80,
@@ -39,9 +41,13 @@ def pools(tmp_path):
             fake_pool(tmp_path / "synth/pool.json", 100, "synthetic", 0.5, 1))
 
 
+def row(config, number):
+    return table1(config["experiments"], config["synth"]["method"])[number - 1]
+
+
 def build(config, tmp_path, pools, number, seed=0):
     out = tmp_path / f"exp{number}" / f"seed{seed}"
-    make_experiment_set(config, number, seed, pools[0], pools[1], out / "train.json", out / "val.json")
+    make_experiment_set(row(config, number), config, seed, pools[0], pools[1], out / "train.json", out / "val.json")
     return cc.load(out / "train.json"), cc.load(out / "val.json")
 
 
@@ -102,9 +108,15 @@ def test_stratified_order_prefixes_keep_proportions():
 def test_too_small_pool_is_refused(config, make_config, tmp_path, pools):
     bigger = make_config({"seed": 7, "experiments": {**EXPERIMENTS, "images": 200}})
     with pytest.raises(ValueError, match="needs 200 real images but the pool has 120"):
-        make_experiment_set(bigger, 1, 0, pools[0], pools[1], tmp_path / "t.json", tmp_path / "v.json")
-    with pytest.raises(ValueError, match="experiment 9 is not in experiments.sets"):
-        make_experiment_set(config, 9, 0, pools[0], pools[1], tmp_path / "t.json", tmp_path / "v.json")
+        make_experiment_set(row(bigger, 1), bigger, 0, pools[0], pools[1], tmp_path / "t.json", tmp_path / "v.json")
+    with pytest.raises(ValueError, match="experiment 3 needs 100 synthetic images but no synthetic pool was given"):
+        make_experiment_set(row(bigger, 3), bigger, 0, pools[0], None, tmp_path / "t.json", tmp_path / "v.json")
+
+
+def test_rows_round_trip_through_plain_dicts(table1_of):
+    for e in table1_of(AXES):
+        assert Experiment.from_dict(e.to_dict()) == e
+        assert json.loads(json.dumps(e.to_dict())) == e.to_dict()
 
 
 # ----------------------------------------------------------------------------- experiment axes

@@ -85,7 +85,7 @@ class Experiment:
 
     def batch_plan(self) -> dict | None:
         """How the detector draws this set's batches (written into the training set's `info`, read
-        by `billetjax.detector.data.plan_batches`): None for a plain mix (uniform over all images),
+        by `billetjax.detector.data.planned_batches`): None for a plain mix (uniform over all images),
         else `{"strategy": ..., "synthetic_schedule": [start, end] | None}`."""
         if self.strategy == "mix" and self.schedule is None:
             return None
@@ -96,7 +96,8 @@ class Experiment:
         """A short name for tables and figures, e.g. "50 % synthetic (classic), sequential";
         the source is named where it is not the study's."""
         if self.from_counts:
-            text = f"{self.n_real} real + {self.n_synthetic} synthetic"
+            parts = [f"{n} {kind}" for n, kind in ((self.n_real, "real"), (self.n_synthetic, "synthetic")) if n]
+            text = " + ".join(parts)
         else:
             text = f"{self.synthetic_pct:g} % synthetic"
         if self.uses_synthetic and self.other_source:

@@ -60,13 +60,17 @@ def user_data_inputs(wildcards):
     return [p for p in (user["train"], user["test"]) if p]
 
 
-def synthetic_pool(source=None):
-    """The synthetic pool of a renderer (gan or classic; default: synth.method, the study's)."""
-    return f"results/synth/{source or config['synth']['method']}/pool.json"
-
-
 # The renderers whose pools some experiment mixes in (a row's synthetic_source, else synth.method).
 SYNTHETIC_SOURCES = config_rules.synthetic_sources(config)
+
+
+def synthetic_pool(source=None):
+    """The synthetic pool of a renderer (gan or classic). Default: the study's (synth.method), or
+    the one its rows use when they all name the other."""
+    if source is None:
+        method = config["synth"]["method"]
+        source = method if method in SYNTHETIC_SOURCES or not SYNTHETIC_SOURCES else SYNTHETIC_SOURCES[0]
+    return f"results/synth/{source}/pool.json"
 
 
 def experiment_row(wildcards):

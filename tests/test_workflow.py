@@ -90,3 +90,17 @@ def test_a_study_without_synthetic_images_trains_no_gan_and_needs_no_glyphs(plan
     jobs = planned_jobs("--configfile", str(tmp_path / "real_only.yaml"))
     assert jobs["detector_train"] == 2 and jobs["table_testset"] == 5
     assert not {"gan_train", "synth_pool", "synth_stamps_gan", "stamp_pairs", "surfaces"} & set(jobs)
+
+
+def test_rows_with_another_source_plan_its_pool_and_only_the_stamps_they_need(planned_jobs, tmp_path):
+    both = tmp_path / "both.yaml"
+    both.write_text("experiments:\n  sets:\n    - {synthetic_pct: 0}\n    - {synthetic_pct: 50}\n"
+                    "    - {synthetic_pct: 50, synthetic_source: classic}\n")
+    jobs = planned_jobs("--configfile", str(both))
+    assert jobs["synth_pool"] == 2 and jobs["gan_train"] == 1 and jobs["detector_train"] == 3
+    classic_only = tmp_path / "classic_only.yaml"
+    classic_only.write_text("experiments:\n  sets:\n    - {synthetic_pct: 0}\n"
+                            "    - {synthetic_pct: 50, synthetic_source: classic}\n")
+    jobs = planned_jobs("--configfile", str(classic_only))
+    assert jobs["synth_pool"] == 1 and jobs["synth_stamps_classic"] == 1 and jobs["domain_gap"] == 1
+    assert not {"gan_train", "gan_samples", "synth_stamps_gan"} & set(jobs)

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import yaml
 
-from billetjax.detector.spec import DetectorConfig, make_spec
+from billetjax.detector.spec import BOTTLENECK_EXPANSION, DetectorConfig, make_spec
 from billetjax.detector.train import Functions, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +80,28 @@ def build_torch_detector(spec):
             y = self.norm2(self.conv2(y))
             return F.relu(y + (x if self.proj is None else self.proj(x)))
 
+    class Bottleneck(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            mid = cout // BOTTLENECK_EXPANSION
+            self.conv1 = nn.Conv2d(cin, mid, 1, 1, 0, bias=False)
+            self.norm1 = norm(mid)
+            self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+            self.norm2 = norm(mid)
+            self.conv3 = nn.Conv2d(mid, cout, 1, 1, 0, bias=False)
+            self.norm3 = norm(cout)
+            self.proj = None
+            if stride != 1 or cin != cout:
+                self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
+
+        def forward(self, x):
+            y = F.relu(self.norm1(self.conv1(x)))
+            y = F.relu(self.norm2(self.conv2(y)))
+            y = self.norm3(self.conv3(y))
+            return F.relu(y + (x if self.proj is None else self.proj(x)))
+
+    block_type = {"basic": Block, "bottleneck": Bottleneck}[m.block]
+
     class Backbone(nn.Module):
         def __init__(self):
             super().__init__()
@@ -95,7 +117,7 @@ def build_torch_detector(spec):
             for i, (width, n) in enumerate(zip(m.widths, m.blocks)):
                 blocks = []
                 for j in range(n):
-                    blocks.append(Block(cin, width, 2 if (i > 0 and j == 0) else 1))
+                    blocks.append(block_type(cin, width, 2 if (i > 0 and j == 0) else 1))
                     cin = width
                 stages.append(nn.Sequential(*blocks))
             self.stages = nn.ModuleList(stages)

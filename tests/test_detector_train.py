@@ -148,7 +148,7 @@ def test_bfloat16_mixed_precision_trains_close_to_float32(digit_set, detector_co
         assert levels[0].dtype == jnp.dtype(precision)
         assert logits.dtype == deltas.dtype == jnp.float32
         state, losses = fns.initial_state, []
-        initial = jax.tree.map(np.asarray, fns.initial_state["params"])
+        initial = jax.tree.map(np.array, fns.initial_state["params"])  # a copy: the step donates the state
         for _ in range(3):
             state, metrics = fns.train_step(state, batch, jax.random.key(0))
             losses.append({k: float(metrics[k]) for k in ("loss", "rpn_cls", "rpn_box", "roi_cls", "roi_box")})

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 CORES  ?= all
 
-.PHONY: run test lint dry-run clean-results
+.PHONY: run test lint dry-run clean-results gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: $(VENV)/.installed
 ## make test: the test suite, including the end-to-end smoke run of the whole DAG
 test: $(VENV)/.installed-test
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+## make gpu-check: on a machine with an NVIDIA GPU, install jax[cuda12], run the smoke preset on the
+## GPU, both benchmarks and 300 steps of the paper preset's models; summary in logs/gpu-check/
+gpu-check: | $(BIN)/python
+	VENV=$(VENV) bash tests/gpu/check.sh
 
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint

@@ -25,6 +25,8 @@ from typing import Any
 # The backbone's stem downsamples by 4 (two stride-2 convolutions, or 4x4 space-to-depth); each
 # further stage of `detector.model.widths` halves again (billetjax.detector.models.Backbone).
 STEM_STRIDE = 4
+# A bottleneck block's inner width is its width / this (billetjax.detector.spec.BOTTLENECK_EXPANSION).
+BOTTLENECK_EXPANSION = 4
 
 
 class ConfigError(ValueError):
@@ -221,6 +223,15 @@ def detector_problems(config: Mapping[str, Any]) -> list[str]:
         if width % min(groups, width):
             out.append(f"detector.model.{key} = {width} is not divisible by detector.model.groups = "
                        f"{groups} (GroupNorm splits the channels into equal groups)")
+    if model["block"] == "bottleneck":
+        for i, width in enumerate(widths):
+            inner = width // BOTTLENECK_EXPANSION
+            if width % BOTTLENECK_EXPANSION or inner % min(groups, inner):
+                out.append(
+                    f"detector.model.widths[{i}] = {width}: a bottleneck block's inner width is "
+                    f"width / {BOTTLENECK_EXPANSION}, which must be a whole number divisible by "
+                    f"detector.model.groups = {groups}; use a multiple of "
+                    f"{BOTTLENECK_EXPANSION * groups} (e.g. ResNet-50's 256, 512, 1024, 2048)")
     quantiles = det["anchors"].get("size_quantiles")
     if quantiles is not None and not quantiles[0] < quantiles[1]:
         out.append(f"detector.anchors.size_quantiles = {list(quantiles)}: need low < high")

@@ -124,7 +124,7 @@ def _model_config(**fields):
 
     small = dict(num_classes=10, stem_width=8, widths=(8, 8, 8), blocks=(1, 1, 1), fpn_width=8,
                  head_width=8, anchors_per_location=1, anchor_levels=1, pool_size=7, groups=8,
-                 stem="conv")
+                 stem="conv", block="basic", precision="float32")
     return ModelConfig(**{**small, **fields})
 
 
@@ -167,6 +167,23 @@ def test_widths_must_divide_into_the_groupnorm_groups():
     assert "detector.model.stem_width = 12" in message and "groups" in message
     # a width below the group count is one channel per group (min(groups, width)): fine
     assert cfg.problems(config_with(detector={"model": {"stem_width": 4, "widths": [4, 16, 32]}})) == []
+
+
+def test_bottleneck_widths_must_divide_by_four_and_then_by_the_groups():
+    # default widths 32, 64, 128 with 8 groups: inner widths 8, 16, 32 are fine
+    assert cfg.problems(config_with(detector={"model": {"block": "bottleneck"}})) == []
+    message = refused(config_with(detector={"model": {"block": "bottleneck", "widths": [32, 66, 96]}}))
+    assert "detector.model.widths[1] = 66" in message and "width / 4" in message
+    assert "widths[0]" not in message and "widths[2]" not in message
+    # 96 / 4 = 24 is not divisible by 16 groups (basic blocks would be: 96 / 16 = 6)
+    message = refused(config_with(detector={"model": {"block": "bottleneck", "groups": 16,
+                                                      "stem_width": 16, "widths": [64, 96, 128]}}))
+    assert "widths[1] = 96" in message and "multiple of 64" in message
+    assert cfg.problems(config_with(detector={"model": {"groups": 16, "stem_width": 16,
+                                                        "widths": [64, 96, 128]}})) == []
+    from billetjax.detector.spec import BOTTLENECK_EXPANSION
+
+    assert cfg.BOTTLENECK_EXPANSION == BOTTLENECK_EXPANSION  # the parse-time copy of the model's
 
 
 def test_anchor_quantiles_and_iou_thresholds_must_be_ordered():

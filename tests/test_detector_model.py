@@ -17,7 +17,7 @@ from billetjax.detector.spec import DetectorConfig, DetectorSpec, ModelConfig
 
 SMALL = ModelConfig(num_classes=10, stem_width=8, widths=(8, 16, 16), blocks=(1, 1, 1), fpn_width=16,
                     head_width=32, anchors_per_location=3, anchor_levels=3, pool_size=7, groups=8,
-                    stem="conv")
+                    stem="conv", block="basic", precision="float32")
 
 
 @pytest.fixture
@@ -230,13 +230,65 @@ def test_too_many_boxes_is_refused(tmp_path, write_digit_set):
         det_data.load_detection_set(path, max_boxes=2)
 
 
-@pytest.mark.parametrize("stem", ["conv", "space_to_depth"])
-def test_same_parameter_count_as_the_torchvision_peer(stem, spec):
+@pytest.mark.parametrize("stem, block", [("conv", "basic"), ("space_to_depth", "basic"),
+                                         ("conv", "bottleneck")])
+def test_same_parameter_count_as_the_torchvision_peer(stem, block, spec):
     """The benchmark's torchvision FasterRCNN is built with our shapes: same parameter count."""
     from billetjax.bench.detector import build_torch_detector
 
-    spec = dataclasses.replace(spec, model=dataclasses.replace(SMALL, stem=stem))
+    spec = dataclasses.replace(spec, model=dataclasses.replace(SMALL, stem=stem, block=block,
+                                                               widths=(16, 32, 64)))
     params = nnx.state(FasterRCNN(spec.model, nnx.Rngs(0)), nnx.Param)
     ours = sum(x.size for x in jax.tree.leaves(params))
     peer = sum(p.numel() for p in build_torch_detector(spec).parameters())
     assert ours == peer
+
+
+def test_bottleneck_stages_are_resnet50s_body():
+    """Widths 256/512/1024/2048 with blocks 3/4/6/3 after a 64-wide stem: the four stages have
+    exactly the parameters of torchvision's ResNet-50 layer1-layer4 (GroupNorm and BatchNorm
+    both learn a scale and a bias per channel)."""
+    import torchvision
+
+    cfg = dataclasses.replace(SMALL, stem_width=64, widths=(256, 512, 1024, 2048), blocks=(3, 4, 6, 3),
+                              block="bottleneck", groups=32)
+    model = nnx.eval_shape(lambda: FasterRCNN(cfg, nnx.Rngs(0)))
+    ours = sum(x.size for x in jax.tree.leaves(nnx.state(model.backbone.stages, nnx.Param)))
+    resnet = torchvision.models.resnet50()
+    theirs = sum(p.numel() for name, p in resnet.named_parameters() if name.startswith("layer"))
+    assert ours == theirs == 23_498_496
+    # Stage i's first block carries the stride on its 3x3 convolution (ResNet "v1.5").
+    first = model.backbone.stages[1][0]
+    assert first.conv1.strides == 1 and first.conv2.strides == 2 and first.proj.strides == 2
+    assert first.conv2.kernel.shape == (3, 3, 128, 128)
+
+
+def test_bottleneck_block_starts_as_the_identity_and_halves_the_map():
+    from billetjax.detector.models import BottleneckBlock
+
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 32))
+    same = BottleneckBlock(32, 32, 1, 8, nnx.Rngs(0), jnp.float32)
+    assert same.proj is None and same.conv1.kernel.shape == (1, 1, 32, 8)
+    # The last norm's scale starts at zero, so the residual branch adds nothing yet.
+    np.testing.assert_allclose(same(x), jax.nn.relu(x), atol=0)
+    down = BottleneckBlock(32, 64, 2, 8, nnx.Rngs(0), jnp.float32)
+    assert down(x).shape == (2, 4, 4, 64)
+
+
+def test_unknown_block_and_precision_are_refused():
+    with pytest.raises(ValueError, match="block must be one of"):
+        FasterRCNN(dataclasses.replace(SMALL, block="dense"), nnx.Rngs(0))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FasterRCNN(dataclasses.replace(SMALL, precision="float16"), nnx.Rngs(0))
+
+
+def test_spec_written_before_block_and_precision_existed_loads_as_basic_float32(spec):
+    """A params.msgpack of an earlier version lacks the two keys; those detectors had basic blocks
+    and computed in float32."""
+    import json
+
+    old = json.loads(spec.to_json())
+    del old["model"]["block"], old["model"]["precision"]
+    loaded = DetectorSpec.from_json(json.dumps(old))
+    assert loaded.model.block == "basic" and loaded.model.precision == "float32"
+    assert loaded == spec

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from flax import nnx
+from flax import nnx, serialization
 
 import jax
 import jax.numpy as jnp
@@ -84,7 +84,7 @@ def run_generator(g, mask, key, use_running_stats=False):
 
 
 def small_generator(seed=0, size=32):
-    config = Pix2PixConfig(image_size=size, ngf=8, ndf=8)
+    config = Pix2PixConfig(image_size=size, ngf=8, ndf=8, precision="float32")
     return create_generator(config, seed), config
 
 
@@ -125,3 +125,14 @@ def test_render_stamps(tmp_path):
         render_stamps(path, masks[:, :16, :16], seed=0)
     with pytest.raises(FileNotFoundError):
         render_stamps(tmp_path / "missing.msgpack", masks, seed=0)
+
+
+def test_generator_written_before_gan_precision_existed_loads_as_float32(tmp_path):
+    g, _ = small_generator(seed=5)
+    path = save_generator(tmp_path / "g.msgpack", g, step=1)
+    payload = serialization.msgpack_restore(path.read_bytes())
+    del payload["config"]["precision"]
+    path.write_bytes(serialization.msgpack_serialize(payload))
+    assert load_generator(path).config == g.config and g.config.precision == "float32"
+    with pytest.raises(ValueError, match="gan.precision must be one of"):
+        Pix2PixConfig(image_size=32, ngf=8, ndf=8, precision="float16")

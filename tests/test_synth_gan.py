@@ -12,7 +12,7 @@ def test_gan_bank_renders_with_a_saved_generator(tmp_path, make_config):
     from billetjax.pix2pix import Generator, Pix2PixConfig, save_generator
 
     size = 16  # small: compiling the U-Net dominates this test
-    generator = Generator(Pix2PixConfig(image_size=size, ngf=4, ndf=4), rng=np.random.default_rng(0))
+    generator = Generator(Pix2PixConfig(image_size=size, ngf=4, ndf=4, precision="float32"), rng=np.random.default_rng(0))
     path = save_generator(tmp_path / "generator_step200.msgpack", generator, 200)
     config = make_config({"seed": 7, "image_size_px": 256, "synth": {
         "method": "gan", "checkpoints": [100, 200], "images": 3, "characters_per_image": 4, "partial_image_fraction": 0.5}})

@@ -1,4 +1,6 @@
-"""`python -m billetjax.bench pix2pix|detector [options]`: run one benchmark; its last line is JSON."""
+"""`python -m billetjax.bench pix2pix|detector|steps [options]`: run one benchmark; its last line is
+JSON. `pix2pix` and `detector` time ours against PyTorch; `steps` runs N training steps of a
+config's model alone (the GPU check's throughput)."""
 
 import importlib
 import sys
@@ -6,6 +8,7 @@ import sys
 BENCHMARKS = {
     "pix2pix": "billetjax.bench.pix2pix",
     "detector": "billetjax.bench.detector",
+    "steps": "billetjax.bench.steps",
 }
 
 

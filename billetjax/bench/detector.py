@@ -2,13 +2,22 @@
 
 Both sides build the same detector from the config's `detector` section (validated against the
 schema, so its defaults apply; `--config` is merged over config.yaml as `snakemake --configfile`
-does): the ResNet-style backbone
-(same widths, blocks, GroupNorm), FPN, anchors (sizes and ratios on the same levels), RPN and RoI
-counts, RoIAlign on the finest level, the two-layer box head; the same image size, batch and
-synthetic batch of digit-sized boxes; SGD with momentum. Rounds alternate between the two so that a
-shared, noisy machine slows both alike; we report medians over rounds, then inference images/s,
-our compile time and the process's peak memory. The last printed line is JSON:
-{"ours_steps_per_s", "peer_steps_per_s", "ratio", ...}.
+does): the ResNet-style backbone (same widths, blocks, block type, GroupNorm), FPN, anchors (sizes
+and ratios on the same levels), RPN and RoI counts, RoIAlign on the finest level, the two-layer box
+head; the same image size, batch and synthetic batch of character-sized boxes; SGD with momentum;
+with `detector.precision: bfloat16` ours computes in bfloat16 and the peer runs under
+`torch.autocast(bfloat16)`. Rounds alternate between the two so that a shared, noisy machine
+slows both alike; we report medians over rounds, then inference images/s.
+
+Beside the speed, the work (`billetjax.bench.work`): our step is compiled ahead of time once, and
+its FLOPs (XLA's cost analysis), memory (XLA's memory analysis: `peak_bytes`), parameter count
+and compile time are reported with the achieved FLOP/s of both sides (one FLOP count for the same
+work; the peer's own count from `torch.utils.flop_counter` beside it) and their fractions of the
+CPU's measured and theoretical peak. When the compiled step needs more memory than the machine
+has free, the steps are not run: the line then carries the analysis and no speeds.
+
+The last printed line is JSON: {"ours_steps_per_s", "peer_steps_per_s", "ratio", ...,
+"params", "flops_per_step", "peak_bytes", "compile_s", ...}.
 """
 
 from __future__ import annotations
@@ -18,27 +27,33 @@ import json
 import resource
 import statistics
 import time
-from pathlib import Path
+from contextlib import nullcontext
 
 import jax
 import numpy as np
-import yaml
 
-from billetjax.detector.spec import DetectorConfig, make_spec
+from billetjax.bench import work
+from billetjax.bench.work import ROOT, load_config  # noqa: F401 (the benchmark's config loader)
+from billetjax.detector.spec import BOTTLENECK_EXPANSION, DetectorConfig, make_spec
 from billetjax.detector.train import Functions, make_optimizer
 
-ROOT = Path(__file__).resolve().parents[2]
+# The synthetic boxes' heights at 256 px; scaled with the image size (as synth.embed.char_height_px).
+BOX_HEIGHTS_PX = (18, 30)
+BOX_HEIGHTS_AT_PX = 256
+NUM_CLASSES = 10
 
 
 def synthetic_batch(rng: np.random.Generator, batch: int, size: int, max_boxes: int, num_classes: int):
-    """Random images with 8-12 digit-sized boxes each (heights 18-30 px, h/w about 1.7)."""
+    """Random images with 8-12 character-sized boxes each (heights 18-30 px at 256 px, scaled with
+    the image; h/w about 1.7)."""
     images = rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
     boxes = np.zeros((batch, max_boxes, 4), np.float32)
     labels = np.zeros((batch, max_boxes), np.int32)
     valid = np.zeros((batch, max_boxes), bool)
+    low, high = (h * size / BOX_HEIGHTS_AT_PX for h in BOX_HEIGHTS_PX)
     for i in range(batch):
         n = int(rng.integers(8, min(12, max_boxes) + 1))
-        h = rng.uniform(18, 30, n)
+        h = rng.uniform(low, high, n)
         w = h / rng.uniform(1.4, 2.0, n)
         x = rng.uniform(0, size - w)
         y = rng.uniform(0, size - h)
@@ -80,6 +95,28 @@ def build_torch_detector(spec):
             y = self.norm2(self.conv2(y))
             return F.relu(y + (x if self.proj is None else self.proj(x)))
 
+    class Bottleneck(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            mid = cout // BOTTLENECK_EXPANSION
+            self.conv1 = nn.Conv2d(cin, mid, 1, 1, 0, bias=False)
+            self.norm1 = norm(mid)
+            self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+            self.norm2 = norm(mid)
+            self.conv3 = nn.Conv2d(mid, cout, 1, 1, 0, bias=False)
+            self.norm3 = norm(cout)
+            self.proj = None
+            if stride != 1 or cin != cout:
+                self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
+
+        def forward(self, x):
+            y = F.relu(self.norm1(self.conv1(x)))
+            y = F.relu(self.norm2(self.conv2(y)))
+            y = self.norm3(self.conv3(y))
+            return F.relu(y + (x if self.proj is None else self.proj(x)))
+
+    block_type = {"basic": Block, "bottleneck": Bottleneck}[m.block]
+
     class Backbone(nn.Module):
         def __init__(self):
             super().__init__()
@@ -95,7 +132,7 @@ def build_torch_detector(spec):
             for i, (width, n) in enumerate(zip(m.widths, m.blocks)):
                 blocks = []
                 for j in range(n):
-                    blocks.append(Block(cin, width, 2 if (i > 0 and j == 0) else 1))
+                    blocks.append(block_type(cin, width, 2 if (i > 0 and j == 0) else 1))
                     cin = width
                 stages.append(nn.Sequential(*blocks))
             self.stages = nn.ModuleList(stages)
@@ -133,19 +170,28 @@ def build_torch_detector(spec):
     )
 
 
-def load_config(path: str | Path) -> dict:
-    """`path` merged over the repository's config.yaml (as `snakemake --configfile` merges) and
-    validated against the schema, which fills in the defaults."""
-    from snakemake.utils import update_config, validate
-
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    update_config(config, yaml.safe_load(Path(path).read_text()) or {})
-    validate(config, str(ROOT / "schemas/config.schema.yaml"))
-    return config
+def build_ours(config: dict, batch: int | None = None, size: int | None = None, seed: int = 0):
+    """Our detector of a validated config on a synthetic batch: `(cfg, spec, fns, batch_arrays)`;
+    `batch` and `size` default to the config's `detector.batch_size` and `image_size_px`."""
+    cfg = DetectorConfig.from_config(config["detector"])
+    size = int(size or config["image_size_px"])
+    batch = int(batch or cfg.batch_size)
+    rng = np.random.default_rng(seed)
+    images, boxes, labels, valid = synthetic_batch(rng, batch, size, cfg.max_boxes, NUM_CLASSES)
+    b = boxes[valid]
+    spec, _ = make_spec(cfg, size, tuple(range(1, NUM_CLASSES + 1)),
+                        np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1))
+    optimizer, schedule = make_optimizer(cfg)
+    fns = Functions(spec, optimizer, schedule, seed=seed)
+    return cfg, spec, fns, tuple(jax.device_put(a) for a in (images, boxes, labels, valid))
 
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rounded(value, digits):
+    return None if value is None else round(value, digits)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,33 +207,89 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     config = load_config(args.config)
-    cfg = DetectorConfig.from_config(config["detector"])
-    size = int(args.image_size or config["image_size_px"])
-    batch = int(args.batch_size or cfg.batch_size)
-    max_boxes = cfg.max_boxes
-    rng = np.random.default_rng(0)
-    num_classes = 10
-    images, boxes, labels, valid = synthetic_batch(rng, batch, size, max_boxes, num_classes)
-    b = boxes[valid]
-    spec, _ = make_spec(cfg, size, tuple(range(1, num_classes + 1)),
-                        np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1))
+    cfg, spec, fns, batch_arrays = build_ours(config, args.batch_size, args.image_size)
+    size, batch = spec.image_size_px, int(batch_arrays[0].shape[0])
+    images, boxes, labels, valid = (np.array(a) for a in batch_arrays)  # writable, for torch
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), torch threads "
           f"{torch.get_num_threads()}, image {size} px, batch {batch}", flush=True)
     print(f"model: {spec.model}", flush=True)
+    peaks = work.cpu_peaks()
+    print(f"CPU peak: measured {peaks['cpu_peak_flop_per_s_measured'] / 1e9:.1f} GFLOP/s "
+          f"({peaks['cpu_peak_measured_by']}); theoretical "
+          f"{(peaks['cpu_peak_flop_per_s_theoretical'] or float('nan')) / 1e9:.1f} GFLOP/s "
+          f"({peaks['cpu_peak_theoretical_basis']})", flush=True)
 
-    # ours
-    optimizer, schedule = make_optimizer(cfg)
-    fns = Functions(spec, optimizer, schedule, seed=0)
+    # ours: compiled once, ahead of time; the compiled programs are the ones timed
     state = fns.initial_state
     key = jax.random.key(0)
-    batch_arrays = tuple(jax.device_put(a) for a in (images, boxes, labels, valid))
+    n_ours = sum(x.size for x in jax.tree.leaves(state["params"]))
+    train_step, compile_s = work.aot_compile(fns.train_step_fn, state, batch_arrays, key, fns.anchors)
+    predict, predict_compile_s = work.aot_compile(fns.predict_fn, state["params"], batch_arrays[0],
+                                                  fns.anchors)
+    costs, predict_costs = work.compiled_costs(train_step), work.compiled_costs(predict)
+    print(f"ours: {n_ours:,} parameters; train step {costs['flops'] / 1e9:.1f} GFLOP, peak "
+          f"{costs['peak_bytes'] / 2**30:.2f} GiB, compiled in {compile_s:.1f} s; inference "
+          f"{predict_costs['flops'] / 1e9:.1f} GFLOP per batch, compiled in {predict_compile_s:.1f} s",
+          flush=True)
+    available = work.available_memory_bytes()
+    timed = available is None or costs["peak_bytes"] <= available
+    result = {}
+    if timed:
+        result = _time_both(args, spec, train_step, predict, state, batch_arrays, key, fns.anchors,
+                            images, boxes, labels, valid, torch)
+    else:
+        print(f"not timed: the step needs {costs['peak_bytes'] / 2**30:.1f} GiB (XLA), "
+              f"{available / 2**30:.1f} GiB are free; --batch-size 1 times it here", flush=True)
+    ours, peer_rate = result.get("ours"), result.get("peer")
+    ours_inf, peer_inf = result.get("ours_inf"), result.get("peer_inf")
+    line = {
+        "ours_steps_per_s": _rounded(ours, 4),
+        "peer_steps_per_s": _rounded(peer_rate, 4),
+        "ratio": round(ours / peer_rate, 3) if timed else None,
+        "ours_inference_images_per_s": _rounded(ours_inf, 2),
+        "peer_inference_images_per_s": _rounded(peer_inf, 2),
+        "ours_compile_s": _rounded(result.get("first_step_s", 0) + compile_s if timed else None, 2),
+        "ours_predict_compile_s": round(predict_compile_s, 2),
+        "peak_rss_mib_after_ours": _rounded(result.get("rss_ours"), 1),
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "batch_size": batch,
+        "image_size_px": size,
+        "rounds": args.rounds,
+        "device": jax.devices()[0].device_kind,
+        "timed": timed,
+        "precision": spec.model.precision,
+        "block": spec.model.block,
+        "params": int(n_ours),
+        "peer_params": result.get("n_peer"),
+        "flops_per_step": costs["flops"],
+        "flops_basis": work.FLOPS_BASIS,
+        "peer_flops_per_step_torch_counter": result.get("peer_flops"),
+        "inference_flops_per_batch": predict_costs["flops"],
+        "peak_bytes": costs["peak_bytes"],
+        "peak_bytes_basis": work.PEAK_BYTES_BASIS,
+        "memory": costs["memory"],
+        "inference_peak_bytes": predict_costs["peak_bytes"],
+        "available_bytes": available,
+        "compile_s": round(compile_s, 2),
+        "compile_s_basis": "lower + compile of the train step (ahead of time), this machine",
+        **work.work_report(costs["flops"], ours, peer_rate, peaks),
+        **work.work_report(predict_costs["flops"], ours_inf and ours_inf / batch,
+                           peer_inf and peer_inf / batch, peaks, prefix="inference_"),
+        **peaks,
+    }
+    print(json.dumps(line), flush=True)
+
+
+def _time_both(args, spec, train_step, predict, state, batch_arrays, key, anchors,
+               images, boxes, labels, valid, torch) -> dict:
+    """Time our compiled step and the peer in alternating rounds; medians, inference rates,
+    the first step's time, the peer's parameter and FLOP counts."""
+    batch = images.shape[0]
     t0 = time.perf_counter()
-    state, metrics = fns.train_step(state, batch_arrays, key)
+    state, metrics = train_step(state, batch_arrays, key, anchors)
     jax.block_until_ready(metrics["loss"])
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    jax.block_until_ready(fns.predict(state["params"], batch_arrays[0]))
-    predict_compile_s = time.perf_counter() - t0
+    first_step_s = time.perf_counter() - t0
+    jax.block_until_ready(predict(state["params"], batch_arrays[0], anchors))
     rss_ours = _peak_rss_mib()
 
     # peer
@@ -198,25 +300,28 @@ def main(argv: list[str] | None = None) -> None:
     t_images = [torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in images]
     t_targets = [{"boxes": torch.from_numpy(boxes[i][valid[i]]),
                   "labels": torch.from_numpy(labels[i][valid[i]]).long()} for i in range(batch)]
-    n_ours = sum(x.size for x in jax.tree.leaves(state["params"]))
     n_peer = sum(p.numel() for p in peer.parameters())
-    print(f"parameters: ours {n_ours}, peer {n_peer}", flush=True)
+    print(f"parameters: ours {sum(x.size for x in jax.tree.leaves(state['params']))}, peer {n_peer}",
+          flush=True)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) \
+        if spec.model.precision == "bfloat16" else nullcontext
 
     def peer_step():
-        losses = peer(t_images, t_targets)
-        loss = sum(losses.values())
+        with autocast():
+            losses = peer(t_images, t_targets)
+            loss = sum(losses.values())
         opt.zero_grad()
         loss.backward()
         opt.step()
         return float(loss.detach())
 
-    peer_step()  # warm-up
+    peer_flops = work.torch_flops(peer_step)  # the warm-up step, counted
 
     ours_rates, peer_rates = [], []
     for r in range(args.rounds):
         t0 = time.perf_counter()
         for _ in range(args.steps):
-            state, metrics = fns.train_step(state, batch_arrays, key)
+            state, metrics = train_step(state, batch_arrays, key, anchors)
         jax.block_until_ready(metrics["loss"])
         ours_rates.append(args.steps / (time.perf_counter() - t0))
         t0 = time.perf_counter()
@@ -232,32 +337,18 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(max(args.rounds // 2, 2)):
         t0 = time.perf_counter()
         for _ in range(args.steps):
-            out = fns.predict(state["params"], batch_arrays[0])
+            out = predict(state["params"], batch_arrays[0], anchors)
         jax.block_until_ready(out)
         ours_inf.append(args.steps * batch / (time.perf_counter() - t0))
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             for _ in range(args.steps):
                 peer(t_images)
         peer_inf.append(args.steps * batch / (time.perf_counter() - t0))
-
-    ours, peer_rate = statistics.median(ours_rates), statistics.median(peer_rates)
-    result = {
-        "ours_steps_per_s": round(ours, 4),
-        "peer_steps_per_s": round(peer_rate, 4),
-        "ratio": round(ours / peer_rate, 3),
-        "ours_inference_images_per_s": round(statistics.median(ours_inf), 2),
-        "peer_inference_images_per_s": round(statistics.median(peer_inf), 2),
-        "ours_compile_s": round(compile_s, 2),
-        "ours_predict_compile_s": round(predict_compile_s, 2),
-        "peak_rss_mib_after_ours": round(rss_ours, 1),
-        "peak_rss_mib": round(_peak_rss_mib(), 1),
-        "batch_size": batch,
-        "image_size_px": size,
-        "rounds": args.rounds,
-        "device": jax.devices()[0].device_kind,
-    }
-    print(json.dumps(result), flush=True)
+    return {"ours": statistics.median(ours_rates), "peer": statistics.median(peer_rates),
+            "ours_inf": statistics.median(ours_inf), "peer_inf": statistics.median(peer_inf),
+            "first_step_s": first_step_s, "rss_ours": rss_ours, "n_peer": int(n_peer),
+            "peer_flops": peer_flops}
 
 
 if __name__ == "__main__":

@@ -67,11 +67,13 @@ def pool_rois(levels: list[jax.Array], rois: jax.Array, pool_size: int, sampling
 
     torchvision's level mapper (canonical size 224 at level 4, clamped to the levels present)
     sends every box below 448 px to the finest level; our characters are 10-60 px, so a single
-    level is the same rule without computing RoIAlign on every level.
+    level is the same rule without computing RoIAlign on every level (at the paper's scale,
+    characters of 60-120 px, too). Pooled in float32 whatever the model's precision: RoIAlign's
+    gradient is a scatter-add, which bfloat16 would round at every addition.
     """
     b, r = rois.shape[:2]
     batch_index = jnp.repeat(jnp.arange(b, dtype=jnp.int32), r)
-    return ops.roi_align(levels[0], rois.reshape(b * r, 4), batch_index, pool_size,
+    return ops.roi_align(levels[0].astype(jnp.float32), rois.reshape(b * r, 4), batch_index, pool_size,
                          spatial_scale=1.0 / STEM_STRIDE, sampling_ratio=sampling_ratio, aligned=True)
 
 

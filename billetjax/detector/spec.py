@@ -29,6 +29,12 @@ RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 # The backbone's stem downsamples by 4; each further stage halves again.
 STEM_STRIDE = 4
+# A bottleneck block's inner (1x1 - 3x3) width is its output width / this (ResNet-50's 4).
+BOTTLENECK_EXPANSION = 4
+# Keys a spec written before they existed lacks, and the value such a detector had: every
+# detector trained before `detector.model.block` and `detector.precision` existed had basic
+# blocks and computed in float32.
+SPEC_KEYS_ADDED = {"block": "basic", "precision": "float32"}
 
 
 # ----------------------------------------------------------------------------- config sections
@@ -41,6 +47,9 @@ class ArchitectureConfig:
     stem_width: int
     widths: tuple[int, ...]  # one ResNet stage per FPN level, strides 4, 8, 16, ...
     blocks: tuple[int, ...]  # residual blocks per stage
+    # "basic": two 3x3 convolutions; "bottleneck": 1x1 down to width / BOTTLENECK_EXPANSION, 3x3,
+    # 1x1 up to width (ResNet-50's block).
+    block: str
     fpn_width: int
     anchor_levels: int  # the finest FPN levels that carry anchors (and the RPN head)
     head_width: int  # the box head's two fully connected layers
@@ -121,6 +130,9 @@ class DetectorConfig:
     eval_every: int
     checkpoint_every: int
     max_boxes: int
+    # "float32", or "bfloat16": mixed precision (bfloat16 compute, float32 parameters, optimiser
+    # state and losses; models.py).
+    precision: str
     learning_rate: float
     momentum: float
     weight_decay: float
@@ -191,6 +203,7 @@ class ModelConfig:
     stem_width: int
     widths: tuple[int, ...]
     blocks: tuple[int, ...]
+    block: str
     fpn_width: int
     head_width: int
     anchors_per_location: int
@@ -198,6 +211,7 @@ class ModelConfig:
     pool_size: int
     groups: int
     stem: str
+    precision: str  # the compute dtype of the layers (`detector.precision`)
 
     @property
     def strides(self) -> tuple[int, ...]:
@@ -241,7 +255,7 @@ class DetectorSpec:
     def from_json(cls, text: str) -> DetectorSpec:
         d = json.loads(text)
         return cls(
-            model=ModelConfig(**{k: _frozen(v) for k, v in d["model"].items()}),
+            model=ModelConfig(**{**SPEC_KEYS_ADDED, **{k: _frozen(v) for k, v in d["model"].items()}}),
             image_size_px=d["image_size_px"],
             category_ids=tuple(d["category_ids"]),
             anchor_sizes=_frozen(d["anchor_sizes"]),
@@ -265,7 +279,7 @@ def make_spec(cfg: DetectorConfig, image_size_px: int, category_ids: tuple[int, 
         num_aspect_ratios=cfg.anchors.aspect_ratios, size_quantiles=cfg.anchors.size_quantiles,
         strides=strides)
     model = ModelConfig(**{**dataclasses.asdict(arch), "anchor_levels": n_anchor_levels},
-                        num_classes=len(category_ids),
+                        num_classes=len(category_ids), precision=cfg.precision,
                         anchors_per_location=cfg.anchors.sizes_per_level * cfg.anchors.aspect_ratios)
     if image_size_px % model.strides[-1]:
         raise ValueError(f"image_size_px = {image_size_px} must be a multiple of the coarsest "

@@ -19,6 +19,11 @@ Depth follows the image size S (a power of two):
 Layouts are NHWC. Convolutions are stride-1 convolutions and matrix products (see `ops`), which
 XLA:CPU runs several times faster than its strided and transposed convolutions; `impl="lax"`
 gives the straightforward `lax.conv_general_dilated` formulation, numerically the same operation.
+
+Precision (`Pix2PixConfig.precision`, `gan.precision`): parameters are float32. With "bfloat16"
+the convolutions cast their input and weights to bfloat16 (mixed precision), batch norm computes
+its statistics and running averages in float32 and hands bfloat16 on, and both networks return
+float32 (images, logits), so the losses are float32.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ LEAKY_SLOPE = 0.2
 MAX_DROPOUT_BLOCKS = 3
 # How convolutions are computed (see ops): measured fastest on XLA:CPU, see README.
 DEFAULT_IMPL = "hybrid"
+# `precision` -> the dtype the convolutions compute in (parameters stay float32).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def unet_depth(image_size: int) -> int:
@@ -63,9 +70,18 @@ class Pix2PixConfig:
     image_size: int
     ngf: int
     ndf: int
+    precision: str  # "float32" or "bfloat16" (mixed precision; gan.precision)
     mask_channels: int = 1  # the reference feeds the mask as an RGB image (3)
     image_channels: int = 3
     impl: str = DEFAULT_IMPL
+
+    def __post_init__(self):
+        if self.precision not in COMPUTE_DTYPES:
+            raise ValueError(f"gan.precision must be one of {sorted(COMPUTE_DTYPES)}, got {self.precision!r}")
+
+    @property
+    def compute_dtype(self):
+        return COMPUTE_DTYPES[self.precision]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,31 +95,34 @@ def _init_normal(rng: np.random.Generator, shape, mean=0.0) -> jax.Array:
 class Conv(nnx.Module):
     """Conv2d(kernel 4, padding 1) with stride 2 (`down`) or 1, kernel stored HWIO."""
 
-    def __init__(self, cin: int, cout: int, stride: int, use_bias: bool, impl: str, *, rng):
+    def __init__(self, cin: int, cout: int, stride: int, use_bias: bool, impl: str, dtype, *, rng):
         self.kernel = nnx.Param(_init_normal(rng, (4, 4, cin, cout)))
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if use_bias else None
         self.stride = stride
         self.impl = impl
+        self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        x, kernel = x.astype(self.dtype), self.kernel[...].astype(self.dtype)
         if self.stride == 2:
-            y = ops.conv4x4_s2(x, self.kernel[...], self.impl)
+            y = ops.conv4x4_s2(x, kernel, self.impl)
         else:
-            y = ops.conv4x4_s1(x, self.kernel[...], self.impl)
-        return y if self.bias is None else y + self.bias[...]
+            y = ops.conv4x4_s1(x, kernel, self.impl)
+        return y if self.bias is None else y + self.bias[...].astype(self.dtype)
 
 
 class ConvTranspose(nnx.Module):
     """ConvTranspose2d(kernel 4, stride 2, padding 1); kernel [ky, kx, cin, cout] (torch's, permuted)."""
 
-    def __init__(self, cin: int, cout: int, use_bias: bool, impl: str, *, rng):
+    def __init__(self, cin: int, cout: int, use_bias: bool, impl: str, dtype, *, rng):
         self.kernel = nnx.Param(_init_normal(rng, (4, 4, cin, cout)))
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if use_bias else None
         self.impl = impl
+        self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = ops.conv_transpose4x4_s2(x, self.kernel[...], self.impl)
-        return y if self.bias is None else y + self.bias[...]
+        y = ops.conv_transpose4x4_s2(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.impl)
+        return y if self.bias is None else y + self.bias[...].astype(self.dtype)
 
 
 class BatchNorm(nnx.Module):
@@ -112,6 +131,7 @@ class BatchNorm(nnx.Module):
     `groups` splits the batch into equal groups normalised separately: the discriminator sees real
     and fake pairs in one call but, as in the reference's two forward passes, each with its own
     statistics. `track_running=False` keeps no running averages (the discriminator never uses them).
+    Statistics and normalisation are computed in float32; the result has the input's dtype.
     """
 
     def __init__(self, channels: int, *, rng: np.random.Generator, track_running: bool = True):
@@ -123,9 +143,12 @@ class BatchNorm(nnx.Module):
         self.track_running = track_running
 
     def __call__(self, x: jax.Array, use_running: bool = False, groups: int = 1) -> jax.Array:
+        dtype = x.dtype
+        x = x.astype(jnp.float32)
         if use_running:
             mean, var = self.mean[...], self.var[...]
-            return (x - mean) * (jax.lax.rsqrt(var + BN_EPS) * self.scale[...]) + self.bias[...]
+            y = (x - mean) * (jax.lax.rsqrt(var + BN_EPS) * self.scale[...]) + self.bias[...]
+            return y.astype(dtype)
         g = x.reshape((groups, -1) + x.shape[1:])
         mean = g.mean(axis=(1, 2, 3), keepdims=True)
         var = jnp.square(g - mean).mean(axis=(1, 2, 3), keepdims=True)
@@ -136,7 +159,7 @@ class BatchNorm(nnx.Module):
             batch_var = var.reshape(groups, -1).mean(0) * (n / max(n - 1, 1))
             self.mean[...] = (1 - BN_MOMENTUM) * self.mean[...] + BN_MOMENTUM * batch_mean
             self.var[...] = (1 - BN_MOMENTUM) * self.var[...] + BN_MOMENTUM * batch_var
-        return y.reshape(x.shape)
+        return y.reshape(x.shape).astype(dtype)
 
 
 def _dropout(x: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -153,7 +176,7 @@ class Generator(nnx.Module):
         self.config = config
         depth = unet_depth(config.image_size)
         widths = [config.ngf * min(2**i, 8) for i in range(depth)]
-        impl = config.impl
+        impl, dtype = config.impl, config.compute_dtype
         self.depth = depth
         # Encoder level i maps widths[i-1] -> widths[i]; level 0 has no norm (outermost), the last
         # level has no norm (innermost, 1x1). As in the reference no encoder convolution has a
@@ -161,7 +184,7 @@ class Generator(nnx.Module):
         for i in range(depth):
             cin = config.mask_channels if i == 0 else widths[i - 1]
             has_norm = 0 < i < depth - 1
-            setattr(self, f"down{i}", Conv(cin, widths[i], 2, False, impl, rng=rng))
+            setattr(self, f"down{i}", Conv(cin, widths[i], 2, False, impl, dtype, rng=rng))
             if has_norm:
                 setattr(self, f"down_norm{i}", BatchNorm(widths[i], rng=rng))
         # Decoder level i maps the concatenation [skip_i, up_{i+1}] (or the bottleneck) to
@@ -169,7 +192,7 @@ class Generator(nnx.Module):
         for i in range(depth):
             cin = widths[i] if i == depth - 1 else 2 * widths[i]
             cout = config.image_channels if i == 0 else widths[i - 1]
-            setattr(self, f"up{i}", ConvTranspose(cin, cout, i == 0, impl, rng=rng))
+            setattr(self, f"up{i}", ConvTranspose(cin, cout, i == 0, impl, dtype, rng=rng))
             if i > 0:
                 setattr(self, f"up_norm{i}", BatchNorm(cout, rng=rng))
         # Dropout in the decoder blocks right after the innermost one (reference: up to three).
@@ -180,7 +203,7 @@ class Generator(nnx.Module):
     def __call__(
         self, mask: jax.Array, dropout_key: jax.Array | None, use_running_stats: bool = False
     ) -> jax.Array:
-        """Render images; `dropout_key=None` switches dropout off (pix2pix keeps it on)."""
+        """Render images (float32); `dropout_key=None` switches dropout off (pix2pix keeps it on)."""
         skips = []
         h = mask
         for i in range(self.depth):
@@ -195,7 +218,7 @@ class Generator(nnx.Module):
                 h = jnp.concatenate([skips[i], h], axis=-1)
             h = getattr(self, f"up{i}")(jax.nn.relu(h))
             if i == 0:
-                return jnp.tanh(h)
+                return jnp.tanh(h.astype(jnp.float32))
             h = getattr(self, f"up_norm{i}")(h, use_running_stats)
             if i in self.dropout_levels and dropout_key is not None:
                 h = _dropout(h, jax.random.fold_in(dropout_key, i))
@@ -207,25 +230,26 @@ class Discriminator(nnx.Module):
 
     def __init__(self, config: Pix2PixConfig, *, rng: np.random.Generator):
         n_layers = patchgan_layers(config.image_size)
-        impl = config.impl
+        impl, dtype = config.impl, config.compute_dtype
         widths = [config.ndf * min(2**i, 8) for i in range(n_layers + 1)]
         cin = config.mask_channels + config.image_channels
         self.n_layers = n_layers
-        self.conv0 = Conv(cin, widths[0], 2, True, impl, rng=rng)
+        self.conv0 = Conv(cin, widths[0], 2, True, impl, dtype, rng=rng)
         for i in range(1, n_layers + 1):
             stride = 2 if i < n_layers else 1
-            setattr(self, f"conv{i}", Conv(widths[i - 1], widths[i], stride, False, impl, rng=rng))
+            setattr(self, f"conv{i}", Conv(widths[i - 1], widths[i], stride, False, impl, dtype, rng=rng))
             setattr(self, f"norm{i}", BatchNorm(widths[i], rng=rng, track_running=False))
-        self.head = Conv(widths[-1], 1, 1, True, impl, rng=rng)
+        self.head = Conv(widths[-1], 1, 1, True, impl, dtype, rng=rng)
 
     def __call__(self, mask: jax.Array, image: jax.Array, groups: int = 1) -> jax.Array:
-        """`groups`: batch-norm statistics per equal part of the batch (real | fake)."""
+        """`groups`: batch-norm statistics per equal part of the batch (real | fake); float32
+        logits."""
         h = jax.nn.leaky_relu(self.conv0(jnp.concatenate([mask, image], axis=-1)), LEAKY_SLOPE)
         for i in range(1, self.n_layers + 1):
             h = getattr(self, f"conv{i}")(h)
             h = getattr(self, f"norm{i}")(h, groups=groups)
             h = jax.nn.leaky_relu(h, LEAKY_SLOPE)
-        return self.head(h)
+        return self.head(h).astype(jnp.float32)
 
 
 def count_params(module: nnx.Module) -> int:
@@ -238,7 +262,9 @@ def param_counts(
 ) -> tuple[int, int]:
     """(generator, discriminator) trainable parameter counts; the defaults are the reference's
     unet_256/basic with an RGB mask: 54,413,955 and 2,768,705."""
-    config = Pix2PixConfig(image_size=image_size, ngf=ngf, ndf=ndf, mask_channels=mask_channels)
+    # The counts do not depend on the precision (parameters are float32 either way).
+    config = Pix2PixConfig(image_size=image_size, ngf=ngf, ndf=ndf, precision="float32",
+                           mask_channels=mask_channels)
     g = nnx.eval_shape(lambda: Generator(config, rng=np.random.default_rng(0)))
     d = nnx.eval_shape(lambda: Discriminator(config, rng=np.random.default_rng(0)))
     return count_params(g), count_params(d)

@@ -13,6 +13,9 @@ from flax import nnx, serialization
 from billetjax.pix2pix.models import Generator, Pix2PixConfig
 
 FORMAT = "billetjax.pix2pix.generator/1"
+# Config keys a generator file written before they existed lacks, and the value such a generator
+# had: every generator trained before `gan.precision` existed computed in float32.
+CONFIG_KEYS_ADDED = {"precision": "float32"}
 
 # Synthesis normalises with the batch-norm running averages (torch's eval mode for batch norm),
 # while dropout stays on. A stamp then depends only on its mask and its dropout draw, not on the
@@ -66,7 +69,7 @@ def load_generator(path: str | Path) -> Generator:
     payload = serialization.msgpack_restore(path.read_bytes())
     if payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a billetjax pix2pix generator (format {payload.get('format')!r})")
-    config = Pix2PixConfig(**payload["config"])
+    config = Pix2PixConfig(**{**CONFIG_KEYS_ADDED, **payload["config"]})
     generator = nnx.eval_shape(lambda: Generator(config, rng=np.random.default_rng(0)))
     # Params and batch stats share the module tree: merge both pure dicts into the one state.
     values = payload["params"]

@@ -50,6 +50,7 @@ class TrainConfig:
     l1_weight: float
     log_every: int
     jitter_px: int
+    precision: str  # "float32" or "bfloat16" (mixed precision, models.py)
 
     @classmethod
     def from_config(cls, section: dict) -> "TrainConfig":
@@ -58,7 +59,7 @@ class TrainConfig:
 
     def model_config(self, mask_channels: int = 1, impl: str = DEFAULT_IMPL) -> Pix2PixConfig:
         return Pix2PixConfig(
-            image_size=self.image_size_px, ngf=self.ngf, ndf=self.ndf,
+            image_size=self.image_size_px, ngf=self.ngf, ndf=self.ndf, precision=self.precision,
             mask_channels=mask_channels, impl=impl,
         )
 

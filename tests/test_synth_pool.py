@@ -287,7 +287,7 @@ def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path, config_w
     categories differ)."""
     from billetjax.data.pools import render_pool
     from billetjax.data.simulate import IdScheme
-    from billetjax.experiments import make_experiment_set
+    from billetjax.experiments import make_experiment_set, table1
     from billetjax.synth.pool import real_categories
 
     real_json = tmp_path / "real" / "train_pool.json"
@@ -305,7 +305,8 @@ def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path, config_w
     make_pool(config, [bank], _surfaces(tmp_path / "surfaces", n=2), pool, tmp_path / "classic" / "images",
               method="classic", categories=categories)
     train, val = tmp_path / "exp" / "train.json", tmp_path / "exp" / "val.json"
-    make_experiment_set(config, 1, 0, real_json, pool, train, val)
+    row = table1(config["experiments"], config["synth"]["method"])[0]
+    make_experiment_set(row, config, 0, real_json, pool, train, val)
     data = cc.load(train)
     assert cc.category_names(data) == {c["id"]: c["name"] for c in categories}
     assert {img["source"] for img in data["images"]} == {"real", "synthetic"}

@@ -93,8 +93,8 @@ class Experiment:
 
     @property
     def label(self) -> str:
-        """A short name for tables and figures, e.g. "50 % synthetic (classic), sequential";
-        the source is named where it is not the study's."""
+        """A short name for tables and figures, e.g. "50 % synthetic (classic) of 400, sequential"
+        or "200 real + 400 synthetic"; the source is named where it is not the study's."""
         if self.from_counts:
             parts = [f"{n} {kind}" for n, kind in ((self.n_real, "real"), (self.n_synthetic, "synthetic")) if n]
             text = " + ".join(parts)
@@ -102,6 +102,8 @@ class Experiment:
             text = f"{self.synthetic_pct:g} % synthetic"
         if self.uses_synthetic and self.other_source:
             text += f" ({self.source})"
+        if not self.from_counts:
+            text += f" of {self.n_images}"
         extras = []
         if self.strategy != "mix":
             extras.append(self.strategy)

@@ -243,8 +243,9 @@ rule domain_gap:
         config={
             "seed": config["seed"],
             "evaluation": {k: config["evaluation"][k] for k in ("domain_gap", "bootstrap_samples")},
-            "synth": {"method": config["synth"]["method"]},
         },
+        # the renderers some experiment mixes in: their rows are marked used_by_pool
+        sources=SYNTHETIC_SOURCES,
         checkpoints=config["synth"]["checkpoints"] if "gan" in SYNTHETIC_SOURCES else [],
     log:
         "logs/evaluate/domain_gap.log",

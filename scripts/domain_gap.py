@@ -14,5 +14,5 @@ write_domain_gap_table(
     settings=config["evaluation"]["domain_gap"],
     n_samples=config["evaluation"]["bootstrap_samples"],
     root_seed=config["seed"],
-    method=config["synth"]["method"],
+    sources=snakemake.params.sources,
 )

@@ -104,7 +104,7 @@ def test_domain_gap_table(stamp_files):
     folder, banks = stamp_files
     table = write_domain_gap_table(folder / "domain_gap.csv", [folder / "train.npz", folder / "val.npz"],
                                    {10: banks["step10"], 20: banks["step20"]}, banks["classic"], SETTINGS,
-                                   n_samples=200, root_seed=7, method="gan")
+                                   n_samples=200, root_seed=7, sources=["gan"])
     read = pd.read_csv(folder / "domain_gap.csv")
     assert list(read.columns) == COLUMNS
     assert list(read["bank"]) == ["gan step 10", "gan step 20", "gan, all checkpoints", "classic"]
@@ -116,8 +116,11 @@ def test_domain_gap_table(stamp_files):
     assert by_bank.loc["gan step 20", "auc"] > 0.95 and by_bank.loc["classic", "auc"] > 0.95
     assert (read["lo"] <= read["auc"]).all() and (read["auc"] <= read["hi"]).all()
     # Only the classic bank, for a classic study.
-    classic = domain_gap_table([folder / "train.npz"], {}, banks["classic"], SETTINGS, 0, 7, "classic")
+    classic = domain_gap_table([folder / "train.npz"], {}, banks["classic"], SETTINGS, 0, 7, ["classic"])
     assert list(classic["bank"]) == ["classic"] and classic["used_by_pool"].tolist() == [True]
+    both = domain_gap_table([folder / "train.npz"], {10: banks["step10"]}, banks["classic"], SETTINGS, 0, 7,
+                            ["classic", "gan"])
+    assert both["used_by_pool"].tolist() == [True, True]  # a study whose rows use both renderers
     assert np.isnan(classic["lo"].iloc[0])
 
 
@@ -126,7 +129,7 @@ def test_domain_gap_figure(stamp_files, tmp_path):
 
     folder, banks = stamp_files
     write_domain_gap_table(tmp_path / "gap.csv", [folder / "train.npz"], {10: banks["step10"], 20: banks["step20"]},
-                           banks["classic"], SETTINGS, 100, 7, "gan")
+                           banks["classic"], SETTINGS, 100, 7, ["gan"])
     comparisons = pd.DataFrame([{"experiment": 5, "reference": 1, "test_set": t, "metric": "TP",
                                  "difference": -5.0 * t, "lo": -5.0 * t - 2, "hi": -5.0 * t + 2, "margin": 2.0,
                                  "verdict": "inferior", "better": "higher", "synthetic_pct": 100, "on_curve": True}

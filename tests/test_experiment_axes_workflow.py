@@ -57,8 +57,8 @@ def test_every_row_is_in_the_tables_and_comparisons_with_its_label(axes_study):
     table = pd.read_csv(workdir / "results/tables/testset1.csv")
     assert table["experiment"].tolist() == list(range(1, 12))
     assert table["label"].tolist()[6:] == [
-        "50 % synthetic (classic)", "50 % synthetic, sequential", "50 % synthetic, schedule 75->25 %",
-        "6 real + 12 synthetic", "0 % synthetic, hard real oversampled"]
+        "50 % synthetic (classic) of 24", "50 % synthetic of 24, sequential", "50 % synthetic of 24, schedule 75->25 %",
+        "6 real + 12 synthetic", "0 % synthetic of 24, hard real oversampled"]
     comparisons = pd.read_csv(workdir / "results/tables/comparisons.csv")
     assert set(comparisons["experiment"]) == set(range(2, 12))
     # Only plain rows of the reference's size draw the replacement curve.

@@ -147,9 +147,9 @@ def test_rows_with_axes_have_their_sizes_labels_and_plans(axes):
     assert [e.is_plain for e in rows] == [True, True, False, False, False, True, True, False]
     assert rows[5].synthetic_pct == 75 and rows[6].synthetic_pct == 0
     assert [e.label for e in rows] == [
-        "0 % synthetic", "50 % synthetic", "50 % synthetic (classic)", "50 % synthetic, sequential",
-        "50 % synthetic, schedule 75->25 %", "20 real + 60 synthetic", "20 real",
-        "0 % synthetic, hard real oversampled"]
+        "0 % synthetic of 80", "50 % synthetic of 80", "50 % synthetic (classic) of 80", "50 % synthetic of 80, sequential",
+        "50 % synthetic of 80, schedule 75->25 %", "20 real + 60 synthetic", "20 real",
+        "0 % synthetic of 80, hard real oversampled"]
     assert [e.batch_plan() for e in rows[2:5]] == [
         None, {"strategy": "sequential", "synthetic_schedule": None}, {"strategy": "mix", "synthetic_schedule": [75.0, 25.0]}]
     # With synth.method classic, the same rows' default source is classic and row 3 is plain.

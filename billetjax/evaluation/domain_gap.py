@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -215,11 +215,11 @@ def domain_gap_table(
     settings: Mapping,
     n_samples: int,
     root_seed: int,
-    method: str,
+    sources: Sequence[str],
 ) -> pd.DataFrame:
     """One row per GAN checkpoint (ascending), one for all GAN checkpoints together (when there are
-    several) and one for the classic bank; `used_by_pool` marks the row of the stamps the study's
-    synthetic pool embeds (`synth.method`). settings: `evaluation.domain_gap` (folds, l2,
+    several) and one for the classic bank; `used_by_pool` marks the rows of the stamps the study's
+    synthetic pools embed (`sources`: the renderers some experiment uses, gan and/or classic). settings: `evaluation.domain_gap` (folds, l2,
     max_per_class)."""
     real = np.concatenate([_load_crops(p, whole_only=False) for p in real_paths])
     size = real.shape[1]
@@ -231,13 +231,13 @@ def domain_gap_table(
     gan = {int(k): stamp_features(_subsample(_load_crops(p, whole_only=True, size_px=size), limit, rng))
            for k, p in sorted(gan_banks.items())}
     for step, features in gan.items():
-        banks.append((f"gan step {step}", "gan", step, features, method == "gan" and len(gan) == 1))
+        banks.append((f"gan step {step}", "gan", step, features, "gan" in sources and len(gan) == 1))
     if len(gan) > 1:
         pooled = _subsample(np.concatenate(list(gan.values())), limit, rng)
-        banks.append(("gan, all checkpoints", "gan", None, pooled, method == "gan"))
+        banks.append(("gan, all checkpoints", "gan", None, pooled, "gan" in sources))
     if classic_bank is not None:
         features = stamp_features(_subsample(_load_crops(classic_bank, whole_only=True, size_px=size), limit, rng))
-        banks.append(("classic", "classic", None, features, method == "classic"))
+        banks.append(("classic", "classic", None, features, "classic" in sources))
     rows = []
     for label, kind, step, features, used in banks:
         result = auc_of_features(real, features, int(settings["folds"]), float(settings["l2"]), n_samples,

@@ -46,7 +46,7 @@ def table3_figure(table3_csv: str | os.PathLike, out_path: str | os.PathLike) ->
     # Experiments as labels (seaborn draws a numeric hue as a colour scale, not as categories),
     # named by their Table 1 row: synthetic share and number of training images.
     names = {
-        int(r.experiment): f"{int(r.experiment)}: {r.label}, {int(r.n_images)} images"
+        int(r.experiment): f"{int(r.experiment)}: {r.label}"
         for r in table.drop_duplicates("experiment").itertuples()
     }
     long["experiment"] = long["experiment"].astype(int).map(names)

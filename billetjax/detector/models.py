@@ -49,6 +49,14 @@ def _conv(cin: int, cout: int, k: int, stride: int, rngs: nnx.Rngs, dtype, bias:
     )
 
 
+def _shortcut(cin: int, cout: int, stride: int, groups: int, rngs: nnx.Rngs, dtype):
+    """A residual block's projection shortcut (1x1 convolution + norm) when the block changes the
+    shape, else (None, None): the identity."""
+    if stride == 1 and cin == cout:
+        return None, None
+    return _conv(cin, cout, 1, stride, rngs, dtype), _norm(cout, groups, rngs, dtype)
+
+
 class BasicBlock(nnx.Module):
     """ResNet basic block (two 3x3 convolutions), projection shortcut when the shape changes."""
 
@@ -57,12 +65,7 @@ class BasicBlock(nnx.Module):
         self.norm1 = _norm(cout, groups, rngs, dtype)
         self.conv2 = _conv(cout, cout, 3, 1, rngs, dtype)
         self.norm2 = _norm(cout, groups, rngs, dtype, zero_scale=True)
-        if stride != 1 or cin != cout:
-            self.proj = _conv(cin, cout, 1, stride, rngs, dtype)
-            self.proj_norm = _norm(cout, groups, rngs, dtype)
-        else:
-            self.proj = None
-            self.proj_norm = None
+        self.proj, self.proj_norm = _shortcut(cin, cout, stride, groups, rngs, dtype)
 
     def __call__(self, x):
         y = jax.nn.relu(self.norm1(self.conv1(x)))
@@ -84,12 +87,7 @@ class BottleneckBlock(nnx.Module):
         self.norm2 = _norm(mid, groups, rngs, dtype)
         self.conv3 = _conv(mid, cout, 1, 1, rngs, dtype)
         self.norm3 = _norm(cout, groups, rngs, dtype, zero_scale=True)
-        if stride != 1 or cin != cout:
-            self.proj = _conv(cin, cout, 1, stride, rngs, dtype)
-            self.proj_norm = _norm(cout, groups, rngs, dtype)
-        else:
-            self.proj = None
-            self.proj_norm = None
+        self.proj, self.proj_norm = _shortcut(cin, cout, stride, groups, rngs, dtype)
 
     def __call__(self, x):
         y = jax.nn.relu(self.norm1(self.conv1(x)))

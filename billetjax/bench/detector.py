@@ -79,6 +79,12 @@ def build_torch_detector(spec):
     def norm(c):
         return nn.GroupNorm(min(m.groups, c), c)
 
+    def projection(cin, cout, stride):
+        """A block's projection shortcut when it changes the shape, else None (the identity)."""
+        if stride == 1 and cin == cout:
+            return None
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
+
     class Block(nn.Module):
         def __init__(self, cin, cout, stride):
             super().__init__()
@@ -86,9 +92,7 @@ def build_torch_detector(spec):
             self.norm1 = norm(cout)
             self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
             self.norm2 = norm(cout)
-            self.proj = None
-            if stride != 1 or cin != cout:
-                self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
+            self.proj = projection(cin, cout, stride)
 
         def forward(self, x):
             y = F.relu(self.norm1(self.conv1(x)))
@@ -105,9 +109,7 @@ def build_torch_detector(spec):
             self.norm2 = norm(mid)
             self.conv3 = nn.Conv2d(mid, cout, 1, 1, 0, bias=False)
             self.norm3 = norm(cout)
-            self.proj = None
-            if stride != 1 or cin != cout:
-                self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
+            self.proj = projection(cin, cout, stride)
 
         def forward(self, x):
             y = F.relu(self.norm1(self.conv1(x)))

@@ -264,6 +264,8 @@ def planned_batches(data: DetectionSet, batch_size: int, seed: int, augment_cfg:
         if len(members[is_synthetic]) == 0:
             raise ValueError(f"{data.source}: batch plan {plan} needs {name} images (image `source`), and the set has none")
     counts = synthetic_per_batch(plan, steps, batch_size, len(members[False]), len(members[True]))
+    log.info("batch plan %s: synthetic images per batch %d at step 1, %d at the middle, %d at the end "
+             "(mean %.2f of %d)", plan, counts[0], counts[len(counts) // 2], counts[-1], counts.mean(), batch_size)
     streams = {part: _Stream(idx, seed, int(part), None if repeat is None else repeat[idx])
                for part, idx in members.items()}
     step = 0

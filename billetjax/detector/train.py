@@ -183,12 +183,6 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
     if train_set.batch_plan is None:
         batches = det_data.batches(train_set, batch_size, seed, cfg.augment, start_step=start, repeat=repeat)
     else:
-        per_batch = det_data.synthetic_per_batch(train_set.batch_plan, steps, batch_size,
-                                                 int(np.sum(train_set.sources != "synthetic")),
-                                                 int(np.sum(train_set.sources == "synthetic")))
-        log.info("batch plan %s: synthetic images per batch %d at step 1, %d at the middle, %d at the end "
-                 "(mean %.2f of %d)", train_set.batch_plan, per_batch[0], per_batch[len(per_batch) // 2],
-                 per_batch[-1], per_batch.mean(), batch_size)
         batches = det_data.planned_batches(train_set, batch_size, seed, cfg.augment, train_set.batch_plan, steps,
                                            start_step=start, repeat=repeat)
 

@@ -3,6 +3,10 @@ be resumed (cadence) and what not (other data, a corrupt checkpoint)."""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -70,11 +74,12 @@ def _train(cfg, tmp_path, json_path):
     return summary, out
 
 
-def test_overfits_a_few_images(tmp_path, digit_set, detector_config):
-    """A few billets are learnt to mAP@0.5 >= 0.95 (pycocotools), and predict writes COCO results."""
+def test_overfits_a_few_images(tmp_path, digit_set, detector_config, caplog):
+    """A few billets are learnt to mAP@0.5 >= 0.95 (pycocotools), and predict writes COCO results,
+    for one test set or several at once."""
     import pandas as pd
 
-    from billetjax.detector.predict import predict
+    from billetjax.detector.predict import predict, predict_sets
     from billetjax.evaluation import map50
 
     summary, out = _train(detector_config(steps=120, eval_every=60), tmp_path, digit_set)
@@ -92,6 +97,22 @@ def test_overfits_a_few_images(tmp_path, digit_set, detector_config):
     d = detections[0]
     assert set(d) == {"image_id", "category_id", "bbox", "score", "class_scores"}
     assert len(d["class_scores"]) == 10 and abs(sum(d["class_scores"]) - 1) < 1e-4
+
+    # Several test sets in one job (rule detector_predict): a subset of the same image files under
+    # ids of its own gets the same detections as the whole set, and each image is run once.
+    subset = {**gt, "images": [{**r, "id": r["id"] + 100} for r in gt["images"][1:3]],
+              "annotations": [{**a, "image_id": a["image_id"] + 100} for a in gt["annotations"]
+                              if a["image_id"] in {r["id"] for r in gt["images"][1:3]}]}
+    subset_json = Path(digit_set).with_name("subset.json")
+    cc.save(subset_json, subset)
+    with caplog.at_level(logging.INFO, logger="billetjax.detector.predict"):
+        whole, part = predict_sets(out / "params.msgpack", [digit_set, subset_json],
+                                   [tmp_path / "whole.json", tmp_path / "part.json"])
+    assert whole == detections
+    assert part == [{**d, "image_id": d["image_id"] + 100} for d in detections
+                    if d["image_id"] in {r["id"] - 100 for r in subset["images"]}]
+    assert len(part) > 0 and json.loads((tmp_path / "part.json").read_text()) == part
+    assert "4 distinct images of 2 test set(s)" in caplog.text
 
 
 def test_train_step_compiles_once(digit_set, detector_config):

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -61,14 +62,19 @@ def padded_batches(n: int, batch_size: int):
         yield np.minimum(idx, n - 1), min(batch_size, n - start)
 
 
-def predict_set(predict_fn, params, data: det_data.DetectionSet, batch_size: int):
-    """Run a jitted prediction over a whole set in fixed-size batches; numpy arrays per image."""
+def predict_images(predict_fn, params, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Run a jitted prediction over `images` in fixed-size batches; numpy arrays per image."""
     out: dict[str, list] = {}
-    for idx, n in padded_batches(len(data), batch_size):
-        dets = jax.device_get(predict_fn(params, data.images[idx]))
+    for idx, n in padded_batches(len(images), batch_size):
+        dets = jax.device_get(predict_fn(params, images[idx]))
         for k, v in dets.items():
             out.setdefault(k, []).append(np.asarray(v)[:n])
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def predict_set(predict_fn, params, data: det_data.DetectionSet, batch_size: int):
+    """`predict_images` over a whole `DetectionSet`."""
+    return predict_images(predict_fn, params, data.images, batch_size)
 
 
 def coco_results(dets: dict[str, np.ndarray], image_ids: np.ndarray, category_ids: tuple[int, ...],
@@ -92,33 +98,63 @@ def predict(params_path: str | os.PathLike, test_json: str | os.PathLike, out_js
     """Detect the characters of every image of `test_json`; write the COCO results list to
     `out_json` (with `class_scores` per detection unless disabled) and return it. `batch_size`
     None: the detector's `inference.batch_size`."""
+    return predict_sets(params_path, [test_json], [out_json], batch_size, class_scores)[0]
+
+
+def predict_sets(params_path: str | os.PathLike, test_jsons: Sequence[str | os.PathLike],
+                 out_jsons: Sequence[str | os.PathLike], batch_size: int | None = None,
+                 class_scores: bool = True) -> list[list[dict]]:
+    """`predict` for several test sets with one loaded and compiled detector.
+
+    Every distinct image file among the sets is run once: Table 2's test sets are filters of one
+    test pool, so the five cost their union (the pool), not the sum of their sizes. Each
+    `out_jsons[i]` gets the results of `test_jsons[i]` under that file's own image ids.
+    """
+    if len(test_jsons) != len(out_jsons):
+        raise ValueError(f"{len(test_jsons)} test sets but {len(out_jsons)} output files")
     spec, graphdef, params = load_detector(params_path)
     batch_size = int(batch_size or spec.inference.batch_size)
-    data = det_data.load_detection_set(test_json, max_boxes=_max_boxes(test_json),
-                                       category_ids=spec.category_ids)
-    if data.images.shape[1:3] != (spec.image_size_px, spec.image_size_px):
-        raise ValueError(f"{test_json}: images are {data.images.shape[2]}x{data.images.shape[1]} px, "
-                         f"the detector {params_path} was trained on {spec.image_size_px} px")
+    image_ids, rows, images = [], [], []  # per set; the union's images, each once
+    row_of: dict[Path, int] = {}
+    for test_json in test_jsons:
+        coco = cc.load(test_json, require_extras=False)
+        data = det_data.load_detection_set(test_json, max_boxes=_max_boxes(coco),
+                                           category_ids=spec.category_ids)
+        if data.images.shape[1:3] != (spec.image_size_px, spec.image_size_px):
+            raise ValueError(f"{test_json}: images are {data.images.shape[2]}x{data.images.shape[1]} px, "
+                             f"the detector {params_path} was trained on {spec.image_size_px} px")
+        paths = [cc.image_path(test_json, r).resolve() for r in coco["images"]]
+        for path, image in zip(paths, data.images):
+            if path not in row_of:
+                row_of[path] = len(images)
+                images.append(image.copy())  # not a view: the set's own array is freed
+        image_ids.append(data.image_ids)
+        rows.append(np.array([row_of[p] for p in paths]))
     predict_fn = make_predict_fn(spec, graphdef)
     t0 = time.perf_counter()
-    jax.block_until_ready(predict_fn(params, data.images[:1].repeat(batch_size, 0)))
+    jax.block_until_ready(predict_fn(params, images[0][None].repeat(batch_size, 0)))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    dets = predict_set(predict_fn, params, data, batch_size)
+    dets = predict_images(predict_fn, params, np.stack(images), batch_size)
     seconds = time.perf_counter() - t0
-    results = coco_results(dets, data.image_ids, spec.category_ids, class_scores=class_scores)
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, out_json)
-    log.info("%s: %d images, %d detections, %.1f images/s (batch %d, compile %.1f s) -> %s",
-             test_json, len(data), len(results), len(data) / max(seconds, 1e-9), batch_size,
-             compile_s, out_json)
-    return results
+    log.info("%s: %d distinct images of %d test set(s), %.1f images/s (batch %d, compile %.1f s)",
+             params_path, len(images), len(test_jsons), len(images) / max(seconds, 1e-9), batch_size,
+             compile_s)
+    outputs = []
+    for test_json, out_json, ids, idx in zip(test_jsons, out_jsons, image_ids, rows):
+        results = coco_results({k: v[idx] for k, v in dets.items()}, ids, spec.category_ids,
+                               class_scores=class_scores)
+        out_json = Path(out_json)
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results))
+        os.replace(tmp, out_json)
+        log.info("%s: %d images, %d detections -> %s", test_json, len(ids), len(results), out_json)
+        outputs.append(results)
+    return outputs
 
 
-def _max_boxes(test_json) -> int:
-    """Enough padded ground-truth slots for any image of the file (inference ignores them)."""
-    counts = [len(a) for a in cc.annotations_by_image(cc.load(test_json, require_extras=False)).values()]
+def _max_boxes(coco: dict) -> int:
+    """Enough padded ground-truth slots for any image of a COCO dict (inference ignores them)."""
+    counts = [len(a) for a in cc.annotations_by_image(coco).values()]
     return max(counts + [1])

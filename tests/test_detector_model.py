@@ -292,3 +292,21 @@ def test_spec_written_before_block_and_precision_existed_loads_as_basic_float32(
     loaded = DetectorSpec.from_json(json.dumps(old))
     assert loaded.model.block == "basic" and loaded.model.precision == "float32"
     assert loaded == spec
+
+
+def test_jitted_initialisation_is_the_eager_constructions_weights():
+    """models.init_detector (one jitted program, the key an argument) gives the structure and,
+    to float32 rounding, the weights of `FasterRCNN(cfg, nnx.Rngs(seed))`; another seed other
+    weights, the same seed the same ones."""
+    from billetjax.detector.models import init_detector
+
+    graphdef, params = init_detector(SMALL, 7)
+    eager_graphdef, eager = nnx.split(FasterRCNN(SMALL, nnx.Rngs(7)), nnx.Param)
+    assert graphdef == eager_graphdef
+    ours, theirs = jax.tree.leaves(params), jax.tree.leaves(eager)
+    assert [x.shape for x in ours] == [x.shape for x in theirs] and len(ours) > 20
+    for x, y in zip(ours, theirs):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    assert all(np.array_equal(x, y) for x, y in zip(ours, jax.tree.leaves(init_detector(SMALL, 7)[1])))
+    other = jax.tree.leaves(init_detector(SMALL, 8)[1])
+    assert not all(np.array_equal(x, y) for x, y in zip(ours, other))

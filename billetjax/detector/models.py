@@ -13,6 +13,8 @@ and everything after them are float32. bfloat16 has float32's exponent range: no
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -245,3 +247,21 @@ class FasterRCNN(nnx.Module):
         levels = self.features(images)
         logits, deltas = self.rpn(levels[: self.cfg.anchor_levels])
         return levels, logits, deltas
+
+
+
+def init_detector(cfg: ModelConfig, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
+    """`(graphdef, params)` of a freshly initialised `FasterRCNN(cfg, nnx.Rngs(seed))`.
+
+    The initialisers run as one jitted program with the key as its argument: eagerly they are
+    dozens of small computations, each compiled on its own (about 6 s per training on 2 CPU
+    cores); jitted, every seed and every experiment of a shape share one program, which the
+    persistent compilation cache keeps.
+    """
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: FasterRCNN(cfg, nnx.Rngs(0))), nnx.Param)
+    return graphdef, _init_params(cfg, jax.random.key(seed))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(cfg: ModelConfig, key: jax.Array) -> nnx.State:
+    return nnx.state(FasterRCNN(cfg, nnx.Rngs(key)), nnx.Param)

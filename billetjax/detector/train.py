@@ -1,6 +1,6 @@
 """Training of the Faster R-CNN: state, one jitted step, the loop with evaluation and checkpoints.
 
-The model is split once (`nnx.split`) into a graph definition and its parameters; the step is a
+The model is initialised once, jitted, as a graph definition and its parameters; the step is a
 pure function of `(state, batch, key)` under `jax.jit` with the state donated, so one training
 compiles one step (and one evaluation) per shape. Randomness of step s is `fold_in(key, s)`.
 A killed training resumes from the latest orbax checkpoint in its `state/` folder.
@@ -26,7 +26,7 @@ from billetjax import coco as cc
 from billetjax import runs
 from billetjax.detector import data as det_data
 from billetjax.detector.losses import detection_losses
-from billetjax.detector.models import FasterRCNN
+from billetjax.detector.models import init_detector
 from billetjax.detector.predict import coco_results, jit_inference, padded_batches, predict_set
 from billetjax.detector.spec import DetectorConfig, DetectorSpec, make_spec, save_params
 from billetjax.evaluation import map50
@@ -69,7 +69,8 @@ def make_optimizer(cfg: DetectorConfig) -> tuple[optax.GradientTransformation, o
 class Functions:
     """The jitted functions of one detector shape: train step, validation loss, inference.
 
-    Built once per training; `nnx.split` happens here and the functions take plain state pytrees.
+    Built once per training; the model is initialised here (`models.init_detector`, jitted) and
+    the functions take plain state pytrees.
     The anchors are an argument of the compiled programs, not a constant inside them, so every
     experiment of a study (each with anchors sized from its own boxes) compiles the same
     programs, and all but the first come from the persistent compilation cache.
@@ -80,8 +81,7 @@ class Functions:
     def __init__(self, spec: DetectorSpec, optimizer: optax.GradientTransformation,
                  schedule: optax.Schedule, seed: int):
         self.spec = spec
-        model = FasterRCNN(spec.model, nnx.Rngs(seed))
-        self.graphdef, params = nnx.split(model, nnx.Param)
+        self.graphdef, params = init_detector(spec.model, seed)
         anchors, self.level_sizes = spec.anchors()
         self.anchors = jnp.asarray(anchors)
         self.optimizer = optimizer

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from billetjax import config as config_rules
 from billetjax.experiments import table1
+from billetjax.utils import jax_gpu_installed
 
 validate(config, "../schemas/config.schema.yaml")
 # What the schema cannot say (NaN / inf, rules across keys): refused here, before any job.
@@ -26,6 +27,11 @@ TEST_SETS = list(range(1, len(config["data"]["test_sets"]) + 1))
 TABLE1 = table1(config["experiments"], config["synth"]["method"])
 EXPERIMENTS = [e.number for e in TABLE1]
 SEEDS = list(config["experiments"]["seeds"])
+# The JAX rules' `gpu` resource: 1 where JAX runs on a GPU (a CUDA or ROCm plugin of JAX is
+# installed, or BILLETJAX_GPUS=1), so that `--resources gpu=1` gives it to one job at a time;
+# 0 on a CPU-only machine, where the detector's trainings and predictions (one thread each) run
+# side by side on the cores. profiles/slurm sets gpu for the cluster's jobs itself.
+JAX_GPUS = int(jax_gpu_installed())
 
 
 wildcard_constraints:

@@ -1,6 +1,6 @@
-# Detector: a Faster R-CNN trained per experiment x seed (Table 1), then run on every test set of
-# Table 2. The resumable orbax state lives in state/ beside the outputs and is not an output, so a
-# killed or failed training resumes on retry instead of starting over.
+# Detector: a Faster R-CNN trained per experiment x seed (Table 1), then run on all test sets of
+# Table 2 at once. The resumable orbax state lives in state/ beside the outputs and is not an
+# output, so a killed or failed training resumes on retry instead of starting over.
 
 
 rule detector_train:
@@ -13,9 +13,11 @@ rule detector_train:
     params:
         config=config_for("detector"),
         state_dir="results/detector/exp{experiment}/seed{seed}/state",
-    threads: 2
+    # One thread: on a CPU, trainings side by side use the cores better than one training on all
+    # of them (billetjax.utils.limit_cpu_threads); `--set-threads detector_train=N` gives more.
+    threads: 1
     resources:
-        gpu=1,
+        gpu=JAX_GPUS,
     log:
         "logs/detector/train_exp{experiment}_seed{seed}.log",
     benchmark:
@@ -27,18 +29,20 @@ rule detector_train:
 
 
 rule detector_predict:
+    # One job per trained detector writes its detections on every test set: one start-up and one
+    # compilation, and each distinct test image run once (the test sets are filters of one pool).
     input:
         params="results/detector/exp{experiment}/seed{seed}/params.msgpack",
-        testset="results/data/testsets/testset{testset}.json",
+        testsets=expand("results/data/testsets/testset{testset}.json", testset=TEST_SETS),
     output:
-        "results/detections/exp{experiment}/seed{seed}/testset{testset}.json",
-    threads: 2
+        expand("results/detections/exp{{experiment}}/seed{{seed}}/testset{testset}.json", testset=TEST_SETS),
+    threads: 1
     resources:
-        gpu=1,
+        gpu=JAX_GPUS,
     log:
-        "logs/detector/predict_exp{experiment}_seed{seed}_testset{testset}.log",
+        "logs/detector/predict_exp{experiment}_seed{seed}.log",
     benchmark:
-        "benchmarks/detector/predict_exp{experiment}_seed{seed}_testset{testset}.tsv"
+        "benchmarks/detector/predict_exp{experiment}_seed{seed}.tsv"
     conda:
         "../envs/jax.yaml"
     script:

@@ -15,7 +15,7 @@ rule gan_train:
         config=config_for("gan"),
         state_dir="results/gan/state",
     resources:
-        gpu=1,
+        gpu=JAX_GPUS,
     log:
         "logs/gan/train.log",
     benchmark:
@@ -40,7 +40,7 @@ rule gan_samples:
     params:
         seed=config["seed"],
     resources:
-        gpu=1,
+        gpu=JAX_GPUS,
     log:
         "logs/gan/samples_step{ckpt}.log",
     benchmark:

@@ -19,7 +19,7 @@ rule synth_stamps_gan:
         stamp=synth_stamp_geometry(),
     threads: 2
     resources:
-        gpu=1,
+        gpu=JAX_GPUS,
     log:
         "logs/synth/stamps_gan_step{ckpt}.log",
     benchmark:

@@ -1,8 +1,9 @@
 """Train one Faster R-CNN (experiment x seed) and write its weights and training history."""
 
-from billetjax.utils import enable_jax_cache, log_to, run_seed
+from billetjax.utils import enable_jax_cache, limit_cpu_threads, log_to, run_seed
 
 log_to(snakemake.log[0])
+limit_cpu_threads(snakemake.threads)
 enable_jax_cache()
 
 from billetjax.detector.spec import DetectorConfig  # noqa: E402

@@ -302,20 +302,30 @@ def test_merged_test_profile_keeps_the_real_profile():
 
 
 def test_gpu_rules_have_cluster_resources():
-    """Every rule that declares gpu=1 has its partition, time and memory in profiles/slurm."""
+    """Every rule that declares gpu=1 where JAX has a GPU (BILLETJAX_GPUS=1: the rules' `gpu`
+    follows the machine) has its partition, time, memory and `gpu: 1` in profiles/slurm; on a
+    CPU-only machine the same rules declare gpu=0."""
     if not (ROOT / SMOKE).is_file():
         pytest.skip(f"{SMOKE} is not there yet")
-    dry = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--forceall", "--workflow-profile", "none",
-         "--cores", "1", "--configfile", SMOKE],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert dry.returncode == 0, tail(dry.stdout + dry.stderr)
-    jobs, _ = parse_run(dry.stdout + dry.stderr)
-    gpu_rules = {job.rule for job in jobs.values() if job.gpu}
+
+    def gpu_rules(gpus: str) -> set[str]:
+        dry = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--forceall", "--workflow-profile", "none",
+             "--cores", "1", "--configfile", SMOKE],
+            cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "BILLETJAX_GPUS": gpus},
+        )
+        assert dry.returncode == 0, tail(dry.stdout + dry.stderr)
+        jobs, _ = parse_run(dry.stdout + dry.stderr)
+        return {job.rule for job in jobs.values() if job.gpu}
+
+    on_gpu = gpu_rules("1")
+    assert {"gan_train", "detector_train", "detector_predict"} <= on_gpu
+    assert gpu_rules("0") == set()
     profile = yaml.safe_load(PROFILE.read_text())
-    missing = gpu_rules - set(profile["set-resources"])
+    missing = on_gpu - set(profile["set-resources"])
     assert not missing, f"GPU rules without set-resources in profiles/slurm: {sorted(missing)}"
+    without = sorted(r for r in on_gpu if profile["set-resources"][r].get("gpu") != 1)
+    assert not without, f"GPU rules whose profiles/slurm entry does not ask for the GPU (gpu: 1): {without}"
     listed = subprocess.run(
         [sys.executable, "-m", "snakemake", "--list-rules", "--workflow-profile", "none", "--configfile", SMOKE],
         cwd=ROOT, capture_output=True, text=True, timeout=300,

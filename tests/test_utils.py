@@ -22,3 +22,55 @@ def test_run_seeds_of_the_gan_and_the_detector():
     assert run_seed(2022, "gan") == sha_seed("2022/gan") > 2**31
     assert run_seed(2022, "detector", 0) == sha_seed("2022/detector/0") % 2**31
     assert run_seed(5, "detector", 1) == sha_seed("5/detector/1") % 2**31 != run_seed(5, "detector", 0)
+
+
+def test_a_one_thread_job_gets_xla_without_intra_op_threads(monkeypatch):
+    import os
+
+    from billetjax.utils import SINGLE_THREAD_XLA_FLAGS, limit_cpu_threads
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=true")
+    limit_cpu_threads(2)
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=true"
+    limit_cpu_threads(1)  # the user's own setting of a flag wins; the other is added
+    assert os.environ["XLA_FLAGS"] == ("--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=true "
+                                       "intra_op_parallelism_threads=1")
+    monkeypatch.delenv("XLA_FLAGS")
+    limit_cpu_threads(1)
+    assert os.environ["XLA_FLAGS"] == " ".join(SINGLE_THREAD_XLA_FLAGS)
+
+
+def test_the_installed_jaxlib_accepts_the_single_thread_flags():
+    """XLA aborts on flags it does not know: a jitted step under them runs and is exact."""
+    import os
+    import subprocess
+    import sys
+
+    from billetjax.utils import SINGLE_THREAD_XLA_FLAGS
+
+    code = ("import jax, jax.numpy as jnp; x = jnp.arange(16.0).reshape(4, 4); "
+            "print(float(jax.jit(lambda a: (a @ a).sum())(x)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "XLA_FLAGS": " ".join(SINGLE_THREAD_XLA_FLAGS)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    x = [[4.0 * i + j for j in range(4)] for i in range(4)]  # small integers: exact in float32
+    assert float(out.stdout.split()[-1]) == sum(x[i][k] * x[k][j] for i in range(4) for j in range(4) for k in range(4))
+
+
+def test_gpu_detection_follows_the_override_and_the_installed_plugins(monkeypatch):
+    import pytest
+
+    from billetjax import utils
+
+    monkeypatch.setenv("BILLETJAX_GPUS", "1")
+    assert utils.jax_gpu_installed() is True
+    monkeypatch.setenv("BILLETJAX_GPUS", "0")
+    assert utils.jax_gpu_installed() is False
+    monkeypatch.setenv("BILLETJAX_GPUS", "yes")
+    with pytest.raises(ValueError, match="BILLETJAX_GPUS must be 0 or 1"):
+        utils.jax_gpu_installed()
+    monkeypatch.delenv("BILLETJAX_GPUS")
+    for name in ("jax-cuda12-pjrt", "jax_cuda12_plugin", "jax-rocm60-pjrt", "jax-cuda13-plugin"):
+        assert utils.GPU_PLUGIN.fullmatch(name), name
+    for name in ("jax", "jaxlib", "jax-cuda12", "flax"):
+        assert not utils.GPU_PLUGIN.fullmatch(name), name

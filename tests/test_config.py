@@ -267,16 +267,16 @@ def test_gan_size_must_be_the_stamp_size():
 
 
 def test_gan_must_keep_a_checkpoint():
-    config = config_with(gan={"steps": 400}, synth={"method": "classic"})
-    assert "gan.checkpoint_every = 500" in refused(config)
+    config = config_with(gan={"steps": 500}, synth={"method": "classic"})
+    assert "gan.checkpoint_every = 1000" in refused(config)
 
 
 def test_synth_checkpoints_must_be_gan_checkpoints():
-    message = refused(config_with(synth={"checkpoints": [1000, 1250]}))
-    assert "synth.checkpoints [1250]" in message and "[500, 1000, 1500]" in message
+    message = refused(config_with(synth={"checkpoints": [1000, 1500]}))
+    assert "synth.checkpoints [1500]" in message and "[1000, 2000, 3000]" in message
     assert "more than once" in refused(config_with(synth={"checkpoints": [1000, 1000]}))
     # the classic renderer draws from no checkpoint
-    assert cfg.problems(config_with(synth={"method": "classic", "checkpoints": [1250]})) == []
+    assert cfg.problems(config_with(synth={"method": "classic", "checkpoints": [1500]})) == []
 
 
 def test_simulated_pool_needs_well_visible_billets():

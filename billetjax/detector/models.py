@@ -249,7 +249,6 @@ class FasterRCNN(nnx.Module):
         return levels, logits, deltas
 
 
-
 def init_detector(cfg: ModelConfig, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
     """`(graphdef, params)` of a freshly initialised `FasterRCNN(cfg, nnx.Rngs(seed))`.
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -42,11 +44,13 @@ class DetectionSet:
 
 
 def load_detection_set(json_path: str | os.PathLike, max_boxes: int,
-                       category_ids: tuple[int, ...] | None = None) -> DetectionSet:
+                       category_ids: tuple[int, ...] | None = None,
+                       read_image: Callable[[Path], np.ndarray] = cc.read_image) -> DetectionSet:
     """Read a COCO file and its images into a `DetectionSet` with `max_boxes` padded boxes each.
 
     `category_ids` fixes the label order (pass the training set's to a test set); by default the
     file's own ids in ascending order. Too many boxes in one image is refused with a message.
+    `read_image` decodes one image file (e.g. one that remembers files shared by several sets).
     """
     data = cc.load(json_path, require_extras=False)
     file_ids = tuple(sorted(cc.category_names(data)))
@@ -68,7 +72,7 @@ def load_detection_set(json_path: str | os.PathLike, max_boxes: int,
     visibility = np.array([str(r.get("visibility", UNKNOWN)) for r in data["images"]], dtype=object)
     sources = np.array([str(r.get("source", UNKNOWN)) for r in data["images"]], dtype=object)
     for i, record in enumerate(data["images"]):
-        rgb = cc.read_image(cc.image_path(json_path, record))
+        rgb = read_image(cc.image_path(json_path, record))
         if images is None:
             size = rgb.shape
             images = np.zeros((n, *size), np.uint8)

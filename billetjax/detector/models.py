@@ -257,8 +257,14 @@ def init_detector(cfg: ModelConfig, seed: int) -> tuple[nnx.GraphDef, nnx.State]
     cores); jitted, every seed and every experiment of a shape share one program, which the
     persistent compilation cache keeps.
     """
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: FasterRCNN(cfg, nnx.Rngs(0))), nnx.Param)
+    graphdef, _ = abstract_detector(cfg)
     return graphdef, _init_params(cfg, jax.random.key(seed))
+
+
+def abstract_detector(cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
+    """`(graphdef, params)` of a `FasterRCNN(cfg)` whose parameters are shapes only
+    (`jax.ShapeDtypeStruct`): its structure, without computing any weights."""
+    return nnx.split(nnx.eval_shape(lambda: FasterRCNN(cfg, nnx.Rngs(0))), nnx.Param)
 
 
 @functools.partial(jax.jit, static_argnums=0)

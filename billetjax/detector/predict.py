@@ -16,7 +16,7 @@ from flax import nnx
 
 from billetjax import coco as cc
 from billetjax.detector import data as det_data
-from billetjax.detector.models import FasterRCNN
+from billetjax.detector.models import abstract_detector
 from billetjax.detector.postprocess import inference
 from billetjax.detector.spec import DetectorSpec, load_params
 
@@ -26,10 +26,8 @@ log = logging.getLogger(__name__)
 def load_detector(path: str | os.PathLike):
     """`(spec, graphdef, params)` of a `params.msgpack` written by `spec.save_params`."""
     spec, pure = load_params(path)
-    # The model's structure only: initialising real weights (dozens of small eager computations,
-    # each compiled) took 5 s of every prediction job, to be overwritten at once.
-    model = nnx.eval_shape(lambda: FasterRCNN(spec.model, nnx.Rngs(0)))
-    graphdef, params = nnx.split(model, nnx.Param)
+    # The model's structure only: real initial weights would be overwritten at once.
+    graphdef, params = abstract_detector(spec.model)
     nnx.replace_by_pure_dict(params, jax.tree.map(jnp.asarray, pure))
     return spec, graphdef, params
 
@@ -114,34 +112,39 @@ def predict_sets(params_path: str | os.PathLike, test_jsons: Sequence[str | os.P
         raise ValueError(f"{len(test_jsons)} test sets but {len(out_jsons)} output files")
     spec, graphdef, params = load_detector(params_path)
     batch_size = int(batch_size or spec.inference.batch_size)
-    image_ids, rows, images = [], [], []  # per set; the union's images, each once
-    row_of: dict[Path, int] = {}
+    decoded: dict[Path, np.ndarray] = {}  # the union of the sets' images, each file decoded once
+
+    def read_once(path: Path) -> np.ndarray:
+        path = Path(path).resolve()
+        if path not in decoded:
+            decoded[path] = cc.read_image(path)
+        return decoded[path]
+
+    image_ids, paths = [], []  # per set
     for test_json in test_jsons:
         coco = cc.load(test_json, require_extras=False)
         data = det_data.load_detection_set(test_json, max_boxes=_max_boxes(coco),
-                                           category_ids=spec.category_ids)
+                                           category_ids=spec.category_ids, read_image=read_once)
         if data.images.shape[1:3] != (spec.image_size_px, spec.image_size_px):
             raise ValueError(f"{test_json}: images are {data.images.shape[2]}x{data.images.shape[1]} px, "
                              f"the detector {params_path} was trained on {spec.image_size_px} px")
-        paths = [cc.image_path(test_json, r).resolve() for r in coco["images"]]
-        for path, image in zip(paths, data.images):
-            if path not in row_of:
-                row_of[path] = len(images)
-                images.append(image.copy())  # not a view: the set's own array is freed
         image_ids.append(data.image_ids)
-        rows.append(np.array([row_of[p] for p in paths]))
+        paths.append([cc.image_path(test_json, r).resolve() for r in coco["images"]])
+    row_of = {path: i for i, path in enumerate(decoded)}
+    images = np.stack(list(decoded.values()))
     predict_fn = make_predict_fn(spec, graphdef)
     t0 = time.perf_counter()
-    jax.block_until_ready(predict_fn(params, images[0][None].repeat(batch_size, 0)))
+    jax.block_until_ready(predict_fn(params, images[:1].repeat(batch_size, 0)))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    dets = predict_images(predict_fn, params, np.stack(images), batch_size)
+    dets = predict_images(predict_fn, params, images, batch_size)
     seconds = time.perf_counter() - t0
     log.info("%s: %d distinct images of %d test set(s), %.1f images/s (batch %d, compile %.1f s)",
              params_path, len(images), len(test_jsons), len(images) / max(seconds, 1e-9), batch_size,
              compile_s)
     outputs = []
-    for test_json, out_json, ids, idx in zip(test_jsons, out_jsons, image_ids, rows):
+    for test_json, out_json, ids, set_paths in zip(test_jsons, out_jsons, image_ids, paths):
+        idx = np.array([row_of[path] for path in set_paths])
         results = coco_results({k: v[idx] for k, v in dets.items()}, ids, spec.category_ids,
                                class_scores=class_scores)
         out_json = Path(out_json)

@@ -134,6 +134,58 @@ def test_augmentation_shears_boxes_with_the_pixels(detector_cfg):
     np.testing.assert_allclose(b[0], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.0)
 
 
+def _bare_crop(detector_cfg, size, around_boxes):
+    """Augmentation that only cuts `size` windows (no photometric or affine change)."""
+    return dataclasses.replace(detector_cfg.augment, brightness=0, contrast=0, channel_gain=0,
+                               noise_std=0, blur_sigma=0, scale=0, rotate_deg=0, shear=0,
+                               translate_px=0, crop_px=size, crop_around_boxes=around_boxes)
+
+
+def test_crop_cuts_pixels_and_boxes_alike(detector_cfg):
+    """`augment.crop_px`: a window of the image, every box kept in it covers its bright square,
+    boxes mostly outside lose their label, and around_boxes = 1 always holds a box whole."""
+    image = np.zeros((96, 96, 3), np.uint8)
+    squares = [(8, 8, 20, 24), (40, 50, 52, 62), (70, 12, 86, 28), (60, 72, 72, 90)]
+    for x1, y1, x2, y2 in squares:
+        image[y1:y2, x1:x2] = 255
+    boxes = np.array(squares, np.float32)
+    labels = np.arange(1, 5, dtype=np.int32)
+    valid = np.ones(4, bool)
+    cfg = _bare_crop(detector_cfg, 32, 1.0)
+    for seed in range(20):
+        out, b, lab, v = det_data.augment(np.random.default_rng(seed), image, boxes, labels, valid, cfg)
+        assert out.shape == (32, 32, 3) and b.shape == (4, 4)
+        assert v.any()  # the window holds one box whole
+        whole = np.all(np.isclose(b[:, 2:] - b[:, :2], boxes[:, 2:] - boxes[:, :2], atol=1e-3), -1)
+        assert (whole & v).any()
+        for i in np.flatnonzero(v):
+            x1, y1, x2, y2 = np.round(b[i]).astype(int)
+            assert out[y1:y2, x1:x2, 0].min() > 127  # the box lies on its square
+        assert lab[~v].tolist() == [0] * int((~v).sum()) and np.all(b[~v] == 0)
+        bright = out[..., 0] > 127
+        inside = np.zeros_like(bright)
+        for x1, y1, x2, y2 in np.round(b[v]).astype(int):
+            inside[y1:y2, x1:x2] = True
+        # Bright pixels without a box belong to squares cut to less than half (min_visible).
+        assert bright[~inside].sum() <= 3 * 0.5 * 12 * 16
+
+
+def test_crop_windows_lie_anywhere_without_boxes_or_by_chance(detector_cfg):
+    """around_boxes = 0 draws windows over the whole image; the same with no boxes at all."""
+    image = np.zeros((96, 96, 3), np.uint8)
+    image[40:56, 40:56] = 255
+    box = np.array([[40, 40, 56, 56]], np.float32)
+    for around, valid in ((0.0, np.array([True])), (1.0, np.array([False]))):
+        cfg = _bare_crop(detector_cfg, 32, around)
+        held = [det_data.augment(np.random.default_rng(s), image, box, np.array([1], np.int32), valid, cfg)[3][0]
+                for s in range(60)]
+        origins = [det_data.crop_origin(np.random.default_rng(s), box, valid, (96, 96), 32, around)
+                   for s in range(200)]
+        assert np.min(origins) < 8 and np.max(origins) > 56 and np.all(np.array(origins) <= 64)
+        if valid[0]:
+            assert 0 < np.mean(held) < 0.6  # sometimes on the box, mostly not
+
+
 def test_batches_resume_identically(detector_cfg):
     n = 6
     data = det_data.DetectionSet(

@@ -141,6 +141,33 @@ def test_train_step_compiles_once(digit_set, detector_config):
     assert fns.predict_fn._cache_size() == 1
 
 
+def test_cropped_training_steps_on_windows_and_predicts_whole_images(tmp_path, digit_set, detector_config,
+                                                                    caplog):
+    """`augment.crop_px`: the step compiles once for the windows' shape, with anchors covering a
+    window, and the trained detector predicts whole images. A crop off the coarsest stride, or
+    too narrow for the characters, is refused; one as large as the image means whole images."""
+    from billetjax.detector.spec import training_size_px
+
+    augment = {"enabled": True, "crop_px": 96, "crop_around_boxes": 1.0}
+    cfg = detector_config(steps=120, eval_every=120, augment=augment)
+    with caplog.at_level(logging.INFO, logger="billetjax.detector.train"):
+        summary, out = _train(cfg, tmp_path, digit_set)
+    anchors_per_location = cfg.anchors.sizes_per_level * cfg.anchors.aspect_ratios
+    assert f"training on random 96 x 96 windows of the 128 x 128 images ({24 * 24 * anchors_per_location} " \
+           "anchors each)" in caplog.text
+    assert summary["spec"]["image_size_px"] == 128  # the detector is for whole images
+    assert summary["val_map50"] > 0.5  # it learnt from windows what whole images show
+
+    boxes = np.array([[0, 0, 20, 30]] * 10, np.float32)  # characters 30 px tall
+    with pytest.raises(ValueError, match="crop_px = 72 must be a multiple of the coarsest stride 16"):
+        training_size_px(detector_config(augment={**augment, "crop_px": 72}), 128, boxes)
+    with pytest.raises(ValueError, match=r"crop_px = 64 is less than 3 x the large training boxes \(30 px.*"
+                                         "at least 90, or 0"):
+        training_size_px(detector_config(augment={**augment, "crop_px": 64}), 128, boxes)
+    assert training_size_px(detector_config(augment={**augment, "crop_px": 144}), 128, boxes) == 128
+    assert training_size_px(detector_config(augment={"enabled": False, "crop_px": 96}), 128, boxes) == 128
+
+
 def test_bfloat16_mixed_precision_trains_close_to_float32(digit_set, detector_config):
     """`detector.precision: bfloat16` computes the layers in bfloat16 from the same float32
     weights: the FPN levels are bfloat16, the heads' outputs, losses, gradients, weights and

@@ -56,7 +56,8 @@ def test_paper_preset_plans_the_papers_jobs(planned_jobs):
 
 def test_one_table_builds_only_what_it_needs(planned_jobs):
     jobs = planned_jobs("results/tables/testset3.csv")
-    assert jobs["evaluate_detections"] == 6 and jobs["detector_predict"] == 6
+    # 6 experiments x 3 seeds; one prediction job per detector writes every test set's detections
+    assert jobs["evaluate_detections"] == 18 and jobs["detector_predict"] == 18 and jobs["detector_train"] == 18
     assert jobs["table_testset"] == 1 and "table3" not in jobs and "figure_table3" not in jobs
     assert "gan_samples" not in jobs  # figures of other stages are not needed for a table
 
@@ -69,7 +70,7 @@ def test_an_added_experiment_row_is_trained_and_evaluated(tmp_path, planned_jobs
         + "    - {synthetic_pct: 0, images_fraction: 0.25}\n"
     )
     jobs = planned_jobs("--configfile", str(extra))
-    assert jobs["detector_train"] == 7 and jobs["evaluate_detections"] == 35
+    assert jobs["detector_train"] == 7 * 3 and jobs["evaluate_detections"] == 7 * 3 * 5
 
 
 def test_a_study_without_synthetic_images_trains_no_gan_and_needs_no_glyphs(planned_jobs, tmp_path):
@@ -88,7 +89,7 @@ def test_a_study_without_synthetic_images_trains_no_gan_and_needs_no_glyphs(plan
               "evaluation": {"id_pattern": None}}
     (tmp_path / "real_only.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_jobs("--configfile", str(tmp_path / "real_only.yaml"))
-    assert jobs["detector_train"] == 2 and jobs["table_testset"] == 5
+    assert jobs["detector_train"] == 2 * 3 and jobs["table_testset"] == 5
     assert not {"gan_train", "synth_pool", "synth_stamps_gan", "stamp_pairs", "surfaces"} & set(jobs)
 
 
@@ -97,7 +98,7 @@ def test_rows_with_another_source_plan_its_pool_and_only_the_stamps_they_need(pl
     both.write_text("experiments:\n  sets:\n    - {synthetic_pct: 0}\n    - {synthetic_pct: 50}\n"
                     "    - {synthetic_pct: 50, synthetic_source: classic}\n")
     jobs = planned_jobs("--configfile", str(both))
-    assert jobs["synth_pool"] == 2 and jobs["gan_train"] == 1 and jobs["detector_train"] == 3
+    assert jobs["synth_pool"] == 2 and jobs["gan_train"] == 1 and jobs["detector_train"] == 3 * 3
     classic_only = tmp_path / "classic_only.yaml"
     classic_only.write_text("experiments:\n  sets:\n    - {synthetic_pct: 0}\n"
                             "    - {synthetic_pct: 50, synthetic_source: classic}\n")

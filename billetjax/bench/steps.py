@@ -1,5 +1,6 @@
 """`python -m billetjax.bench steps detector|pix2pix --config C --steps N`: N training steps of a
-config's detector or pix2pix on synthetic data, without a peer.
+config's detector or pix2pix on synthetic data, without a peer; the detector's images have the
+side its training steps see (`detector.augment.crop_px`, or `image_size_px`).
 
 What a machine (a GPU above all) does with the config's model: the step is compiled ahead of
 time once (`compile_s`), run N times, and the line reports steps/s and images/s over the steps
@@ -25,6 +26,7 @@ from billetjax.bench import detector as bench_detector
 from billetjax.bench import pix2pix as bench_pix2pix
 from billetjax.bench import work
 from billetjax.bench.work import ROOT, load_config
+from billetjax.detector.spec import DetectorConfig, training_size_px
 from billetjax.pix2pix.train import TrainConfig
 
 MODELS = ("detector", "pix2pix")
@@ -45,7 +47,9 @@ def run_steps(model: str, config: dict, steps: int, batch_size: int | None = Non
     if steps < 2:
         raise ValueError(f"steps = {steps}: need at least 2 (the first one is not timed)")
     if model == "detector":
-        _, spec, fns, batch = bench_detector.build_ours(config, batch_size)
+        # The step as the config trains it: on `augment.crop_px` windows where it sets them.
+        size = training_size_px(DetectorConfig.from_config(config["detector"]), config["image_size_px"])
+        _, spec, fns, batch = bench_detector.build_ours(config, batch_size, size)
         state, key = fns.initial_state, jax.random.key(0)
         args = (batch, key, fns.anchors)
         compiled, compile_s = work.aot_compile(fns.train_step_fn, state, *args)

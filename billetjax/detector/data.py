@@ -106,9 +106,31 @@ def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([warped.min(1), warped.max(1)], -1).astype(np.float32)
 
 
+def crop_origin(rng: np.random.Generator, boxes: np.ndarray, valid: np.ndarray, image_hw: tuple[int, int],
+                size: int, around_boxes: float) -> np.ndarray:
+    """The top-left corner `(x0, y0)` of a random `size` x `size` training window of an image of
+    `image_hw`, given its (warped) boxes `[G, 4]`; whole pixels, so the window adds no
+    interpolation of its own.
+
+    With probability `around_boxes` (and when the image has boxes) the window is drawn among the
+    positions that hold one randomly chosen box whole, so most windows show characters; otherwise
+    anywhere, so the background far from the characters is seen too.
+    """
+    h, w = image_hw
+    lo, hi = np.zeros(2), np.array([w - size, h - size], np.float64)
+    anchored = rng.random() < around_boxes
+    if anchored and valid.any():
+        box = boxes[rng.choice(np.flatnonzero(valid))].astype(np.float64)
+        lo = np.clip(box[2:] - size, 0, hi)
+        hi = np.clip(box[:2], lo, hi)
+    lo = np.ceil(lo)
+    return rng.integers(lo, np.maximum(np.floor(hi), lo) + 1).astype(np.float64)
+
+
 def augment(rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
             valid: np.ndarray, cfg: AugmentConfig):
-    """One training image: photometric jitter and a small rotation/zoom/shear/shift (never a flip)."""
+    """One training image: photometric jitter and a small rotation/zoom/shear/shift (never a flip);
+    with `cfg.crop_px`, a random window of that size (`crop_origin`) instead of the whole image."""
     h, w = image.shape[:2]
     angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
     scale = rng.uniform(1 - cfg.scale, 1 + cfg.scale)
@@ -117,13 +139,19 @@ def augment(rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, labe
         shear = rng.uniform(-cfg.shear, cfg.shear)
         matrix = matrix @ np.array([[1.0, shear, -shear * h / 2], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     matrix[:, 2] += rng.uniform(-cfg.translate_px, cfg.translate_px, 2)
-    out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     warped = _warp_boxes(boxes, matrix)
     # Rotation enlarges the hull of a box by ~|sin| of its size; shrink it back about its centre.
     shrink = 1.0 / (abs(np.cos(np.deg2rad(angle))) + abs(np.sin(np.deg2rad(angle))))
     centre = (warped[:, :2] + warped[:, 2:]) / 2
     half = (warped[:, 2:] - warped[:, :2]) / 2 * shrink
     warped = np.concatenate([centre - half, centre + half], -1)
+    if 0 < cfg.crop_px < min(h, w):  # a larger window is the whole image (spec.training_size_px)
+        # The window is cut out by the same warp: only its pixels are interpolated.
+        origin = crop_origin(rng, warped, valid, (h, w), cfg.crop_px, cfg.crop_around_boxes)
+        matrix[:, 2] -= origin
+        warped = warped - np.tile(origin, 2).astype(np.float32)
+        h = w = cfg.crop_px
+    out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     area = np.prod(np.maximum(warped[:, 2:] - warped[:, :2], 0), -1)
     clipped = np.concatenate([np.clip(warped[:, :2], 0, [w, h]), np.clip(warped[:, 2:], 0, [w, h])], -1)
     inside = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), -1)

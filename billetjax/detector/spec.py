@@ -35,6 +35,8 @@ BOTTLENECK_EXPANSION = 4
 # detector trained before `detector.model.block` and `detector.precision` existed had basic
 # blocks and computed in float32.
 SPEC_KEYS_ADDED = {"block": "basic", "precision": "float32"}
+# A training window (`augment.crop_px`) spans at least this many of the large boxes' sides.
+CROP_MIN_BOX_MULTIPLE = 3
 
 
 # ----------------------------------------------------------------------------- config sections
@@ -119,6 +121,10 @@ class AugmentConfig:
     shear: float  # horizontal shear x += shear * y, +- this (poor stamps are slanted)
     translate_px: float
     min_visible: float  # a warped box keeps its label if this fraction of it stays inside
+    # Train on random crop_px x crop_px windows of the images (0: whole images); a window holds a
+    # randomly chosen box whole with probability crop_around_boxes (data.crop_origin).
+    crop_px: int
+    crop_around_boxes: float
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,29 @@ def _build(cls, values: Any, path: str):
 
 def _frozen(value):
     return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+def training_size_px(cfg: DetectorConfig, image_size_px: int, boxes_xywh: np.ndarray | None = None) -> int:
+    """The side of the images a training step sees: `augment.crop_px`, or the whole image when
+    crops are off or not smaller than it. A crop off the coarsest stride is refused, and so is one
+    narrower than CROP_MIN_BOX_MULTIPLE x the large training boxes (`boxes_xywh`, COCO
+    `[x, y, w, h]`; the 98th percentile of their longer side), whose windows would cut most
+    characters."""
+    crop = cfg.augment.crop_px if cfg.augment is not None else 0
+    if not crop or crop >= image_size_px:
+        return int(image_size_px)
+    coarsest = STEM_STRIDE * 2 ** (len(cfg.model.widths) - 1)
+    if crop % coarsest:
+        raise ValueError(f"detector.augment.crop_px = {crop} must be a multiple of the coarsest stride "
+                         f"{coarsest} (or 0: whole images)")
+    if boxes_xywh is not None and len(boxes_xywh):
+        large = float(np.percentile(np.max(np.asarray(boxes_xywh)[:, 2:], axis=1), 98))
+        if crop < CROP_MIN_BOX_MULTIPLE * large:
+            raise ValueError(f"detector.augment.crop_px = {crop} is less than {CROP_MIN_BOX_MULTIPLE} x the "
+                             f"large training boxes ({large:.0f} px, 98th percentile of the longer side): "
+                             f"windows would cut most characters; set it to at least "
+                             f"{CROP_MIN_BOX_MULTIPLE * large:.0f}, or 0 to train on whole images")
+    return int(crop)
 
 
 # ----------------------------------------------------------------------------- a trained detector

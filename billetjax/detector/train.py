@@ -8,6 +8,7 @@ A killed training resumes from the latest orbax checkpoint in its `state/` folde
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from billetjax.detector import data as det_data
 from billetjax.detector.losses import detection_losses
 from billetjax.detector.models import init_detector
 from billetjax.detector.predict import coco_results, jit_inference, padded_batches, predict_set
-from billetjax.detector.spec import DetectorConfig, DetectorSpec, make_spec, save_params
+from billetjax.detector.spec import DetectorConfig, DetectorSpec, make_spec, save_params, training_size_px
 from billetjax.evaluation import map50
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,15 @@ class Functions:
     """
 
     def __init__(self, spec: DetectorSpec, optimizer: optax.GradientTransformation,
-                 schedule: optax.Schedule, seed: int):
+                 schedule: optax.Schedule, seed: int, train_size_px: int | None = None):
         self.spec = spec
+        # The training step may see crops (`augment.crop_px`): its anchors cover the crop.
+        self.train_spec = spec if train_size_px is None else dataclasses.replace(spec, image_size_px=train_size_px)
         self.graphdef, params = init_detector(spec.model, seed)
         anchors, self.level_sizes = spec.anchors()
         self.anchors = jnp.asarray(anchors)
+        train_anchors, self.train_level_sizes = self.train_spec.anchors()
+        self.train_anchors = jnp.asarray(train_anchors)
         self.optimizer = optimizer
         self.schedule = schedule
         self.initial_state = {"params": params, "opt_state": optimizer.init(params),
@@ -93,7 +98,7 @@ class Functions:
         self.predict_fn = jit_inference(spec, self.graphdef, self.level_sizes)
 
     def train_step(self, state, batch, key):
-        return self.train_step_fn(state, batch, key, self.anchors)
+        return self.train_step_fn(state, batch, key, self.train_anchors)
 
     def eval_loss(self, params, batch, key):
         return self.eval_loss_fn(params, batch, key, self.anchors)
@@ -101,15 +106,17 @@ class Functions:
     def predict(self, params, images):
         return self.predict_fn(params, images, self.anchors)
 
-    def _losses(self, params, batch, key, anchors):
+    def _losses(self, params, batch, key, anchors, training=False):
         model = nnx.merge(self.graphdef, params)
+        if training:
+            return detection_losses(model, self.train_spec, anchors, self.train_level_sizes, batch, key)
         return detection_losses(model, self.spec, anchors, self.level_sizes, batch, key)
 
     def _train_step(self, state, batch, key, anchors):
         step_key = jax.random.fold_in(key, state["step"])
 
         def loss_fn(params):
-            parts = self._losses(params, batch, step_key, anchors)
+            parts = self._losses(params, batch, step_key, anchors, training=True)
             return sum(parts.values()), parts
 
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -164,9 +171,13 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
     log.info("model %s", spec.model)
 
     optimizer, schedule = make_optimizer(cfg)
-    fns = Functions(spec, optimizer, schedule, seed)
+    train_size = training_size_px(cfg, image_size_px, xywh)
+    fns = Functions(spec, optimizer, schedule, seed, train_size_px=train_size)
     n_params = sum(x.size for x in jax.tree.leaves(fns.initial_state["params"]))
     log.info("%d parameters, %d anchors per image", n_params, fns.anchors.shape[0])
+    if train_size != image_size_px:
+        log.info("training on random %d x %d windows of the %d x %d images (%d anchors each)",
+                 train_size, train_size, image_size_px, image_size_px, fns.train_anchors.shape[0])
 
     run = runs.RunFolder(state_dir, "detector", max_to_keep=1, async_checkpointing=True)
     run.claim(fingerprint(train_json, val_json, cfg, image_size_px, seed))

@@ -3,7 +3,8 @@
 Images are already square (`image_size_px`), so nothing is resized. Ground truth is padded to a
 fixed number of boxes with a validity mask, so every batch has the same shapes and the jitted step
 compiles once. Augmentation is photometric plus a small affine warp; never a horizontal flip,
-which would mirror the digits.
+which would mirror the digits. With `augment.crop_px` the warp also cuts a random window out of
+each training image (the step then sees windows; prediction whole images).
 """
 
 from __future__ import annotations

@@ -76,13 +76,14 @@ class Functions:
     experiment of a study (each with anchors sized from its own boxes) compiles the same
     programs, and all but the first come from the persistent compilation cache.
     `train_step`, `eval_loss` and `predict` bind this detector's anchors; the `*_fn` attributes
-    are the jitted functions themselves.
+    are the jitted functions themselves. With `train_size_px` (training on windows,
+    `spec.training_size_px`) the training step is built for images of that side, with anchors
+    covering them (`train_spec`, `train_anchors`); validation and prediction use `spec`.
     """
 
     def __init__(self, spec: DetectorSpec, optimizer: optax.GradientTransformation,
                  schedule: optax.Schedule, seed: int, train_size_px: int | None = None):
         self.spec = spec
-        # The training step may see crops (`augment.crop_px`): its anchors cover the crop.
         self.train_spec = spec if train_size_px is None else dataclasses.replace(spec, image_size_px=train_size_px)
         self.graphdef, params = init_detector(spec.model, seed)
         anchors, self.level_sizes = spec.anchors()

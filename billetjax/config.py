@@ -218,6 +218,12 @@ def detector_problems(config: Mapping[str, Any]) -> list[str]:
             f"{strides[-1]} (detector.model.widths has {len(widths)} stages: strides "
             f"{', '.join(map(str, strides))}); use e.g. {' or '.join(str(s) for s in (lower, upper) if s >= 64)}, "
             "or fewer stages")
+    augment = det["augment"]
+    crop = augment["crop_px"] if augment["enabled"] else 0
+    if 0 < crop < size and crop % strides[-1]:
+        out.append(f"detector.augment.crop_px = {crop} is not a multiple of the detector's coarsest stride "
+                   f"{strides[-1]}: the training windows pass the same feature pyramid; use e.g. "
+                   f"{crop - crop % strides[-1] or strides[-1]}, or 0 for whole images")
     groups = model["groups"]
     for key, width in [("stem_width", model["stem_width"])] + [(f"widths[{i}]", w) for i, w in enumerate(widths)]:
         if width % min(groups, width):

@@ -239,6 +239,17 @@ def _coco_config(train: Path | str, tmp_path: Path, **detector) -> dict:
     return config_with(data=data, detector=detector)
 
 
+def test_training_windows_must_fit_the_feature_pyramid():
+    """`detector.augment.crop_px` off the coarsest stride is refused before any job; a window as
+    large as the image, or augmentation off, is whole images and passes."""
+    message = refused(config_with(detector={"augment": {"crop_px": 150}}))
+    assert "detector.augment.crop_px = 150 is not a multiple of the detector's coarsest stride 16" in message
+    assert "use e.g. 144" in message
+    assert cfg.problems(config_with(detector={"augment": {"crop_px": 144}})) == []
+    assert cfg.problems(config_with(detector={"augment": {"crop_px": 300}})) == []
+    assert cfg.problems(config_with(detector={"augment": {"enabled": False, "crop_px": 150}})) == []
+
+
 def test_max_boxes_must_hold_the_users_busiest_training_image(tmp_path):
     train = _coco(tmp_path / "train.json", [3, 16, 2])
     assert cfg.most_annotations_per_image(str(train)) == 16

@@ -14,6 +14,10 @@ rule gan_train:
     params:
         config=config_for("gan"),
         state_dir="results/gan/state",
+    # One thread, as the detector's trainings: at the default sizes pix2pix's step runs as fast on
+    # one XLA thread as on two, and the training beside it keeps its core
+    # (billetjax.utils.limit_cpu_threads); `--set-threads gan_train=N` gives more.
+    threads: 1
     resources:
         gpu=JAX_GPUS,
     log:

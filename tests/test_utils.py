@@ -40,21 +40,38 @@ def test_a_one_thread_job_gets_xla_without_intra_op_threads(monkeypatch):
     assert os.environ["XLA_FLAGS"] == " ".join(SINGLE_THREAD_XLA_FLAGS)
 
 
-def test_the_installed_jaxlib_accepts_the_single_thread_flags():
-    """XLA aborts on flags it does not know: a jitted step under them runs and is exact."""
+def test_importing_billetjax_sets_the_cpu_flags_unless_the_user_named_them(monkeypatch):
+    import os
+
+    from billetjax.utils import CPU_XLA_FLAGS, use_cpu_xla_flags
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    use_cpu_xla_flags()
+    assert os.environ["XLA_FLAGS"] == " ".join(CPU_XLA_FLAGS) == "--xla_cpu_experimental_ynn_fusion_type="
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot --xla_dump_to=/tmp/x")
+    use_cpu_xla_flags()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=individual_dot --xla_dump_to=/tmp/x"
+
+
+def test_the_installed_jaxlib_accepts_the_flags_we_set():
+    """XLA aborts on flags it does not know: a jitted product under the one-thread and the CPU
+    flags (as `import billetjax` sets them, in a fresh process) runs and is exact."""
     import os
     import subprocess
     import sys
 
-    from billetjax.utils import SINGLE_THREAD_XLA_FLAGS
+    from billetjax.utils import CPU_XLA_FLAGS, SINGLE_THREAD_XLA_FLAGS
 
-    code = ("import jax, jax.numpy as jnp; x = jnp.arange(16.0).reshape(4, 4); "
-            "print(float(jax.jit(lambda a: (a @ a).sum())(x)))")
+    code = ("import os, billetjax, jax, jax.numpy as jnp; x = jnp.arange(16.0).reshape(4, 4); "
+            "print(os.environ['XLA_FLAGS']); print(float(jax.jit(lambda a: (a @ a).sum())(x)))")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "XLA_FLAGS": " ".join(SINGLE_THREAD_XLA_FLAGS)})
+                         env={**env, "XLA_FLAGS": " ".join(SINGLE_THREAD_XLA_FLAGS)})
     assert out.returncode == 0, out.stderr[-2000:]
+    flags, result = out.stdout.strip().splitlines()[-2:]
+    assert flags.split() == [*SINGLE_THREAD_XLA_FLAGS, *CPU_XLA_FLAGS]
     x = [[4.0 * i + j for j in range(4)] for i in range(4)]  # small integers: exact in float32
-    assert float(out.stdout.split()[-1]) == sum(x[i][k] * x[k][j] for i in range(4) for j in range(4) for k in range(4))
+    assert float(result) == sum(x[i][k] * x[k][j] for i in range(4) for j in range(4) for k in range(4))
 
 
 def test_gpu_detection_follows_the_override_and_the_installed_plugins(monkeypatch):

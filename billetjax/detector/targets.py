@@ -54,8 +54,8 @@ def match_gt_major(
     """:func:`match` on the IoU matrix laid out ground truth first, ``iou_t[G, A]`` (torchvision's
     own orientation). Each ground-truth box's IoUs are then one contiguous row, which XLA:CPU
     computes and scans with vector instructions: for the RPN's anchors (``A`` in the tens of
-    thousands, ``G`` a few dozen) about 4x faster than the ``[A, G]`` layout, whose rows are
-    shorter than a vector register holds."""
+    thousands, ``G`` a few dozen) the IoU, matching and one-hot work of a default training step
+    took 8.0 ms against 14.5 ms on the ``[A, G]`` layout, whose rows of ``G`` are short."""
     gt_valid = jnp.asarray(gt_valid, bool)
     # IoU >= 0, so -1 for padding never wins against a real box.
     quality = jnp.where(gt_valid[:, None], iou_t, -1.0)
@@ -72,9 +72,9 @@ def match_gt_major(
     return result
 
 
-# XLA:CPU's argmax and boolean any() over the ground-truth axis are ~10x slower than elementwise
-# work over rows (measured: [8, 16320, 32] argmax 10 ms, a loop over the 32 rows 1.4 ms), and G
-# is small.
+# XLA:CPU's argmax and boolean any() over the short ground-truth axis are ~10x slower than
+# elementwise work (measured: [8, 16320, 32] argmax 10 ms, a loop over the 32 boxes 1.4 ms), and
+# G is small.
 _UNROLL_ROWS = 128
 
 

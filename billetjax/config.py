@@ -25,7 +25,7 @@ from typing import Any
 # The backbone's stem downsamples by 4 (two stride-2 convolutions, or 4x4 space-to-depth); each
 # further stage of `detector.model.widths` halves again (billetjax.detector.models.Backbone).
 STEM_STRIDE = 4
-# A bottleneck block's inner width is its width / this (billetjax.detector.spec.BOTTLENECK_EXPANSION).
+# A bottleneck block's inner (1x1 - 3x3) width is its output width / this (ResNet-50's 4).
 BOTTLENECK_EXPANSION = 4
 
 
@@ -91,6 +91,12 @@ def backbone_strides(n_stages: int) -> tuple[int, ...]:
     """Strides of the detector backbone's stages (one per entry of `detector.model.widths`):
     4, 8, 16, ...; equal to `billetjax.detector.models.ModelConfig.strides`."""
     return tuple(STEM_STRIDE * 2**i for i in range(n_stages))
+
+
+def training_window_px(crop_px: int, image_size_px: int) -> int:
+    """The side of the images a detector's training step sees: `detector.augment.crop_px` where
+    it is set (> 0) and smaller than the image, else the whole image."""
+    return int(crop_px) if 0 < crop_px < image_size_px else int(image_size_px)
 
 
 def gan_checkpoints(config: Mapping[str, Any]) -> list[int]:
@@ -219,8 +225,8 @@ def detector_problems(config: Mapping[str, Any]) -> list[str]:
             f"{', '.join(map(str, strides))}); use e.g. {' or '.join(str(s) for s in (lower, upper) if s >= 64)}, "
             "or fewer stages")
     augment = det["augment"]
-    crop = augment["crop_px"] if augment["enabled"] else 0
-    if 0 < crop < size and crop % strides[-1]:
+    crop = training_window_px(augment["crop_px"] if augment["enabled"] else 0, size)
+    if crop % strides[-1] and crop != size:
         out.append(f"detector.augment.crop_px = {crop} is not a multiple of the detector's coarsest stride "
                    f"{strides[-1]}: the training windows pass the same feature pyramid; use e.g. "
                    f"{crop - crop % strides[-1] or strides[-1]}, or 0 for whole images")

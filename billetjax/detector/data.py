@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from billetjax import coco as cc
+from billetjax.config import training_window_px
 from billetjax.detector.spec import AugmentConfig
 from billetjax.vocabulary import UNKNOWN
 
@@ -146,12 +147,13 @@ def augment(rng: np.random.Generator, image: np.ndarray, boxes: np.ndarray, labe
     centre = (warped[:, :2] + warped[:, 2:]) / 2
     half = (warped[:, 2:] - warped[:, :2]) / 2 * shrink
     warped = np.concatenate([centre - half, centre + half], -1)
-    if 0 < cfg.crop_px < min(h, w):  # a larger window is the whole image (spec.training_size_px)
+    window = training_window_px(cfg.crop_px, min(h, w))
+    if window < min(h, w):
         # The window is cut out by the same warp: only its pixels are interpolated.
-        origin = crop_origin(rng, warped, valid, (h, w), cfg.crop_px, cfg.crop_around_boxes)
+        origin = crop_origin(rng, warped, valid, (h, w), window, cfg.crop_around_boxes)
         matrix[:, 2] -= origin
         warped = warped - np.tile(origin, 2).astype(np.float32)
-        h = w = cfg.crop_px
+        h = w = window
     out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     area = np.prod(np.maximum(warped[:, 2:] - warped[:, :2], 0), -1)
     clipped = np.concatenate([np.clip(warped[:, :2], 0, [w, h]), np.clip(warped[:, 2:], 0, [w, h])], -1)

@@ -21,16 +21,13 @@ import jax
 import numpy as np
 from flax import nnx, serialization
 
+from billetjax.config import BOTTLENECK_EXPANSION, STEM_STRIDE, backbone_strides, training_window_px
 from billetjax.detector import anchors as anchors_lib
 
 # The two stages' box coders (torchvision's): the RPN's has unit weights, the box head's
 # (10, 10, 5, 5).
 RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-# The backbone's stem downsamples by 4; each further stage halves again.
-STEM_STRIDE = 4
-# A bottleneck block's inner (1x1 - 3x3) width is its output width / this (ResNet-50's 4).
-BOTTLENECK_EXPANSION = 4
 # Keys a spec written before they existed lacks, and the value such a detector had: every
 # detector trained before `detector.model.block` and `detector.precision` existed had basic
 # blocks and computed in float32.
@@ -203,10 +200,10 @@ def training_size_px(cfg: DetectorConfig, image_size_px: int, boxes_xywh: np.nda
     narrower than CROP_MIN_BOX_MULTIPLE x the large training boxes (`boxes_xywh`, COCO
     `[x, y, w, h]`; the 98th percentile of their longer side), whose windows would cut most
     characters."""
-    crop = cfg.augment.crop_px if cfg.augment is not None else 0
-    if not crop or crop >= image_size_px:
-        return int(image_size_px)
-    coarsest = STEM_STRIDE * 2 ** (len(cfg.model.widths) - 1)
+    crop = training_window_px(cfg.augment.crop_px if cfg.augment is not None else 0, image_size_px)
+    if crop == image_size_px:
+        return crop
+    coarsest = backbone_strides(len(cfg.model.widths))[-1]
     if crop % coarsest:
         raise ValueError(f"detector.augment.crop_px = {crop} must be a multiple of the coarsest stride "
                          f"{coarsest} (or 0: whole images)")
@@ -245,7 +242,7 @@ class ModelConfig:
     @property
     def strides(self) -> tuple[int, ...]:
         """The strides of the FPN levels, one per stage: 4, 8, 16, ..."""
-        return tuple(STEM_STRIDE * 2**i for i in range(len(self.widths)))
+        return backbone_strides(len(self.widths))
 
 
 @dataclass(frozen=True)
@@ -302,7 +299,7 @@ def make_spec(cfg: DetectorConfig, image_size_px: int, category_ids: tuple[int, 
     arch = cfg.model
     n_levels = len(arch.widths)
     n_anchor_levels = min(arch.anchor_levels, n_levels)
-    strides = tuple(STEM_STRIDE * 2**i for i in range(n_anchor_levels))
+    strides = backbone_strides(n_anchor_levels)
     sizes, ratios, summary = anchors_lib.anchor_sizes_from_boxes(
         train_boxes_xywh, n_anchor_levels, sizes_per_level=cfg.anchors.sizes_per_level,
         num_aspect_ratios=cfg.anchors.aspect_ratios, size_quantiles=cfg.anchors.size_quantiles,

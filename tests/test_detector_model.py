@@ -201,6 +201,36 @@ def test_batches_resume_identically(detector_cfg):
         np.testing.assert_array_equal(a, b)
 
 
+def test_noise_windows_are_standard_normal_and_depend_on_the_rng_alone():
+    """The augmentation's pixel noise: windows of a fixed field, with the statistics of fresh
+    standard normal noise, different from window to window, and the same for the same generator
+    state whatever other image sizes the process saw before (batches are a function of the step)."""
+    first = det_data.noise_window(np.random.default_rng(7), (160, 160, 3)).copy()
+    assert first.shape == (160, 160, 3) and first.dtype == np.float32
+    det_data.noise_window(np.random.default_rng(1), (320, 200, 3))  # another size in between
+    np.testing.assert_array_equal(det_data.noise_window(np.random.default_rng(7), (160, 160, 3)), first)
+    rng = np.random.default_rng(0)
+    windows = np.stack([det_data.noise_window(rng, (64, 48, 3)) for _ in range(200)])
+    assert abs(windows.mean()) < 0.01 and abs(windows.std() - 1) < 0.01
+    # Neighbouring pixels are independent (no smoothing), and two windows are rarely alike.
+    assert abs(np.corrcoef(windows[:, :, :-1].ravel(), windows[:, :, 1:].ravel())[0, 1]) < 0.01
+    corr = np.corrcoef(windows.reshape(200, -1))[np.triu_indices(200, 1)]
+    assert np.mean(np.abs(corr) > 0.5) < 0.01
+
+
+def test_augmented_noise_has_the_configured_strength(detector_cfg):
+    """`augment.noise_std` on a flat grey image with every other augmentation off: the pixels
+    spread by that many grey levels (before rounding to uint8), around the same mean."""
+    cfg = dataclasses.replace(detector_cfg.augment, brightness=0, contrast=0, channel_gain=0, noise_std=6.0,
+                              blur_sigma=0, scale=0, rotate_deg=0, shear=0, translate_px=0, crop_px=0)
+    image = np.full((96, 96, 3), 128, np.uint8)
+    box = np.array([[10, 10, 30, 40]], np.float32)
+    out, *_ = det_data.augment(np.random.default_rng(3), image, box, np.array([1], np.int32),
+                               np.array([True]), cfg)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert abs(out.std() - 6.0) < 0.3 and abs(out.mean() - 128) < 1.0
+
+
 def test_repeat_factors_by_group():
     groups = np.array(["well"] * 8 + ["poor"] * 2)
     r = det_data.repeat_factors(groups, threshold=0.5)

@@ -181,7 +181,7 @@ def test_bottleneck_widths_must_divide_by_four_and_then_by_the_groups():
     assert "widths[1] = 96" in message and "multiple of 64" in message
     assert cfg.problems(config_with(detector={"model": {"groups": 16, "stem_width": 16,
                                                         "widths": [64, 96, 128]}})) == []
-    from billetjax.detector.spec import BOTTLENECK_EXPANSION
+    from billetjax.config import BOTTLENECK_EXPANSION
 
     assert cfg.BOTTLENECK_EXPANSION == BOTTLENECK_EXPANSION  # the parse-time copy of the model's
 

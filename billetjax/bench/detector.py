@@ -34,7 +34,8 @@ import numpy as np
 
 from billetjax.bench import work
 from billetjax.bench.work import ROOT, load_config  # noqa: F401 (the benchmark's config loader)
-from billetjax.detector.spec import BOTTLENECK_EXPANSION, DetectorConfig, make_spec
+from billetjax.config import BOTTLENECK_EXPANSION
+from billetjax.detector.spec import DetectorConfig, make_spec
 from billetjax.detector.train import Functions, make_optimizer
 
 # The synthetic boxes' heights at 256 px; scaled with the image size (as synth.embed.char_height_px).

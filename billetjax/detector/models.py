@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from billetjax.detector.spec import BOTTLENECK_EXPANSION, ModelConfig
+from billetjax.config import BOTTLENECK_EXPANSION
+from billetjax.detector.spec import ModelConfig
 
 # ImageNet's RGB statistics; any fixed normalisation works for a model trained from scratch.
 PIXEL_MEAN = (123.675, 116.28, 103.53)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from billetjax.config import STEM_STRIDE
 from billetjax.detector import ops
 from billetjax.detector.models import FasterRCNN
-from billetjax.detector.spec import ROI_BOX_WEIGHTS, RPN_BOX_WEIGHTS, STEM_STRIDE, DetectorSpec
+from billetjax.detector.spec import ROI_BOX_WEIGHTS, RPN_BOX_WEIGHTS, DetectorSpec
 
 # torchvision's smallest box sides (px): a proposal (RegionProposalNetwork's min_size) and a
 # detection (RoIHeads' remove_small_boxes).

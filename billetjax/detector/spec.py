@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from flax import nnx, serialization
 
-from billetjax.config import BOTTLENECK_EXPANSION, STEM_STRIDE, backbone_strides, training_window_px
+from billetjax.config import backbone_strides, training_window_px
 from billetjax.detector import anchors as anchors_lib
 
 # The two stages' box coders (torchvision's): the RPN's has unit weights, the box head's

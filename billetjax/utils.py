@@ -107,9 +107,11 @@ def use_cpu_xla_flags() -> None:
 
 
 # XLA:CPU without intra-op parallelism: each operation runs on one thread (independent
-# operations may still overlap), so several such processes share the cores instead of each
-# spreading over all of them.
-SINGLE_THREAD_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
+# operations may still overlap: a one-thread pix2pix step measured 1.7 cores busy), so several
+# such processes share the cores instead of each spreading over all of them. Only `--xla_...`
+# flags belong here: XLA stops reading `$XLA_FLAGS` at the first word without the dashes and
+# silently drops every flag after it.
+SINGLE_THREAD_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
 
 
 def limit_cpu_threads(threads: int) -> None:

@@ -15,7 +15,7 @@ from billetjax.pix2pix.models import (
 )
 from billetjax.pix2pix.sample import load_generator, render_stamps, save_generator
 
-IMPLS = ["lax", "phase", "matmul", "hybrid"]
+IMPLS = ["lax", "phase", "matmul", "taps", "hybrid"]
 
 
 def test_reference_parameter_counts():

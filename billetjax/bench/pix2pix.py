@@ -265,7 +265,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps per round and side")
-    parser.add_argument("--impl", default=DEFAULT_IMPL, choices=["hybrid", "matmul", "phase", "lax"])
+    parser.add_argument("--impl", default=DEFAULT_IMPL, choices=["hybrid", "taps", "matmul", "phase", "lax"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
     args = parser.parse_args(argv)
     cfg = TrainConfig.from_config(load_config(args.config)["gan"])

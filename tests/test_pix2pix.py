@@ -61,9 +61,11 @@ def test_convolutions_match_torch(impl, size):
         np.testing.assert_allclose(ops.conv4x4_s1(jnp.asarray(x), jnp.asarray(w), impl), ref, atol=1e-4)
 
 
-def test_gradients_agree_between_impls():
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
+@pytest.mark.parametrize("size", [2, 4, 8, 16])
+def test_gradients_agree_between_impls(size):
+    # The transposed convolution sees maps of size/2 (1 x 1 to 8 x 8); "taps" has its own gradient.
+    rng = np.random.default_rng(size)
+    x = jnp.asarray(rng.standard_normal((2, size, size, 3)), jnp.float32)
     w = jnp.asarray(0.2 * rng.standard_normal((4, 4, 3, 4)), jnp.float32)
 
     def loss(impl):

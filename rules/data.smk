@@ -50,6 +50,7 @@ rule stamp_pairs:
         val="results/data/stamps/val.npz",
     params:
         config=config_for("data"),
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/data/stamp_pairs.log",
     benchmark:

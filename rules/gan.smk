@@ -14,12 +14,14 @@ rule gan_train:
     params:
         config=config_for("gan"),
         state_dir="results/gan/state",
-    # One thread, as the detector's trainings: at the default sizes pix2pix's step runs as fast on
-    # one XLA thread as on two, and the training beside it keeps its core
-    # (billetjax.utils.limit_cpu_threads); `--set-threads gan_train=N` gives more.
+    # One thread, as the detector's trainings: at the default sizes pix2pix's step runs as fast
+    # with XLA's one-thread flag as without (XLA still overlaps independent operations), and the
+    # training beside it keeps most of its core (billetjax.utils.limit_cpu_threads);
+    # `--set-threads gan_train=N` gives more.
     threads: 1
     resources:
         gpu=JAX_GPUS,
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/gan/train.log",
     benchmark:

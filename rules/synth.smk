@@ -20,6 +20,7 @@ rule synth_stamps_gan:
     threads: 2
     resources:
         gpu=JAX_GPUS,
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/synth/stamps_gan_step{ckpt}.log",
     benchmark:
@@ -61,6 +62,7 @@ rule synth_pool:
     params:
         config=config_for("synth"),
     threads: 2
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/synth/pool_{method}.log",
     benchmark:

@@ -105,3 +105,22 @@ def test_rows_with_another_source_plan_its_pool_and_only_the_stamps_they_need(pl
     jobs = planned_jobs("--configfile", str(classic_only))
     assert jobs["synth_pool"] == 1 and jobs["synth_stamps_classic"] == 1 and jobs["domain_gap"] == 1
     assert not {"gan_train", "gan_samples", "synth_stamps_gan"} & set(jobs)
+
+
+def test_the_gan_chain_outranks_the_trainings(snakemake):
+    # The chain to the synthetic pool is the critical path: every synthetic row waits for it, the
+    # real rows' trainings can run any time. Snakemake starts the ready job of higher priority
+    # first (a dry run states each job's priority where it is not the default 0).
+    result = snakemake("-n", "--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    priority: dict[str, set[int]] = {}
+    rule = None
+    for line in (result.stdout + result.stderr).splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[-1].rstrip(":")
+            priority.setdefault(rule, set()).add(0)
+        elif line.strip().startswith("priority:") and rule is not None:
+            priority[rule] = {int(line.split(":")[1])}
+    assert priority["detector_train"] == {0}
+    for chain in ("stamp_pairs", "gan_train", "synth_stamps_gan", "synth_pool"):
+        assert min(priority[chain]) > max(priority["detector_train"]), (chain, priority[chain])

@@ -113,14 +113,15 @@ def test_the_gan_chain_outranks_the_trainings(snakemake):
     # first (a dry run states each job's priority where it is not the default 0).
     result = snakemake("-n", "--cores", "2")
     assert result.returncode == 0, result.stdout + result.stderr
-    priority: dict[str, set[int]] = {}
-    rule = None
+    jobs = []  # [rule, priority] per job, in the dry run's order
     for line in (result.stdout + result.stderr).splitlines():
         if line.startswith(("rule ", "localrule ")):
-            rule = line.split()[-1].rstrip(":")
-            priority.setdefault(rule, set()).add(0)
-        elif line.strip().startswith("priority:") and rule is not None:
-            priority[rule] = {int(line.split(":")[1])}
+            jobs.append([line.split()[-1].rstrip(":"), 0])
+        elif line.strip().startswith("priority:") and jobs:
+            jobs[-1][1] = int(line.split(":")[1])
+    priority: dict[str, set[int]] = {}
+    for rule, value in jobs:
+        priority.setdefault(rule, set()).add(value)
     assert priority["detector_train"] == {0}
     for chain in ("stamp_pairs", "gan_train", "synth_stamps_gan", "synth_pool"):
         assert min(priority[chain]) > max(priority["detector_train"]), (chain, priority[chain])

@@ -62,9 +62,9 @@ def test_paper_pix2pix_trains_two_steps_on_the_cpu(paper):
     assert line["params"] == sum(param_counts(256, 64, 64, mask_channels=1))
     g, d = build_torch_models(256, 64, 64)
     assert line["params"] == sum(p.numel() for p in [*g.parameters(), *d.parameters()])
-    # The same work within a few percent: XLA counts elementwise operations too, which PyTorch's
-    # counter leaves out, while our convolutions skip the taps that meet only padding at the
-    # U-Net's 2x2 and 1x1 levels, which it counts (88.9 against 92.7 GFLOP).
+    # The same work within 10 %: XLA counts elementwise operations too, which PyTorch's counter
+    # leaves out, while our convolutions skip the taps that meet only padding at the U-Net's 2x2
+    # and 1x1 levels, which it counts (86.6 against 92.7 GFLOP).
     cfg = replace(TrainConfig.from_config(paper["gan"]), precision="float32")
     peer = torch_flops(torch_step_fn(g, d, cfg, seed=0))
     assert 0.9 < line["flops_per_step"] / peer < 1.1

@@ -323,10 +323,8 @@ def _time_both(args, spec, train_step, predict, state, batch_arrays, key, anchor
 
     peer_flops = work.torch_flops(peer_step)  # the warm-up step, counted
 
-    # The peer runs with all cores and, where that is more than one, with one thread as well, and
-    # is credited with its best setting (as in the pix2pix benchmark).
     cores = torch.get_num_threads()
-    peer_threads = sorted({cores, 1}, reverse=True)
+    peer_threads = work.peer_thread_counts(cores)
     ours_rates, peer_rates = [], {t: [] for t in peer_threads}
     for r in range(args.rounds):
         t0 = time.perf_counter()
@@ -336,10 +334,7 @@ def _time_both(args, spec, train_step, predict, state, batch_arrays, key, anchor
         ours_rates.append(args.steps / (time.perf_counter() - t0))
         for t in peer_threads:
             torch.set_num_threads(t)
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                peer_step()
-            peer_rates[t].append(args.steps / (time.perf_counter() - t0))
+            peer_rates[t].append(work.rate(peer_step, args.steps))
         print(f"round {r + 1}: ours {ours_rates[-1]:.3f} steps/s, peer "
               + ", ".join(f"{peer_rates[t][-1]:.3f} steps/s ({t} threads)" for t in peer_threads),
               flush=True)
@@ -355,11 +350,8 @@ def _time_both(args, spec, train_step, predict, state, batch_arrays, key, anchor
         ours_inf.append(args.steps * batch / (time.perf_counter() - t0))
         for t in peer_threads:
             torch.set_num_threads(t)
-            t0 = time.perf_counter()
             with torch.no_grad(), autocast():
-                for _ in range(args.steps):
-                    peer(t_images)
-            peer_inf[t].append(args.steps * batch / (time.perf_counter() - t0))
+                peer_inf[t].append(batch * work.rate(lambda: peer(t_images), args.steps))
     torch.set_num_threads(cores)
     peer_by_threads = {t: statistics.median(v) for t, v in peer_rates.items()}
     peer_inf_by_threads = {t: statistics.median(v) for t, v in peer_inf.items()}

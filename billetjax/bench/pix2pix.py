@@ -153,15 +153,6 @@ def build_ours(cfg: TrainConfig, impl: str = DEFAULT_IMPL, seed: int = 0):
     return models, jax.device_put(state, jax.devices()[0]), step_fn, masks, images
 
 
-def _time(step, sync, n: int) -> float:
-    t0 = time.perf_counter()
-    out = None
-    for _ in range(n):
-        out = step()
-    sync(out)
-    return n / (time.perf_counter() - t0)
-
-
 def run(cfg: TrainConfig, rounds: int, steps: int, impl: str = DEFAULT_IMPL, threads: int | None = None,
         seed: int = 0) -> dict:
     """Time both steps in alternating rounds; returns the medians, their ratio and the work."""
@@ -209,16 +200,13 @@ def run(cfg: TrainConfig, rounds: int, steps: int, impl: str = DEFAULT_IMPL, thr
         jax.block_until_ready(ours_step())
         print(f"first step: {time.perf_counter() - t0:.1f} s", flush=True)
         peer_flops = work.torch_flops(peer_step)  # the peer's warm-up step, counted
-        # The peer runs with `threads` and, where that is more than one, also with one thread: on a
-        # busy machine OpenMP's spinning threads can make torch 10x slower with 2 threads than with
-        # one, and the peer is credited with its best setting.
-        peer_threads = sorted({threads, 1}, reverse=True)
+        peer_threads = work.peer_thread_counts(threads)
         ours, peer = [], {t: [] for t in peer_threads}
         for r in range(rounds):
-            ours.append(_time(ours_step, jax.block_until_ready, steps))
+            ours.append(work.rate(ours_step, steps, jax.block_until_ready))
             for t in peer_threads:
                 torch.set_num_threads(t)
-                peer[t].append(_time(peer_step, lambda _: None, steps))
+                peer[t].append(work.rate(peer_step, steps))
             print(f"round {r + 1}/{rounds}: ours {ours[-1]:.2f} steps/s, peer "
                   + ", ".join(f"{peer[t][-1]:.2f} steps/s ({t} threads)" for t in peer_threads), flush=True)
         torch.set_num_threads(threads)

@@ -37,6 +37,24 @@ PEAK_BYTES_BASIS = ("XLA memory analysis of the compiled step: temp + argument +
                     "(the donated state) bytes")
 
 
+def peer_thread_counts(cores: int) -> list[int]:
+    """The thread counts the PyTorch peer is timed with: all cores and, where that is more than
+    one, one thread as well; the peer is credited with its best. On a busy machine OpenMP's
+    spinning threads can make torch 10x slower with 2 threads than with one."""
+    return sorted({int(cores), 1}, reverse=True)
+
+
+def rate(step, n: int, sync=lambda out: None) -> float:
+    """Calls per second of `step()` over n calls, `sync` applied to the last result before the
+    clock stops (`jax.block_until_ready` for asynchronously dispatched JAX work)."""
+    t0 = time.perf_counter()
+    out = None
+    for _ in range(n):
+        out = step()
+    sync(out)
+    return n / (time.perf_counter() - t0)
+
+
 def load_config(path: str | os.PathLike) -> dict:
     """`path` merged over the repository's config.yaml (as `snakemake --configfile` merges) and
     validated against the schema, which fills in the defaults."""

@@ -113,14 +113,17 @@ def _phase_kernel(w: jax.Array) -> jax.Array:
     return wf.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)  # [dy, dx, c, (a, b, o)]
 
 
-def _interleave(q: jax.Array, h: int, w: int) -> jax.Array:
-    """q [B,h+1,w+1,(a,b,o)] -> out [B,2h,2w,o] with out[2m+a, 2n+b] = q[m+a, n+b, (a,b)]."""
-    bsz = q.shape[0]
-    cout = q.shape[-1] // 4
-    q = q.reshape(bsz, h + 1, w + 1, 2, 2, cout)
-    phases = [[q[:, a : a + h, b : b + w, a, b] for b in range(2)] for a in range(2)]
+def _weave(phases: list[list[jax.Array]]) -> jax.Array:
+    """phases[a][b] [B,h,w,o] -> out [B,2h,2w,o] with out[2m+a, 2n+b] = phases[a][b][m, n]."""
+    bsz, h, w, cout = phases[0][0].shape
     out = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # [B, h, a, w, b, o]
     return out.reshape(bsz, 2 * h, 2 * w, cout)
+
+
+def _interleave(q: jax.Array, h: int, w: int) -> jax.Array:
+    """q [B,h+1,w+1,(a,b,o)] -> out [B,2h,2w,o] with out[2m+a, 2n+b] = q[m+a, n+b, (a,b)]."""
+    q = q.reshape(q.shape[0], h + 1, w + 1, 2, 2, q.shape[-1] // 4)
+    return _weave([[q[:, a : a + h, b : b + w, a, b] for b in range(2)] for a in range(2)])
 
 
 # Output row 2m + a receives input row i through tap ky where 2i - 1 + ky = 2m + a: phase a = 0 from
@@ -134,11 +137,9 @@ def _overlap_add(x: jax.Array, w: jax.Array) -> jax.Array:
     cout = w.shape[-1]
     taps = _matmul(x, w.transpose(2, 0, 1, 3).reshape(c, 16 * cout)).reshape(b, h, wd, 4, 4, cout)
     taps = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
-    phases = [[sum(taps[:, oy : oy + h, ox : ox + wd, ky, kx]
-                   for oy, ky in _PHASE_TAPS[a] for ox, kx in _PHASE_TAPS[bx])
-               for bx in range(2)] for a in range(2)]
-    out = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # [B, h, a, w, b, o]
-    return out.reshape(b, 2 * h, 2 * wd, cout)
+    return _weave([[sum(taps[:, oy : oy + h, ox : ox + wd, ky, kx]
+                        for oy, ky in _PHASE_TAPS[a] for ox, kx in _PHASE_TAPS[bx])
+                    for bx in range(2)] for a in range(2)])
 
 
 @jax.custom_vjp

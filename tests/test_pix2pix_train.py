@@ -222,7 +222,7 @@ def test_bfloat16_mixed_precision_trains_close_to_float32(pairs, gan):
         g = nnx.merge(models.g_def, *jax.tree.map(jnp.array, (state["g_params"], state["g_stats"])))
         assert g.down1.dtype == jnp.dtype(precision)
         assert g(masks_to_input(masks, 1), jax.random.key(0)).dtype == jnp.float32
-        initial = jax.tree.map(np.array, state)  # a copy: the step donates the state
+        initial = jax.tree.map(np.array, state)  # host copies of the initial values
         step = make_train_step(models, cfg, seed=0)
         losses = []
         for _ in range(4):

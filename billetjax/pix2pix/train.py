@@ -1,7 +1,7 @@
 """pix2pix training: functional state, one jitted step (D then G), loop with orbax checkpoints.
 
 The models are split once (`nnx.split`) and the step is a pure function of a pytree state
-(`TrainState`), jitted with the state donated; randomness is `fold_in(key(seed), step)`, and the
+(`TrainState`), jitted (the state is not donated, see `make_train_step`); randomness is `fold_in(key(seed), step)`, and the
 batch is drawn inside the step from the device-resident training pairs, so a run resumed from a
 checkpoint repeats the uninterrupted run bit for bit.
 """
@@ -158,10 +158,17 @@ def _bce(logits: jax.Array, target: float) -> jax.Array:
 
 
 def make_train_step(models: Models, cfg: TrainConfig, seed: int) -> Callable:
-    """Jitted `step(state, train_masks, train_images) -> (state, metrics)`; state is donated.
+    """Jitted `step(state, train_masks, train_images) -> (state, metrics)`.
 
     D is updated first on (real, fake) with the fake detached, then G on GAN + l1_weight * L1
     against the updated D, reusing the one generator forward pass (as the reference does).
+
+    The state is not donated. XLA fuses each Adam moment update into the parameter update as
+    well, so the old moments and parameters have readers after their in-place successors are
+    written; with the state donated XLA copies them first (65 copies at the default size, 71 MB
+    of temporaries instead of 22), which cost more than the saved allocation: the step ran
+    15-20 % faster undonated on a 2-core CPU, for a peak of 199 instead of 160 MB (paper preset:
+    1.46 instead of 1.14 GB).
     """
     root = jax.random.key(seed)
 
@@ -217,7 +224,7 @@ def make_train_step(models: Models, cfg: TrainConfig, seed: int) -> Callable:
         metrics = {"g_gan": g_gan, "g_l1": g_l1, "d_loss": d_loss}
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step)
 
 
 def make_eval_l1(models: Models, seed: int, batch_size: int) -> Callable:

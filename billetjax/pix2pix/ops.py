@@ -132,14 +132,33 @@ def _interleave(q: jax.Array, h: int, w: int) -> jax.Array:
 _PHASE_TAPS = (((1, 1), (0, 3)), ((1, 2), (2, 0)))
 
 
-def _overlap_add(x: jax.Array, w: jax.Array) -> jax.Array:
+def _taps_matrix(w: jax.Array) -> jax.Array:
+    """[4, 4, C, O] -> [C, 16 * O], columns ordered (ky, kx, o): each input pixel's row of taps."""
+    c, cout = w.shape[2:]
+    return w.transpose(2, 0, 1, 3).reshape(c, 16 * cout)
+
+
+def _overlap_add(x: jax.Array, wt: jax.Array) -> jax.Array:
+    """x [B,h,w,C] times the taps matrix `wt` [C, 16*O], the 16 tap maps summed into [B,2h,2w,O]."""
     b, h, wd, c = x.shape
-    cout = w.shape[-1]
-    taps = _matmul(x, w.transpose(2, 0, 1, 3).reshape(c, 16 * cout)).reshape(b, h, wd, 4, 4, cout)
+    cout = wt.shape[-1] // 16
+    taps = _matmul(x, wt).reshape(b, h, wd, 4, 4, cout)
     taps = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
     return _weave([[sum(taps[:, oy : oy + h, ox : ox + wd, ky, kx]
                         for oy, ky in _PHASE_TAPS[a] for ox, kx in _PHASE_TAPS[bx])
                     for bx in range(2)] for a in range(2)])
+
+
+def _tap_patches(g: jax.Array) -> jax.Array:
+    """The adjoint of the overlap-add: g [B,2h,2w,O] -> [B,h,w,16*O] with, for input pixel (i, j)
+    and tap (ky, kx), the output value it was added to: g[2i - 1 + ky, 2j - 1 + kx] (0 outside)."""
+    b, h2, w2, cout = g.shape
+    h, wd = h2 // 2, w2 // 2
+    # Padded row 2i + ky = 2(i + ky // 2) + ky % 2: split rows and columns by parity.
+    q = _pad1(g).reshape(b, h + 1, 2, wd + 1, 2, cout)
+    cols = [q[:, ky // 2 : ky // 2 + h, ky % 2, kx // 2 : kx // 2 + wd, kx % 2]
+            for ky in range(4) for kx in range(4)]
+    return jnp.concatenate(cols, axis=-1)
 
 
 @jax.custom_vjp
@@ -147,23 +166,30 @@ def _conv_transpose_taps(x: jax.Array, w: jax.Array) -> jax.Array:
     """Every input pixel times all 16 taps in one matrix product, then overlap-add: each output
     phase sums four shifted tap maps.
 
-    The gradients use the adjoint: <convT(x, w), g> = <x, conv(g, w^T)> with conv the stride-2
-    convolution and w^T its kernel with input and output channels swapped. So dx = conv(g, w^T) and
-    dw is conv's weight gradient at cotangent x, both in the stride-2 convolution's fast
-    formulation, instead of autodiff's strided gather of the overlap-add.
+    The gradients are the two matrix products of that product's adjoint, with the tap patches of
+    the output gradient (`_tap_patches`, the overlap-add's adjoint) in place of the tap maps:
+    dx = patches @ wt^T and dwt = x^T @ patches. Both read the taps matrix and the activations in
+    the layouts the forward pass made, so no kernel is transposed element by element (the data
+    gradient as a stride-2 convolution of g with w^T needs [4, 4, O, C]); the weight gradient
+    leaves [C, 16, O] and becomes [4, 4, C, O] by moving whole rows of O.
     """
-    return _overlap_add(x, w)
+    return _overlap_add(x, _taps_matrix(w))
 
 
 def _taps_fwd(x, w):
-    return _overlap_add(x, w), (x, w)
+    wt = _taps_matrix(w)
+    return _overlap_add(x, wt), (x, wt)
 
 
 def _taps_bwd(residuals, g):
-    x, w = residuals
-    dx, conv_vjp = jax.vjp(lambda wt: conv4x4_s2(g, wt, "hybrid"), w.transpose(0, 1, 3, 2))
-    (dwt,) = conv_vjp(x.astype(dx.dtype))
-    return dx.astype(x.dtype), dwt.transpose(0, 1, 3, 2).astype(w.dtype)
+    x, wt = residuals
+    b, h, wd, c = x.shape
+    cout = wt.shape[-1] // 16
+    patches = _tap_patches(g.astype(wt.dtype)).reshape(b * h * wd, 16 * cout)
+    dx = lax.dot_general(patches, wt, (((1,), (1,)), ((), ())))  # patches @ wt^T
+    dwt = lax.dot_general(x.reshape(b * h * wd, c), patches, (((0,), (0,)), ((), ())))  # x^T @ patches
+    dw = dwt.reshape(c, 4, 4, cout).transpose(1, 2, 0, 3)
+    return dx.reshape(x.shape).astype(x.dtype), dw.astype(wt.dtype)
 
 
 _conv_transpose_taps.defvjp(_taps_fwd, _taps_bwd)

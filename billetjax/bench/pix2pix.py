@@ -142,7 +142,7 @@ def torch_step_fn(generator, discriminator, cfg: TrainConfig, seed: int):
 
 
 def build_ours(cfg: TrainConfig, impl: str = DEFAULT_IMPL, seed: int = 0):
-    """Our models, state, jitted step (state donated) and `PAIRS` random device-resident training
+    """Our models, state, jitted step and `PAIRS` random device-resident training
     pairs: `(models, state, step_fn, masks, images)`."""
     models, state = create_state(cfg, seed, impl)
     step_fn = make_train_step(models, cfg, seed)

@@ -133,9 +133,9 @@ _PHASE_TAPS = (((1, 1), (0, 3)), ((1, 2), (2, 0)))
 
 
 def _taps_matrix(w: jax.Array) -> jax.Array:
-    """[4, 4, C, O] -> [C, 16 * O], columns ordered (ky, kx, o): each input pixel's row of taps."""
-    c, cout = w.shape[2:]
-    return w.transpose(2, 0, 1, 3).reshape(c, 16 * cout)
+    """[kh, kw, C, O] -> [C, kh * kw * O], columns ordered (ky, kx, o): each input pixel's row of
+    taps."""
+    return w.transpose(2, 0, 1, 3).reshape(w.shape[2], -1)
 
 
 def _overlap_add(x: jax.Array, wt: jax.Array) -> jax.Array:
@@ -208,8 +208,7 @@ def conv_transpose4x4_s2(x: jax.Array, w: jax.Array, impl: str = "matmul") -> ja
         )
     if impl == "matmul" and h == 1 and wd == 1:
         # 1x1 -> 2x2: output phase (a, b) is x times tap (1 + a, 1 + b).
-        taps = w[1:3, 1:3].transpose(2, 0, 1, 3).reshape(c, -1)  # [c, (a, b, o)]
-        return (x.reshape(b, c) @ taps).reshape(b, 2, 2, -1)
+        return (x.reshape(b, c) @ _taps_matrix(w[1:3, 1:3])).reshape(b, 2, 2, -1)
     k = _phase_kernel(w)
     p = _pad1(x)
     if impl == "phase":

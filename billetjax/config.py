@@ -1,7 +1,13 @@
-"""Checks of a whole config that its JSON schema cannot express, run when the workflow is parsed.
+"""What a config is: how one is loaded, typed and checked beyond what its JSON schema can say.
 
-`schemas/config.schema.yaml` checks each key on its own (type, range, no unknown keys) and fills in
-the defaults; this module checks what the schema cannot: values that are not finite numbers (YAML
+Every default has one owner: `schemas/config.schema.yaml`, which types each key, documents it and
+fills in its default. `config.yaml` holds only the default study's own design (its experiments,
+its ID scheme), never a value the schema already gives (`tests/test_config.py` holds the two
+apart), and `docs/configuration.md` lists every key with its default, generated from the schema
+(`python -m billetjax.config_reference`). Outside Snakemake, `load_config` builds a config the
+way the workflow does; a stage turns its section into a frozen dataclass with `typed`.
+
+This module also checks what the schema cannot: values that are not finite numbers (YAML
 `.nan`, `.inf`, which pass `minimum`/`maximum`), and rules that tie keys together (the image size
 and the detector's strides, `detector.max_boxes` and the most characters on one image, the GAN's
 checkpoints and those the synthesis draws from, ...). `rules/common.smk` calls `check_config`
@@ -14,13 +20,20 @@ Only stdlib at import time: the Snakemake process imports this module on every i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
+import types
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = ROOT / "config.yaml"
 
 # The backbone's stem downsamples by 4 (two stride-2 convolutions, or 4x4 space-to-depth); each
 # further stage of `detector.model.widths` halves again (billetjax.detector.models.Backbone).
@@ -69,6 +82,84 @@ def problems(config: Mapping[str, Any]) -> list[str]:
         *evaluation_problems(config),
         *problems_of_test_sets(config),
     ]
+
+
+# ----------------------------------------------------------------------------- loading and typing
+
+
+def load_config(*overlays: str | os.PathLike | Mapping[str, Any], base: str | os.PathLike | None = DEFAULT_CONFIG,
+                check: bool = True) -> dict[str, Any]:
+    """A config as the workflow builds it: `base` (config.yaml), each overlay (a YAML file, as
+    `snakemake --configfile`, or a mapping, as `--config`) merged over it in turn, validated
+    against the schema, which fills in the defaults, then `check_config` (unless `check=False`).
+
+    The one loader of the package, the benchmarks and the tests.
+    """
+    import yaml
+    from snakemake.utils import update_config, validate
+
+    config: dict[str, Any] = {}
+    for layer in ((base,) if base is not None else ()) + overlays:
+        if isinstance(layer, Mapping):
+            values = json.loads(json.dumps(layer))  # a deep copy the merge may change
+        else:
+            values = yaml.safe_load(Path(layer).read_text(encoding="utf-8")) or {}
+        update_config(config, values)
+    validate(config, str(SCHEMA))
+    if check:
+        check_config(config)
+    return config
+
+
+def typed(cls: type, values: Mapping[str, Any], path: str, **given: Any) -> Any:
+    """The frozen dataclass `cls` from a validated config section `values` (at key `path`, for
+    messages): every field is read from `values` by its name, unless given by keyword, and
+    converted to its annotated type (lists to tuples, nested sections to their dataclasses,
+    numbers to int or float). A missing key is refused with its path: the schema, which fills in
+    every default, was not applied."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"config {path} is {values!r}, not a mapping: {_VALIDATE}")
+    hints = get_type_hints(cls)
+    out = {}
+    for field in dataclasses.fields(cls):
+        if field.name in given:
+            out[field.name] = given[field.name]
+            continue
+        if field.name not in values:
+            raise ValueError(f"config {path} lacks {field.name}: {_VALIDATE}")
+        out[field.name] = _as_type(hints[field.name], values[field.name], f"{path}.{field.name}")
+    return cls(**out)
+
+
+_VALIDATE = f"validate the config against {SCHEMA.relative_to(ROOT)}, which fills in the defaults"
+
+
+def _as_type(kind: Any, value: Any, path: str) -> Any:
+    """`value` converted to the type annotation `kind` (see `typed`)."""
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        options = get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        kind = next(k for k in options if k is not type(None))
+        origin = get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        return typed(kind, value, path)
+    if origin is tuple:
+        args = get_args(kind)
+        each = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        items = list(value)
+        if each is None and len(args) != len(items):
+            raise ValueError(f"config {path} = {value!r}: expected {len(args)} values")
+        return tuple(_as_type(each if each is not None else a, v, f"{path}[{i}]")
+                     for i, (a, v) in enumerate(zip(args if each is None else [each] * len(items), items)))
+    if kind is float:
+        return float(value)
+    if kind is int and not isinstance(value, bool):
+        return int(value)
+    if kind is bool:
+        return bool(value)
+    return value
 
 
 # ----------------------------------------------------------------------------- helpers others use
@@ -446,15 +537,16 @@ def evaluation_problems(config: Mapping[str, Any]) -> list[str]:
 
 def problems_of_test_sets(config: Mapping[str, Any]) -> list[str]:
     """Test sets (`data.test_sets`, testset{n} = the n-th) have distinct names, and the gallery's
-    `evaluation.gallery.test_set` is one of them."""
+    and the primary endpoint's test sets are among them."""
     out = []
     sets = config["data"]["test_sets"]
     names = [s["name"] for s in sets]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         out.append(f"data.test_sets: names {repeated} are used more than once; give each set its own name")
-    chosen = config["evaluation"]["gallery"]["test_set"]
-    if not 1 <= chosen <= len(sets):
-        out.append(f"evaluation.gallery.test_set = {chosen}, but data.test_sets has {len(sets)} sets; "
-                   f"pick 1..{len(sets)}")
+    for key in ("gallery", "primary"):
+        chosen = config["evaluation"][key]["test_set"]
+        if not 1 <= chosen <= len(sets):
+            out.append(f"evaluation.{key}.test_set = {chosen}, but data.test_sets has {len(sets)} sets; "
+                       f"pick 1..{len(sets)}")
     return out

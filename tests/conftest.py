@@ -6,35 +6,22 @@ pytest puts `tests/` on `sys.path` for this file, so the test-support package `t
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
 
 
 @pytest.fixture(scope="session")
 def make_config():
     """A function: config.yaml merged with overrides, validated with the schema's defaults filled
-    in (as the workflow does), e.g. `make_config({"data": {"source": "coco"}})`."""
-    from snakemake.utils import validate
+    in (as the workflow does; `billetjax.config.load_config` without the cross-key check), e.g.
+    `make_config({"data": {"source": "coco"}})`."""
+    from billetjax.config import load_config
 
-    def build(overrides: dict | None = None, base: str | Path = ROOT / "config.yaml") -> dict:
-        config = yaml.safe_load(Path(base).read_text()) if base else {}
-        _merge(config, overrides or {})
-        validate(config, str(ROOT / "schemas/config.schema.yaml"))
-        return config
+    def build(overrides: dict | None = None, base: str | Path | None = ROOT / "config.yaml") -> dict:
+        return load_config(overrides or {}, base=base, check=False)
 
     return build
 

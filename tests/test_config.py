@@ -333,8 +333,9 @@ def test_pools_must_hold_the_largest_experiment():
 
 
 def test_gallery_experiment_must_be_a_row_of_the_study():
-    message = refused(config_with(evaluation={"gallery": {"experiment": 7}}))
-    assert "evaluation.gallery.experiment = 7" in message and "6 rows" in message
+    rows = len(DEFAULT["experiments"]["sets"])
+    message = refused(config_with(evaluation={"gallery": {"experiment": rows + 1}}))
+    assert f"evaluation.gallery.experiment = {rows + 1}" in message and f"{rows} rows" in message
 
 
 def test_id_pattern_positions_must_fit_its_length():
@@ -440,4 +441,107 @@ def test_questions_preset_passes_and_plans_its_rows(job_counts):
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     assert counts["detector_train"] == len(config["experiments"]["sets"]) * len(config["experiments"]["seeds"])
-    assert counts["synth_pool"] == 2  # the GAN's and the classic renderer's pools
+    seeds = len(config["experiments"]["seeds"])
+    assert counts["synth_pool"] == 2 * seeds  # the GAN's and the classic renderer's pools, one fit per seed
+
+
+# ----------------------------------------------------------------------------- one owner per default
+
+
+def _leaves(values, path=""):
+    if isinstance(values, dict) and values:
+        for key, value in values.items():
+            yield from _leaves(value, f"{path}.{key}" if path else key)
+    else:
+        yield path, values
+
+
+def _schema_default(path: str):
+    """The schema's default at a dotted key path (KeyError where it gives none)."""
+    node = yaml.safe_load(SCHEMA.read_text())
+    for key in path.split("."):
+        node = node["properties"][key]
+    return node["default"]
+
+
+def _restated(values: dict) -> list[str]:
+    """The key paths where `values` sets exactly the schema's default."""
+    out = []
+    for path, value in _leaves(values):
+        try:
+            default = _schema_default(path)
+        except KeyError:
+            continue
+        if default == value:
+            out.append(path)
+    return out
+
+
+def test_config_yaml_restates_no_schema_default():
+    """The schema owns every default: a key config.yaml sets must differ from the schema's
+    default (the study's own choice) or have none. Editing a default in one place then cannot
+    leave a stale copy in the other."""
+    restated = _restated(DEFAULT)
+    assert not restated, f"config.yaml restates the schema's defaults of {restated}: delete them there"
+
+
+def test_a_restated_default_is_caught():
+    """The check above is not vacuous: a config.yaml that copies a default fails it, one that
+    departs from it does not."""
+    steps = _schema_default("detector.steps")
+    assert _restated({**DEFAULT, "detector": {"steps": steps}}) == ["detector.steps"]
+    assert _restated({**DEFAULT, "detector": {"steps": steps + 1}}) == []
+
+
+def test_every_key_is_documented_in_the_schema():
+    """Each key of the schema says what it means: docs/configuration.md is written from it."""
+    from billetjax.config_reference import leaves
+
+    undocumented = [path for path, node in leaves(yaml.safe_load(SCHEMA.read_text())) if not node.get("description")]
+    assert not undocumented, f"schema keys without a description: {undocumented}"
+
+
+def test_configuration_page_is_written_from_the_schema():
+    """docs/configuration.md is the schema's current rendering (regenerate it with
+    `python -m billetjax.config_reference` after editing the schema or config.yaml)."""
+    from billetjax.config_reference import PAGE, current_page
+
+    assert PAGE.read_text() == current_page()
+
+
+def test_load_config_lays_overlays_over_config_yaml_and_fills_defaults(tmp_path):
+    """The one loader: config.yaml, then each overlay (a file as --configfile, a mapping as
+    --config), then the schema's defaults; a bad overlay is refused by the config check."""
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text("detector: {steps: 7}\nexperiments: {seeds: [4]}\n")
+    config = cfg.load_config(overlay, {"gan": {"ngf": 16}})
+    assert config["detector"]["steps"] == 7 and config["experiments"]["seeds"] == [4]
+    assert config["gan"]["ngf"] == 16 and config["gan"]["ndf"] == _schema_default("gan.ndf")
+    assert [row["images_fraction"] for row in config["experiments"]["sets"]] == [
+        row.get("images_fraction", 1.0) for row in DEFAULT["experiments"]["sets"]]
+    with pytest.raises(cfg.ConfigError, match="image_size_px = 250"):
+        cfg.load_config({"image_size_px": 250})
+
+
+def test_typed_sections_convert_and_name_a_missing_key():
+    """`typed` builds a stage's frozen dataclass: lists become tuples, numbers their field's
+    type, nested sections their dataclasses; a missing key is named with its path."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        pair: tuple[float, float]
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        steps: int
+        rate: float
+        sizes: tuple[int, ...]
+        inner: Inner
+        maybe: Inner | None
+
+    built = cfg.typed(Outer, {"steps": 3, "rate": 1, "sizes": [1, 2], "inner": {"pair": [0, 1]}, "maybe": None}, "x")
+    assert built == Outer(3, 1.0, (1, 2), Inner((0.0, 1.0)), None)
+    assert isinstance(built.rate, float) and isinstance(built.inner.pair[0], float)
+    with pytest.raises(ValueError, match=r"config x\.inner lacks pair"):
+        cfg.typed(Outer, {"steps": 3, "rate": 1, "sizes": [], "inner": {}, "maybe": None}, "x")

@@ -23,7 +23,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,13 +56,10 @@ def rate(step, n: int, sync=lambda out: None) -> float:
 
 def load_config(path: str | os.PathLike) -> dict:
     """`path` merged over the repository's config.yaml (as `snakemake --configfile` merges) and
-    validated against the schema, which fills in the defaults."""
-    from snakemake.utils import update_config, validate
+    validated against the schema, which fills in the defaults (`billetjax.config.load_config`)."""
+    from billetjax.config import load_config as load
 
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    update_config(config, yaml.safe_load(Path(path).read_text()) or {})
-    validate(config, str(ROOT / "schemas/config.schema.yaml"))
-    return config
+    return load(path, check=False)
 
 
 def compiled_costs(compiled) -> dict:

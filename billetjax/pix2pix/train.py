@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,7 @@ import optax
 from flax import nnx
 
 from billetjax import runs
+from billetjax.config import typed
 from billetjax.pix2pix.models import (
     DEFAULT_IMPL, Generator, Pix2PixConfig, create_discriminator, create_generator,
 )
@@ -55,7 +56,7 @@ class TrainConfig:
     @classmethod
     def from_config(cls, section: dict) -> "TrainConfig":
         """Build from the `gan:` section of a validated config."""
-        return cls(**{f.name: section[f.name] for f in fields(cls)})
+        return typed(cls, section, "gan")
 
     def model_config(self, mask_channels: int = 1, impl: str = DEFAULT_IMPL) -> Pix2PixConfig:
         return Pix2PixConfig(

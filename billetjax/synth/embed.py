@@ -27,6 +27,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 
+from billetjax.config import typed
 from billetjax.glyphs import rasterise
 from billetjax.synth.masks import polygons, silhouette_of, solid_area
 
@@ -84,30 +85,11 @@ class EmbedParams:
     @classmethod
     def from_config(cls, synth: dict) -> "EmbedParams":
         """Read `synth.embed` and `synth.partial` of a validated config."""
-        e, p = synth["embed"], synth["partial"]
-
-        def pair(key: str) -> tuple[float, float]:
-            return tuple(float(v) for v in e[key])
-
-        params = cls(
-            char_height_px=pair("char_height_px"),
-            char_gap=pair("char_gap"),
-            row_gap=pair("row_gap"),
-            char_jitter=float(e["char_jitter"]),
-            char_rotation_deg=float(e["char_rotation_deg"]),
-            surface_rotation_deg=float(e["surface_rotation_deg"]),
-            surface_perspective=float(e["surface_perspective"]),
-            blend_sigma_px=float(e["blend_sigma_px"]),
-            opacity=pair("opacity"),
-            hue_shift_deg=float(e["hue_shift_deg"]),
-            saturation_scale=pair("saturation_scale"),
-            value_scale=pair("value_scale"),
-            noise_std=pair("noise_std"),
-            match_surface=bool(e["match_surface"]),
-            partial_characters=tuple(int(v) for v in p["characters"]),
-            partial_visible=tuple(float(v) for v in p["visible_fraction"]),
-            partial_modes=tuple(float(p["modes"][m]) for m in PARTIAL_MODES),
-        )
+        p = synth["partial"]
+        params = typed(cls, synth["embed"], "synth.embed",
+                       partial_characters=tuple(int(v) for v in p["characters"]),
+                       partial_visible=tuple(float(v) for v in p["visible_fraction"]),
+                       partial_modes=tuple(float(p["modes"][m]) for m in PARTIAL_MODES))
         if sum(params.partial_modes) <= 0:
             raise ValueError("synth.partial.modes: at least one of erased, edge, occluder needs a positive weight")
         return params

@@ -18,6 +18,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
+from billetjax.config import typed
 from billetjax.glyphs import glyph, rasterise
 
 # Edges are split to this length (glyph heights) before the elastic field bends them.
@@ -48,18 +49,8 @@ class MaskParams:
     @classmethod
     def from_config(cls, synth: dict) -> "MaskParams":
         """Read `synth.masks` and `synth.partial.visible_fraction` of a validated config."""
-        m = synth["masks"]
-        params = cls(
-            rotation_deg=float(m["rotation_deg"]),
-            shear=float(m["shear"]),
-            scale=float(m["scale"]),
-            elastic_amplitude=float(m["elastic_amplitude"]),
-            elastic_wavelength=float(m["elastic_wavelength"]),
-            erase_pieces=tuple(int(v) for v in m["erase_pieces"]),
-            erase_radius=tuple(float(v) for v in m["erase_radius"]),
-            min_area_fraction=float(m["min_area_fraction"]),
-            partial_visible=tuple(float(v) for v in synth["partial"]["visible_fraction"]),
-        )
+        params = typed(cls, synth["masks"], "synth.masks",
+                       partial_visible=tuple(float(v) for v in synth["partial"]["visible_fraction"]))
         params.check()
         return params
 

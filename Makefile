@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 CORES  ?= all
 
-.PHONY: run test lint dry-run clean-results gpu-check
+.PHONY: run test test-fast lint dry-run clean-results gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: $(VENV)/.installed
 ## make test: the test suite, including the end-to-end smoke run of the whole DAG
 test: $(VENV)/.installed-test
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+## make test-fast: the edit-test loop: unit and dry-run tests, without the tests marked slow
+## (workflow runs, trainings) or slurm (pyproject.toml lists the marks)
+test-fast: $(VENV)/.installed-test
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not slow and not slurm"
 
 ## make gpu-check: on a machine with an NVIDIA GPU, install jax[cuda12], run the smoke preset on the
 ## GPU, both benchmarks and 300 steps of the paper preset's models; summary in logs/gpu-check/

@@ -50,6 +50,7 @@ def read_history(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_overfits_a_handful_of_pairs(pairs, tmp_path, gan):
     cfg = gan(image_size_px=SIZE, ngf=16, ndf=16, batch_size=4, steps=120,
                       checkpoint_every=120, log_every=10, jitter_px=0, learning_rate=1e-3)
@@ -66,6 +67,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_is_bit_identical(pairs, tmp_path, gan):
     cfg = gan(image_size_px=SIZE, ngf=8, ndf=8, batch_size=2, steps=6,
                       checkpoint_every=2, log_every=2, jitter_px=2)
@@ -128,6 +130,7 @@ def generators(out_dir, cfg):
     return {step: generator_path(out_dir, step).read_bytes() for step in cfg.checkpoint_steps()}
 
 
+@pytest.mark.slow
 def test_more_steps_extend_the_run_with_a_warning(pairs, tmp_path, caplog, tiny):
     """gan.steps is resumable: 4 then 6 steps end where an unbroken 6-step run ends."""
     longer = replace(tiny, steps=6)
@@ -193,6 +196,7 @@ def test_changed_checkpoint_every_retrains_the_missing_checkpoints(pairs, tmp_pa
     assert _resume_step([2, 4, 6], replace(tiny, steps=3, checkpoint_every=1)) is None
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_training_naming_the_step(pairs, tmp_path, tiny):
     """A NaN learning rate spoils D at step 1 (D is updated before G's loss): the check at the
     first checkpoint (step 2) names step 1, and no checkpoint of the diverged state is written."""
@@ -203,6 +207,7 @@ def test_non_finite_loss_stops_training_naming_the_step(pairs, tmp_path, tiny):
     assert not generator_path(tmp_path, 2).exists()
 
 
+@pytest.mark.slow
 def test_bfloat16_mixed_precision_trains_close_to_float32(pairs, gan):
     """`gan.precision: bfloat16`: convolutions in bfloat16 from the same float32 weights; images,
     logits, losses, weights, Adam's state and the batch-norm averages stay float32, and four steps

@@ -36,6 +36,13 @@ def run_seed(root_seed: int, stage: str, repeat: int | None = None) -> int:
     return seed % 2**31 if stage in INT31_SEEDED_STAGES else seed
 
 
+def fit_root_seed(root_seed: int, fit: int, per_seed: bool) -> int:
+    """The root seed of synthesis fit `fit` (its GAN, stamp banks and pool). With one fit for the
+    study (`synth.per_seed: false`) it is the config's root seed; with a fit per detector seed each
+    fit has its own, derived from both, so that fits differ in every random choice."""
+    return int(root_seed) if not per_seed else stage_seed(root_seed, "synthesis-fit", int(fit)) % 2**31
+
+
 def log_to(path: str | os.PathLike | None, level: int = logging.INFO) -> logging.Logger:
     """Send logging (and stdout/stderr, for tracebacks and third-party prints) to a log file."""
     root = logging.getLogger()

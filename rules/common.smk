@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from billetjax import config as config_rules
 from billetjax.experiments import table1
+from billetjax.utils import fit_root_seed as fit_root_seed_of
 from billetjax.utils import jax_gpu_installed
 
 validate(config, "../schemas/config.schema.yaml")
@@ -44,6 +45,7 @@ wildcard_constraints:
     seed=r"\d+",
     testset=r"\d+",
     ckpt=r"\d+",
+    fit=r"\d+",
     method=r"gan|classic",
 
 
@@ -73,15 +75,35 @@ def user_data_inputs(wildcards):
 
 # The renderers whose pools some experiment mixes in (a row's synthetic_source, else synth.method).
 SYNTHETIC_SOURCES = config_rules.synthetic_sources(config)
+# Synthesis fits ({fit}): with synth.per_seed, one GAN fit and one synthetic pool per detector seed,
+# paired (seed s trains on fit s), so that the seeds' spread includes the GAN's and the pool's; else
+# one fit (the first seed's) for every seed. Each fit is the same pipeline under its own root seed.
+FITS = SEEDS if config["synth"]["per_seed"] else SEEDS[:1]
+FIRST_FIT = FITS[0]
 
 
-def synthetic_pool(source=None):
-    """The synthetic pool of a renderer (gan or classic). Default: the study's (synth.method), or
-    the one its rows use when they all name the other."""
+def fit_of(seed):
+    """The synthesis fit whose pool the detectors of `seed` train on."""
+    return int(seed) if config["synth"]["per_seed"] else FIRST_FIT
+
+
+def fit_root_seed(fit):
+    """The root seed of a synthesis fit's GAN, stamps and pool (billetjax.utils.fit_root_seed)."""
+    return fit_root_seed_of(config["seed"], int(fit), config["synth"]["per_seed"])
+
+
+def fit_config(wildcards, *sections):
+    """config_for(*sections) with the fit's root seed: what the synthesis rules' params carry."""
+    return {**config_for(*sections), "seed": fit_root_seed(wildcards.fit)}
+
+
+def synthetic_pool(source=None, fit=None):
+    """The synthetic pool of a renderer (gan or classic) and fit (default: the first). Default
+    renderer: the study's (synth.method), or the one its rows use when they all name the other."""
     if source is None:
         method = config["synth"]["method"]
         source = method if method in SYNTHETIC_SOURCES or not SYNTHETIC_SOURCES else SYNTHETIC_SOURCES[0]
-    return f"results/synth/{source}/pool.json"
+    return f"results/synth/{source}/fit{FIRST_FIT if fit is None else fit}/pool.json"
 
 
 def experiment_row(wildcards):
@@ -90,10 +112,10 @@ def experiment_row(wildcards):
 
 
 def synthetic_pool_for(wildcards):
-    """An experiment's synthetic pool (of its source), or nothing when it uses none (experiments
-    1 and 6)."""
+    """An experiment's synthetic pool (of its source, from its seed's fit), or nothing when it
+    uses none (the real-only rows)."""
     row = TABLE1[int(wildcards.experiment) - 1]
-    return [synthetic_pool(row.source)] if row.uses_synthetic else []
+    return [synthetic_pool(row.source, fit_of(wildcards.seed))] if row.uses_synthetic else []
 
 
 # Evaluation stage: which run the detections gallery shows (evaluation.gallery, first seed).
@@ -107,10 +129,11 @@ def gallery_run():
 
 
 def synth_stamp_banks(wildcards):
-    """The stamp banks a synthetic pool embeds: one per GAN checkpoint, or the classic bank."""
+    """The stamp banks a fit's synthetic pool embeds: one per GAN checkpoint, or the classic bank."""
     if wildcards.method == "classic":
-        return ["results/synth/classic/stamps_classic.npz"]
-    return expand("results/synth/gan/stamps_step{ckpt}.npz", ckpt=config["synth"]["checkpoints"])
+        return [f"results/synth/classic/fit{wildcards.fit}/stamps_classic.npz"]
+    return expand("results/synth/gan/fit{fit}/stamps_step{ckpt}.npz", fit=wildcards.fit,
+                  ckpt=config["synth"]["checkpoints"])
 
 
 def synth_stamp_geometry():

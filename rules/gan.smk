@@ -1,7 +1,9 @@
-# GAN: pix2pix trained on the stamp pairs (paper §2.2.2), one generator file per checkpoint
+# GAN: pix2pix trained on the stamp pairs (paper §2.2.2), once per synthesis fit ({fit}: one per
+# detector seed with synth.per_seed, rules/common.smk), one generator file per checkpoint
 # ({ckpt} = gan.checkpoint_every, 2 * gan.checkpoint_every, ... <= gan.steps), Figure 4's sample
-# grids per checkpoint and the loss curves. The resumable orbax state lives in results/gan/state/,
-# which is not an output: a killed or failed training resumes from its last checkpoint on retry.
+# grids per checkpoint and the loss curves (of the first fit). The resumable orbax state lives in
+# results/gan/fit{fit}/state/, which is not an output: a killed or failed training resumes from its
+# last checkpoint on retry.
 
 
 rule gan_train:
@@ -9,11 +11,11 @@ rule gan_train:
         train="results/data/stamps/train.npz",
         val="results/data/stamps/val.npz",
     output:
-        history="results/gan/history.csv",
-        generators=expand("results/gan/generator_step{ckpt}.msgpack", ckpt=gan_checkpoints()),
+        history="results/gan/fit{fit}/history.csv",
+        generators=expand("results/gan/fit{{fit}}/generator_step{ckpt}.msgpack", ckpt=gan_checkpoints()),
     params:
-        config=config_for("gan"),
-        state_dir="results/gan/state",
+        config=lambda wildcards: fit_config(wildcards, "gan"),
+        state_dir=lambda wildcards: f"results/gan/fit{wildcards.fit}/state",
     # One thread, as the detector's trainings: at the default sizes pix2pix's step runs as fast
     # with XLA's one-thread flag as without (XLA still overlaps independent operations), and the
     # training beside it keeps most of its core (billetjax.utils.limit_cpu_threads);
@@ -23,9 +25,9 @@ rule gan_train:
         gpu=JAX_GPUS,
     priority: CRITICAL_PATH_PRIORITY
     log:
-        "logs/gan/train.log",
+        "logs/gan/train_fit{fit}.log",
     benchmark:
-        "benchmarks/gan/train.tsv"
+        "benchmarks/gan/train_fit{fit}.tsv"
     conda:
         "../envs/jax.yaml"
     script:
@@ -34,7 +36,7 @@ rule gan_train:
 
 rule gan_samples:
     input:
-        generator="results/gan/generator_step{ckpt}.msgpack",
+        generator=f"results/gan/fit{FIRST_FIT}/generator_step{{ckpt}}.msgpack",
         val="results/data/stamps/val.npz",
     output:
         report(
@@ -59,7 +61,7 @@ rule gan_samples:
 
 rule gan_losses:
     input:
-        "results/gan/history.csv",
+        f"results/gan/fit{FIRST_FIT}/history.csv",
     output:
         report(
             "results/figures/gan_losses.png",

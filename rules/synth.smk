@@ -1,30 +1,32 @@
 # Synthesis (Figure 5): heuristic glyph masks -> stamps rendered per GAN checkpoint (or by the
 # classic shaded height field) -> embedded into blank billet surfaces -> the synthetic COCO pool.
-# Stamp banks: results/synth/gan/stamps_step{ckpt}.npz (one per synth.checkpoints entry) and
-# results/synth/classic/stamps_classic.npz (the classic renderer has no checkpoint: one bank of
-# the same stamps). The study mixes in results/synth/{synth.method}/pool.json, and the classic or
-# GAN pool where a row of experiments.sets names it (synthetic_source). The stamps and the
-# pool synthesise the real train pool's categories (names, ids), so they read it.
+# Each synthesis fit ({fit}, rules/common.smk) has its own stamp banks:
+# results/synth/gan/fit{fit}/stamps_step{ckpt}.npz (one per synth.checkpoints entry, from that fit's
+# GAN) and results/synth/classic/fit{fit}/stamps_classic.npz (the classic renderer has no
+# checkpoint: one bank of the same stamps), and its own pool results/synth/{method}/fit{fit}/pool.json.
+# The detectors of seed s mix in the pool of s's fit (synth.method's, or the classic or GAN pool
+# where a row names it: synthetic_source). The stamps and the pool synthesise the real train
+# pool's categories (names, ids), so they read it. Figures show the first fit.
 
 
 rule synth_stamps_gan:
     input:
-        generator="results/gan/generator_step{ckpt}.msgpack",
+        generator="results/gan/fit{fit}/generator_step{ckpt}.msgpack",
         real="results/data/real/train_pool.json",
         glyphs=synth_glyph_inputs,
     output:
-        "results/synth/gan/stamps_step{ckpt}.npz",
+        "results/synth/gan/fit{fit}/stamps_step{ckpt}.npz",
     params:
-        config=config_for("synth"),
+        config=lambda wildcards: fit_config(wildcards, "synth"),
         stamp=synth_stamp_geometry(),
     threads: 2
     resources:
         gpu=JAX_GPUS,
     priority: CRITICAL_PATH_PRIORITY
     log:
-        "logs/synth/stamps_gan_step{ckpt}.log",
+        "logs/synth/stamps_gan_fit{fit}_step{ckpt}.log",
     benchmark:
-        "benchmarks/synth/stamps_gan_step{ckpt}.tsv"
+        "benchmarks/synth/stamps_gan_fit{fit}_step{ckpt}.tsv"
     conda:
         "../envs/jax.yaml"
     script:
@@ -36,15 +38,15 @@ rule synth_stamps_classic:
         real="results/data/real/train_pool.json",
         glyphs=synth_glyph_inputs,
     output:
-        "results/synth/classic/stamps_classic.npz",
+        "results/synth/classic/fit{fit}/stamps_classic.npz",
     params:
-        config=config_for("synth"),
+        config=lambda wildcards: fit_config(wildcards, "synth"),
         stamp=synth_stamp_geometry(),
     threads: 2
     log:
-        "logs/synth/stamps_classic.log",
+        "logs/synth/stamps_classic_fit{fit}.log",
     benchmark:
-        "benchmarks/synth/stamps_classic.tsv"
+        "benchmarks/synth/stamps_classic_fit{fit}.tsv"
     conda:
         "../envs/data.yaml"
     script:
@@ -57,16 +59,16 @@ rule synth_pool:
         surfaces="results/data/surfaces",
         real="results/data/real/train_pool.json",
     output:
-        json="results/synth/{method}/pool.json",
-        images=directory("results/synth/{method}/images"),
+        json="results/synth/{method}/fit{fit}/pool.json",
+        images=directory("results/synth/{method}/fit{fit}/images"),
     params:
-        config=config_for("synth"),
+        config=lambda wildcards: fit_config(wildcards, "synth"),
     threads: 2
     priority: CRITICAL_PATH_PRIORITY
     log:
-        "logs/synth/pool_{method}.log",
+        "logs/synth/pool_{method}_fit{fit}.log",
     benchmark:
-        "benchmarks/synth/pool_{method}.tsv"
+        "benchmarks/synth/pool_{method}_fit{fit}.tsv"
     conda:
         "../envs/data.yaml"
     script:
@@ -96,7 +98,7 @@ rule synth_figure_samples:
 
 rule synth_figure_stamps_gan:
     input:
-        "results/synth/gan/stamps_step{ckpt}.npz",
+        f"results/synth/gan/fit{FIRST_FIT}/stamps_step{{ckpt}}.npz",
     output:
         report(
             "results/figures/gan_stamps_step{ckpt}.png",
@@ -115,7 +117,7 @@ rule synth_figure_stamps_gan:
 
 rule synth_figure_stamps_classic:
     input:
-        "results/synth/classic/stamps_classic.npz",
+        f"results/synth/classic/fit{FIRST_FIT}/stamps_classic.npz",
     output:
         report(
             "results/figures/classic_stamps.png",
@@ -136,7 +138,7 @@ rule synth_figure_stamps_classic:
 # glyph for its categories.
 if config_rules.uses_synthesis(config):
     FINAL_TARGETS += [
-        *(synthetic_pool(source) for source in SYNTHETIC_SOURCES),
+        *(synthetic_pool(source, fit) for source in SYNTHETIC_SOURCES for fit in FITS),
         "results/figures/synthetic_samples.png",
         "results/figures/classic_stamps.png",
     ]

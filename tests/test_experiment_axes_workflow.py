@@ -73,8 +73,8 @@ def test_classic_row_mixes_the_classic_pool_in(axes_study):
     assert synthetic and all("synth/classic/" in i["file_name"] for i in synthetic)
     assert all("synth/gan/" in i["file_name"] for i in gan)
     # The two pools are planned alike (surfaces, characters, layouts): only the stamps differ.
-    classic_pool = cc.load(workdir / "results/synth/classic/pool.json")
-    gan_pool = cc.load(workdir / "results/synth/gan/pool.json")
+    classic_pool = cc.load(workdir / "results/synth/classic/fit0/pool.json")
+    gan_pool = cc.load(workdir / "results/synth/gan/fit0/pool.json")
     assert [i["billet_id"] for i in classic_pool["images"]] == [i["billet_id"] for i in gan_pool["images"]]
     assert [i["source_image_id"] for i in synthetic] == [i["source_image_id"] for i in gan]
 

@@ -63,7 +63,7 @@ def test_the_users_categories_and_ids_are_kept(own_study):
     detections = json.loads((workdir / "results/detections/exp1/seed0/testset1.json").read_text())
     assert {d["category_id"] for d in detections} <= {c["id"] for c in expected}
     # The synthetic pool draws the user's characters, under the user's ids.
-    synthetic = cc.load(workdir / "results/synth/gan/pool.json")
+    synthetic = cc.load(workdir / "results/synth/gan/fit0/pool.json")
     assert {a["category_id"] for a in synthetic["annotations"]} <= {c["id"] for c in expected}
 
 
@@ -78,7 +78,7 @@ def test_nothing_trained_on_the_simulator_is_reused(own_study, smoke_study):
     """The demo's GAN state and detector weights lay in the working directory; after the switch
     the GAN and every detector trained again on the user's data."""
     workdir = own_study["workdir"]
-    for path in ("results/gan/generator_step20.msgpack", "results/detector/exp1/seed0/params.msgpack"):
+    for path in ("results/gan/fit0/generator_step20.msgpack", "results/detector/exp1/seed0/params.msgpack"):
         assert (workdir / path).read_bytes() != (smoke_study / path).read_bytes(), path
     # The GAN's kept state was recognised as another run's, said so, and was not resumed.
     gan_log = (workdir / "logs/gan/train.log").read_text()

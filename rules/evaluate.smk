@@ -4,7 +4,8 @@
 # What the numbers depend on: the evaluation settings without the gallery's choice of run and the
 # comparisons' and domain gap's settings, so that picking another gallery run or margin redraws a
 # figure or a table instead of re-evaluating every model.
-NOT_METRICS_KEYS = ("gallery", "reference_experiment", "margins", "summary_metric", "domain_gap")
+NOT_METRICS_KEYS = ("gallery", "reference_experiment", "margins", "margin_fraction", "primary", "summary_metric",
+                    "domain_gap")
 METRICS_CONFIG = {
     "seed": config["seed"],
     "evaluation": {k: v for k, v in config["evaluation"].items() if k not in NOT_METRICS_KEYS},
@@ -163,6 +164,14 @@ ALL_SYNTHETIC_ON_CURVE = any(
 )
 
 
+# The plan of the comparisons and the exchange rate (docs/statistics.md): what they depend on.
+COMPARISON_KEYS = ("reference_experiment", "margins", "margin_fraction", "primary", "bootstrap_samples")
+# The exchange rate needs real-only rows at two or more numbers of real images.
+HAS_DOSE_CURVE = len({e.n_real for e in TABLE1 if e.is_plain and not e.uses_synthetic and e.n_real > 0}) >= 2 and any(
+    e.uses_synthetic for e in TABLE1
+)
+
+
 rule comparisons:
     input:
         expand(
@@ -182,10 +191,7 @@ rule comparisons:
             "seed": config["seed"],
             "experiments": config["experiments"],
             "synth": {"method": config["synth"]["method"]},
-            "evaluation": {
-                k: config["evaluation"][k]
-                for k in ("reference_experiment", "margins", "bootstrap_samples")
-            },
+            "evaluation": {k: config["evaluation"][k] for k in COMPARISON_KEYS},
         },
     log:
         "logs/evaluate/comparisons.log",
@@ -197,9 +203,47 @@ rule comparisons:
         "../scripts/comparisons.py"
 
 
+rule exchange_rate:
+    input:
+        expand(
+            "results/metrics/exp{experiment}/seed{seed}/testset{testset}.json",
+            experiment=EXPERIMENTS,
+            seed=SEEDS,
+            testset=TEST_SETS,
+        ),
+    output:
+        table=report(
+            "results/tables/exchange_rate.csv",
+            caption="../docs/captions/exchange_rate_csv.rst",
+            category="Replacement",
+        ),
+        figure=report(
+            "results/figures/dose_response.png",
+            caption="../docs/captions/dose_response.rst",
+            category="Replacement",
+        ),
+    params:
+        config={
+            "seed": config["seed"],
+            "experiments": config["experiments"],
+            "synth": {"method": config["synth"]["method"]},
+            "evaluation": {k: config["evaluation"][k] for k in COMPARISON_KEYS},
+        },
+        test_set_names=TEST_SET_NAMES,
+    log:
+        "logs/evaluate/exchange_rate.log",
+    benchmark:
+        "benchmarks/evaluate/exchange_rate.tsv"
+    conda:
+        "../envs/plot.yaml"
+    script:
+        "../scripts/exchange_rate.py"
+
+
 rule replacement_curve:
     input:
-        "results/tables/comparisons.csv",
+        comparisons="results/tables/comparisons.csv",
+        exchange=["results/tables/exchange_rate.csv"] if HAS_DOSE_CURVE else [],
     output:
         figure=report(
             "results/figures/replacement_curve.png",
@@ -213,6 +257,7 @@ rule replacement_curve:
         ),
     params:
         metric=config["evaluation"]["summary_metric"],
+        primary=config["evaluation"]["primary"],
         experiments=config["experiments"],
         synth_method=config["synth"]["method"],
         test_set_names=TEST_SET_NAMES,
@@ -229,10 +274,10 @@ rule replacement_curve:
 rule domain_gap:
     input:
         real=expand("results/data/stamps/{split}.npz", split=("train", "val")),
-        gan=expand("results/synth/gan/stamps_step{ckpt}.npz", ckpt=config["synth"]["checkpoints"])
+        gan=expand("results/synth/gan/fit{fit}/stamps_step{ckpt}.npz", fit=FIRST_FIT, ckpt=config["synth"]["checkpoints"])
         if "gan" in SYNTHETIC_SOURCES
         else [],
-        classic="results/synth/classic/stamps_classic.npz",
+        classic=f"results/synth/classic/fit{FIRST_FIT}/stamps_classic.npz",
     output:
         report(
             "results/tables/domain_gap.csv",
@@ -285,5 +330,7 @@ FINAL_TARGETS += [
     "results/figures/replacement_curve.png",
     "results/tables/replacement_summary.txt",
 ]
+if HAS_DOSE_CURVE:
+    FINAL_TARGETS += ["results/tables/exchange_rate.csv", "results/figures/dose_response.png"]
 if USES_SYNTHESIS:
     FINAL_TARGETS += ["results/tables/domain_gap.csv", "results/figures/domain_gap.png"]

@@ -8,6 +8,7 @@ from billetjax.utils import log_to
 
 log_to(snakemake.log[0])
 params = snakemake.params
-write_replacement_summary(snakemake.input[0], snakemake.output.summary, params.metric,
-                          table1(params.experiments, params.synth_method), params.test_set_names)
-replacement_curve_figure(snakemake.input[0], snakemake.output.figure, params.test_set_names, params.metric)
+write_replacement_summary(snakemake.input.comparisons, snakemake.output.summary, params.metric,
+                          table1(params.experiments, params.synth_method), params.test_set_names,
+                          primary=params.primary, exchange_csv=snakemake.input.exchange[0] if snakemake.input.exchange else None)
+replacement_curve_figure(snakemake.input.comparisons, snakemake.output.figure, params.test_set_names, params.metric)

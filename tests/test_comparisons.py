@@ -1,6 +1,7 @@
 """Paired comparisons with a reference (billetjax.evaluation.comparisons): intervals known by hand,
-pairing against unpaired intervals, verdicts against interval and margin, the metrics files end to
-end, the replacement curve's summary and figure."""
+pairing against unpaired intervals, verdicts against interval and margin, assay sensitivity, the
+pre-stated plan (primary sequence, Holm), the metrics files end to end, the replacement curve's
+summary and figure."""
 
 import json
 
@@ -17,14 +18,17 @@ from billetjax.evaluation.comparisons import (
     METRICS,
     VERDICTS,
     comparison_table,
+    RunsOnTestSet,
+    apply_plan,
     largest_accepted_share,
-    paired_bootstrap,
+    load_study,
     replacement_summary,
     verdict,
     write_comparison_table,
     write_replacement_summary,
 )
-from billetjax.evaluation.evaluate import RUN_COLUMNS, evaluate_files
+from billetjax.evaluation.bootstrap import resample_weights
+from billetjax.evaluation.evaluate import RUN_COLUMNS, evaluate_files, metrics_from_counts
 from billetjax.evaluation.metrics import percentages
 
 MARGINS = {"TP": 2.0, "MC": 2.0, "FN": 2.0, "FP": 2.0, "CB": 5.0}
@@ -94,45 +98,50 @@ def test_verdicts_partition_the_line():
         verdict(0.0, 1.0, 0.0)
 
 
-# ------------------------------------------------------------------ paired bootstrap, known intervals
+# ------------------------------------------------------------------ paired intervals, known by hand
+
+
+def runs_of(*experiments: np.ndarray, n_resamples: int = 500, seed: int = 0) -> RunsOnTestSet:
+    """A RunsOnTestSet of experiments 1, 2, ... from per-billet counts [seeds, billets, k] each (or
+    [billets, k] for one seed), resampled with one shared draw of billets, as load_study does."""
+    counts = np.stack([e if e.ndim == 3 else e[None] for e in experiments]).astype(np.float64)
+    weights = resample_weights(counts.shape[2], n_resamples, seed).astype(np.float64)
+    values = metrics_from_counts(counts.sum(2), False)
+    resampled = metrics_from_counts(np.einsum("bn,esnk->besk", weights, counts), False)
+    return RunsOnTestSet(1, tuple(range(1, len(experiments) + 1)), tuple(range(counts.shape[1])),
+                       counts.shape[2], values, resampled)
+
+
+def paired(runs: RunsOnTestSet, metric: str = "TP"):
+    return runs.estimate(metric, [2, 1], lambda y: y[:, 0] - y[:, 1])
 
 
 def test_constant_shift_has_a_point_interval():
-    """The experiment reads exactly one more character on every 10-character billet: in every
-    resample TP is 10 points higher and FN 10 points lower, so the interval is that point."""
+    """The experiment reads exactly one more character on every 10-character billet, on both seeds:
+    in every resample TP is 10 points higher and FN 10 lower, and the seeds agree: the interval
+    is that point, with no variance from billets or seeds."""
     rng = np.random.default_rng(1)
     reference = rng.integers(2, 9, 30)
-    result = paired_bootstrap(billet_counts(reference + 1), billet_counts(reference), 500, seed=3)
-    assert result["TP"]["difference"] == pytest.approx(10.0)
-    assert (result["TP"]["lo"], result["TP"]["hi"]) == pytest.approx((10.0, 10.0))
-    assert (result["FN"]["lo"], result["FN"]["hi"]) == pytest.approx((-10.0, -10.0))
-    assert (result["MC"]["lo"], result["MC"]["hi"]) == (0.0, 0.0)
-    assert result["TP"]["p_value"] == pytest.approx(2 / 501)
-    assert result["MC"]["p_value"] == 1.0  # no difference in any resample
+    two_seeds = lambda tp: np.stack([billet_counts(tp)] * 2)  # noqa: E731
+    runs = runs_of(two_seeds(reference), two_seeds(reference + 1))
+    tp, fn = paired(runs, "TP"), paired(runs, "FN")
+    assert tp.value == pytest.approx(10.0) and (tp.lo, tp.hi) == pytest.approx((10.0, 10.0))
+    assert (fn.lo, fn.hi) == pytest.approx((-10.0, -10.0))
+    assert tp.var_billets == pytest.approx(0.0) and tp.var_seeds == pytest.approx(0.0)
+    assert tp.covers == "billets and seeds"
 
 
-def test_one_billet_apart_interval_by_hand():
-    """20 billets of 10 characters, one read better by one character: the difference is
-    100 * k / 200 points when that billet is drawn k ~ Binomial(20, 1/20) times. P(k = 0) = 0.358,
-    P(k <= 2) = 0.925, P(k <= 3) = 0.984: the 95 % interval is [0, 1.5] points."""
-    reference = np.full(20, 8)
-    experiment = reference.copy()
-    experiment[7] = 9
-    result = paired_bootstrap(billet_counts(experiment), billet_counts(reference), 4000, seed=0)
-    assert result["TP"]["difference"] == pytest.approx(0.5)
-    assert (result["TP"]["lo"], result["TP"]["hi"]) == pytest.approx((0.0, 1.5))
-
-
-def test_seeds_resampled_in_pairs():
-    """Seed 0 of the experiment reads one more character per billet than seed 0 of the reference,
-    seed 1 reads the same: the difference of the means is 5 points, and the seed draws (0, 0),
-    (0, 1), (1, 1) give 10, 5, 0 with chances 1/4, 1/2, 1/4: the interval is [0, 10]."""
+def test_seed_part_by_hand():
+    """Seed 0 of the experiment reads one more character per billet than the reference, seed 1 the
+    same: per-seed differences 10 and 0 points, with no billet variation at all. The seed part is
+    the variance of their mean, 50 / 2 = 25 (sd 5), on one degree of freedom: 5 +- 12.706 x 5."""
     reference = np.full(25, 6)
     experiment = np.stack([billet_counts(reference + 1), billet_counts(reference)])
-    result = paired_bootstrap(experiment, np.stack([billet_counts(reference)] * 2), 2000, seed=5)
-    assert result["TP"]["difference"] == pytest.approx(5.0)
-    assert list(result["TP"]["per_seed"]) == pytest.approx([10.0, 0.0])
-    assert (result["TP"]["lo"], result["TP"]["hi"]) == pytest.approx((0.0, 10.0))
+    runs = runs_of(np.stack([billet_counts(reference)] * 2), experiment)
+    tp = paired(runs)
+    assert tp.value == pytest.approx(5.0) and list(tp.per_seed) == pytest.approx([10.0, 0.0])
+    assert tp.var_billets == pytest.approx(0.0) and tp.var_seeds == pytest.approx(25.0)
+    assert (tp.lo, tp.hi) == pytest.approx((5.0 - 12.7062047 * 5, 5.0 + 12.7062047 * 5))
 
 
 def test_pairing_separates_what_unpaired_intervals_cannot():
@@ -149,18 +158,50 @@ def test_pairing_separates_what_unpaired_intervals_cannot():
     unpaired_exp = bootstrap_intervals(exp_counts, metric_fn, 2000, seed=1)["TP"]
     unpaired_ref = bootstrap_intervals(ref_counts, metric_fn, 2000, seed=2)["TP"]
     assert unpaired_exp[0] < unpaired_ref[1]  # the two intervals overlap
-    paired = paired_bootstrap(exp_counts, ref_counts, 2000, seed=3)["TP"]
-    assert paired["difference"] == pytest.approx(100 * 20 / 600)
-    assert 0 < paired["lo"] < paired["difference"] < paired["hi"]
-    assert paired["p_value"] < 0.01
+    tp = paired(runs_of(ref_counts, exp_counts, n_resamples=2000, seed=3))
+    assert tp.value == pytest.approx(100 * 20 / 600)
+    assert 0 < tp.lo < tp.value < tp.hi
+    assert tp.covers == "billets only (one seed)"
 
 
 def test_no_resamples_no_interval():
-    result = paired_bootstrap(billet_counts([5, 6]), billet_counts([5, 5]), 0, seed=0)
-    assert result["TP"]["difference"] == pytest.approx(5.0)
-    assert np.isnan(result["TP"]["lo"]) and np.isnan(result["TP"]["p_value"])
-    with pytest.raises(ValueError, match="same seeds and images"):
-        paired_bootstrap(billet_counts([5, 6, 7]), billet_counts([5, 5]), 10, seed=0)
+    tp = paired(runs_of(billet_counts([5, 5]), billet_counts([5, 6]), n_resamples=0))
+    assert tp.value == pytest.approx(5.0)
+    assert np.isnan(tp.lo) and tp.covers == "none"
+
+
+# ------------------------------------------------------------------ the plan
+
+
+def plan_table(rows: list[tuple]) -> pd.DataFrame:
+    """Rows (test_set, metric, synthetic_pct, on_curve, verdict, p_noninferiority) as comparisons
+    rows before the plan."""
+    return pd.DataFrame([
+        {"test_set": t, "metric": m, "synthetic_pct": pct, "on_curve": on, "verdict": v,
+         "verdict_adjusted": v, "role": "descriptive" if v == "no verdict" else "secondary", "reason": "",
+         "p_noninferiority": p, "p_adjusted": np.nan}
+        for t, m, pct, on, v, p in rows])
+
+
+def test_primary_sequence_stops_at_the_first_failure_and_holm_adjusts_the_rest():
+    """Primary TP on set 1: 25 % passes, 50 % fails, so 75 % is not tested even though its own
+    interval passes. The secondary rows (p 0.001, 0.02, 0.2) are Holm-adjusted to 0.003, 0.04,
+    0.2: the 0.02 row loses its non-inferiority at one-sided 2.5 %; FN keeps its 'no verdict'."""
+    table = apply_plan(plan_table([
+        (1, "TP", 25, True, "non-inferior", 0.001),
+        (1, "TP", 50, True, "inconclusive", 0.3),
+        (1, "TP", 75, True, "non-inferior", 0.01),
+        (1, "CB", 25, True, "non-inferior", 0.001),
+        (2, "TP", 25, True, "non-inferior", 0.02),
+        (2, "TP", 50, True, "inconclusive", 0.2),
+        (1, "FN", 25, True, "no verdict", np.nan),
+    ]), {"metric": "TP", "test_set": 1})
+    assert list(table["role"]) == ["primary"] * 3 + ["secondary"] * 3 + ["descriptive"]
+    assert list(table["verdict_adjusted"]) == ["non-inferior", "inconclusive", "not tested",
+                                               "non-inferior", "inconclusive", "inconclusive", "no verdict"]
+    np.testing.assert_allclose(table["p_adjusted"].iloc[3:6], [0.003, 0.04, 0.2])
+    assert table["p_adjusted"].iloc[:3].isna().all()
+    assert "stopped at 50 %" in table["reason"].iloc[2] and "Holm" in table["reason"].iloc[4]
 
 
 # ------------------------------------------------------------------ through the metrics files
@@ -169,20 +210,24 @@ EXPERIMENTS = {"images": 40, "sets": [{"synthetic_pct": 0, "images_fraction": 1.
                                       {"synthetic_pct": 50, "images_fraction": 1.0},
                                       {"synthetic_pct": 0, "images_fraction": 0.25}]}
 EVALUATION = {"iou_threshold": 0.5, "score_threshold": 0.5, "bootstrap_samples": 300, "id_pattern": None,
-              "reference_experiment": 1, "margins": MARGINS}
+              "reference_experiment": 1, "margins": MARGINS, "margin_fraction": None,
+              "primary": {"metric": "TP", "test_set": 1}}
 
 
 @pytest.fixture(scope="module")
 def metrics_files(tmp_path_factory, write_evaluation_test_set, controlled_detections):
     """Experiment 1 (reference) with the controlled errors (TP 85), experiment 2 perfect (TP 100),
-    experiment 3 the same as the reference; two seeds each, on test sets 1 and 3."""
+    experiment 3 (a quarter of the real images) the reference's detections less those of five
+    billets (TP 60); two seeds each, on test sets 1 and 3."""
     folder = tmp_path_factory.mktemp("comparisons")
     gt_path = write_evaluation_test_set(folder)
     coco = cc.load(gt_path)
     perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.95}
                for a in coco["annotations"]]
     paths = []
-    for experiment, dets in ((1, controlled_detections(coco)), (2, perfect), (3, controlled_detections(coco))):
+    dropped = {img["id"] for img in coco["images"][:5]}
+    fewer = [d for d in controlled_detections(coco) if d["image_id"] not in dropped]
+    for experiment, dets in ((1, controlled_detections(coco)), (2, perfect), (3, fewer)):
         for seed in (0, 1):
             for test_set in (1, 3):
                 det_path = folder / f"det_{experiment}_{seed}_{test_set}.json"
@@ -196,27 +241,64 @@ def metrics_files(tmp_path_factory, write_evaluation_test_set, controlled_detect
 def test_comparison_table(metrics_files, table1_of):
     folder, paths = metrics_files
     table = write_comparison_table(paths, folder / "comparisons.csv", table1_of(EXPERIMENTS), EVALUATION, 2022)
-    read = pd.read_csv(folder / "comparisons.csv")
+    read = pd.read_csv(folder / "comparisons.csv", keep_default_na=False, na_values=[""])
     assert list(read.columns) == COLUMNS + EXTRA_COLUMNS
-    assert len(read) == 2 * 2 * len(METRICS)  # test sets x experiments 2, 3 x metrics
+    # No ID pattern: id_read_rate_pattern is undefined and left out.
+    assert set(read["metric"]) == {"TP", "MC", "FN", "FP", "CB", "id_read_rate"}
+    assert len(read) == 2 * 2 * 6  # test sets x experiments 2, 3 x metrics
     assert set(read["experiment"]) == {2, 3} and set(read["reference"]) == {1}
     assert list(read["test_set"].unique()) == [1, 3]
     perfect_tp = read[(read.experiment == 2) & (read.metric == "TP")].iloc[0]
     assert perfect_tp.difference == pytest.approx(15.0) and perfect_tp.value == pytest.approx(100.0)
     assert perfect_tp.reference_value == pytest.approx(85.0)
-    assert perfect_tp.verdict == "superior" and perfect_tp.lo > 0
+    assert perfect_tp.verdict == "superior" and perfect_tp.lo > 0 and perfect_tp.role == "primary"
     assert perfect_tp.n_seeds == 2 and perfect_tp.difference_seed_sd == 0 and perfect_tp.n_billets == 20
-    fp = read[(read.experiment == 2) & (read.metric == "FP")].iloc[0]
-    assert fp.difference == pytest.approx(-2.5) and fp.better == "lower"
-    same = read[read.experiment == 3]
-    assert (same["difference"] == 0).all() and (same["lo"] == 0).all() and (same["hi"] == 0).all()
-    assert (same["verdict"] == "non-inferior").all() and (same["p_value"] == 1).all()
-    assert list(read.drop_duplicates("experiment")["on_curve"]) == [True, False]  # 3 has a quarter of the images
-    # Every verdict is the one its interval and margin give.
+    # Assay sensitivity: the reference reads TP far above experiment 3 (10 real images), so TP has
+    # verdicts; the effect is the reference minus experiment 3 on the same billets.
+    worse_tp = read[(read.experiment == 3) & (read.metric == "TP")].iloc[0]
+    assert perfect_tp.real_effect == pytest.approx(-worse_tp.difference) and perfect_tp.real_effect_lo > 0
+    assert worse_tp.verdict == "inferior" and not worse_tp.on_curve and worse_tp.role == "secondary"
+    # FN mirrors TP: never a verdict.
+    fn = read[read.metric == "FN"]
+    assert (fn["verdict"] == "no verdict").all() and (fn["reason"] == "FN mirrors TP").all()
+    # Dropping five billets' detections lowers FP too: the reference does not separate from
+    # experiment 3 on FP (fewer false detections is better), so FP has no verdict, and says why.
+    fp = read[(read.metric == "FP") & (read.test_set == 1)]
+    assert (fp["verdict"] == "no verdict").all()
+    assert fp["reason"].str.contains("does not separate from experiment 3").all()
+    assert fp.iloc[0].difference == pytest.approx(-2.5) and fp.iloc[0].better == "lower"
+    # Every verdict is the one its interval and margin give; the margins are the absolute ones.
     for row in table.itertuples():
         assert row.verdict in VERDICTS
-        assert row.verdict == verdict(row.lo, row.hi, row.margin, row.metric in LOWER_IS_BETTER)
-        assert row.margin == MARGINS[row.metric]
+        if row.verdict != "no verdict":
+            assert row.verdict == verdict(row.lo, row.hi, row.margin, row.metric in LOWER_IS_BETTER)
+            assert row.margin == MARGINS[row.metric] and row.margin_source == "absolute"
+    assert list(read.drop_duplicates("experiment")["on_curve"]) == [True, False]  # 3 has a quarter of the images
+
+
+def test_margin_as_a_fraction_of_the_real_data_effect(metrics_files, table1_of):
+    """margin_fraction 0.5: each margin is half the reference's lead over its smallest real-only
+    row on that test set and metric."""
+    _, paths = metrics_files
+    table = comparison_table(paths, table1_of(EXPERIMENTS), {**EVALUATION, "margin_fraction": 0.5}, 2022)
+    tp = table[(table.metric == "TP") & (table.experiment == 2)]
+    for row in tp.itertuples():
+        assert row.margin == pytest.approx(0.5 * row.real_effect)
+        assert row.margin_source == "fraction of the real-data effect"
+
+
+def test_a_reference_at_the_floor_gives_no_verdict(table1_of):
+    """Every detector reads nothing (the smoke preset's toy training): no metric can show
+    non-inferiority of anything, and each row says the reference is at the floor."""
+    from billetjax.evaluation.comparisons import comparison_row, sensitivity, smallest_real_row
+
+    experiments = table1_of(EXPERIMENTS)
+    nothing = billet_counts(np.zeros(20, dtype=np.int64))
+    runs = runs_of(nothing, nothing, nothing)
+    sens = sensitivity(runs, "TP", experiments[0], smallest_real_row(experiments, experiments[0]))
+    assert not sens.ok and "floor" in sens.reason
+    row = comparison_row(runs, "TP", experiments[1], experiments[0], 2.0, "absolute", sens)
+    assert row["verdict"] == "no verdict" and "floor" in row["reason"]
 
 
 def test_comparison_table_refusals(metrics_files, table1_of):
@@ -227,7 +309,7 @@ def test_comparison_table_refusals(metrics_files, table1_of):
     with pytest.raises(ValueError, match="same seeds"):
         comparison_table(one_seed_of_2, table1_of(EXPERIMENTS), EVALUATION, 0)
     without_3 = [p for p in paths if "exp3" not in str(p)]
-    with pytest.raises(ValueError, match="no metrics for experiment 3"):
+    with pytest.raises(ValueError, match=r"no metrics for experiments \[3\]"):
         comparison_table(without_3, table1_of(EXPERIMENTS), EVALUATION, 0)
 
 
@@ -236,7 +318,9 @@ def test_comparison_table_refusals(metrics_files, table1_of):
 
 def curve_table(verdicts: dict[float, str], test_set: int = 1, metric: str = "TP") -> pd.DataFrame:
     return pd.DataFrame([{"experiment": i + 2, "reference": 1, "test_set": test_set, "metric": metric,
-                          "margin": 2.0, "verdict": v, "synthetic_pct": share, "on_curve": True}
+                          "margin": 2.0, "margin_source": "absolute", "covers": "billets and seeds",
+                          "verdict": v, "verdict_adjusted": v, "role": "secondary", "reason": "",
+                          "synthetic_pct": share, "on_curve": True}
                          for i, (share, v) in enumerate(verdicts.items())])
 
 
@@ -254,12 +338,15 @@ def test_replacement_summary_sentences():
         curve_table({25: "inconclusive", 50: "non-inferior", 75: "inferior", 100: "inferior"}, test_set=2),
         # off the curve (a quarter of the images): ignored
         curve_table({0: "inferior"}, test_set=1).assign(on_curve=False, experiment=6),
+        curve_table({25: "no verdict"}, test_set=3).assign(reason="the reference reads at the floor (TP 0.0 %)"),
     ])
     sentences = replacement_summary(table, "TP", 0.0, {1: "all", 2: "well visible"})
+    qualifier = "(TP, secondary, Holm-adjusted, margin 2.00 points, absolute; 95 % over billets and seeds)"
     assert sentences == [
-        "Up to 75 % synthetic data is non-inferior to all-real on test set 1 (all) (TP, margin 2 points, 95 %).",
-        "No synthetic share is non-inferior to all-real on test set 2 (well visible) (TP, margin 2 points, 95 %): "
+        f"Up to 75 % synthetic data is non-inferior to all-real on test set 1 (all) {qualifier}.",
+        f"No synthetic share is shown non-inferior to all-real on test set 2 (well visible) {qualifier}: "
         "already 25 % synthetic is inconclusive.",
+        "No verdict on test set 3 (TP): the reference reads at the floor (TP 0.0 %).",
     ]
 
 
@@ -269,10 +356,13 @@ def test_summary_file_and_curve_figure(metrics_files, table1_of):
     folder, paths = metrics_files
     csv = folder / "comparisons_for_figure.csv"
     write_comparison_table(paths, csv, table1_of(EXPERIMENTS), EVALUATION, 2022)
-    sentences = write_replacement_summary(csv, folder / "summary.txt", "TP", table1_of(EXPERIMENTS), ["all", "well", "hard"])
+    lines = write_replacement_summary(csv, folder / "summary.txt", "TP", table1_of(EXPERIMENTS), ["all", "well", "hard"],
+                                      primary=EVALUATION["primary"])
     text = (folder / "summary.txt").read_text()
-    assert sentences[0] == "Up to 50 % synthetic data is non-inferior to all-real on test set 1 (all) (TP, margin 2 points, 95 %)."
-    assert text.startswith(sentences[0]) and "test set 3 (hard)" in text and "CB" in text
+    assert lines[0] == "Primary endpoint (stated in the config before the study): TP on test set 1 (all)."
+    assert lines[1].startswith("Up to 50 % synthetic data is non-inferior to all-real on test set 1 (all) "
+                               "(TP, primary endpoint, margin 2.00 points")
+    assert text.startswith(lines[0]) and "test set 3 (hard)" in text and "CB" in text
     replacement_curve_figure(csv, folder / "curve.png", ["all", "well", "hard"], "TP")
     png = (folder / "curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

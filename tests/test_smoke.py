@@ -15,7 +15,8 @@ import pytest
 
 COLUMNS = ["experiment", "synthetic_pct", "real_pct", "n_images", "test_set", "TP", "MC", "FN", "FP", "CB"]
 FIGURES = ["real_samples.png", "synthetic_samples.png", "gan_losses.png", "gan_samples_step10.png",
-           "gan_samples_step20.png", "table3.png", "training_curves.png", "detections_gallery.png"]
+           "gan_samples_step20.png", "table3.png", "training_curves.png", "detections_gallery.png",
+           "replacement_curve.png", "dose_response.png"]
 
 # The smoke preset's test pool: 4 well, 2 poor, 2 partial billets; the default test sets are all,
 # well, poor or partial, poor, partial.
@@ -35,16 +36,16 @@ def test_tables_are_well_formed(study):
     for k in range(1, 6):
         table = pd.read_csv(tables / f"testset{k}.csv")
         assert list(table.columns[: len(COLUMNS)]) == COLUMNS
-        assert table["experiment"].tolist() == [1, 2, 3, 4, 5, 6]
-        assert table["synthetic_pct"].tolist() == [0, 25, 50, 75, 100, 0]
-        assert table["n_images"].tolist() == [24] * 5 + [6]
+        assert table["experiment"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert table["synthetic_pct"].tolist() == [0, 25, 50, 75, 100, 0, 0, 0]
+        assert table["n_images"].tolist() == [24] * 5 + [6, 12, 18]  # the real-only rows of the dose curve
         assert (table["test_set"] == k).all()
         metrics = table[["TP", "MC", "FN", "FP", "CB"]]
         assert metrics.notna().all().all() and (metrics >= 0).all().all()
         # A character is matched at most once: found (TP or MC) is at most all of them.
         assert (table["TP"] + table["MC"] <= 100 + 1e-6).all()
     table3 = pd.read_csv(tables / "table3.csv")
-    assert len(table3) == 30
+    assert len(table3) == 40
     assert table3["test_set"].tolist() == sorted(table3["test_set"].tolist())
     stats = pd.read_csv(tables / "data_statistics.csv")
     assert {"train_pool", "test_pool", "testset1"} <= set(stats["dataset"])
@@ -72,6 +73,33 @@ def test_table_counts_agree_with_the_stages_before(study):
             kept = sum(d["score"] >= SCORE_THRESHOLD for d in detections)
             assert (row.TP + row.MC + row.FP) * row.n_characters / 100 == pytest.approx(kept, abs=0.01), \
                 f"experiment {experiment}, test set {k}"
+
+
+def test_the_answer_of_a_reference_at_the_floor(study):
+    """The toy detectors of the smoke preset read next to nothing: the comparisons name the primary
+    endpoint and the plan's columns, but give no verdict at all, saying why, and the summary does
+    not claim that anything can replace real data. The exchange rate prices every row with
+    synthetic images on the real-only curve of 6, 12, 18 and 24 real images."""
+    from billetjax.evaluation.comparisons import COLUMNS as COMPARISON_COLUMNS
+    from billetjax.evaluation.exchange import COLUMNS as EXCHANGE_COLUMNS
+
+    tables = study / "results/tables"
+    comparisons = pd.read_csv(tables / "comparisons.csv", keep_default_na=False, na_values=[""])
+    assert list(comparisons.columns[: len(COMPARISON_COLUMNS)]) == COMPARISON_COLUMNS
+    assert {"role", "p_adjusted", "verdict_adjusted", "var_billets", "var_seeds", "covers"} <= set(comparisons.columns)
+    assert (comparisons["verdict"] == "no verdict").all()
+    assert comparisons["reason"].str.contains("floor|does not separate|mirrors").all()
+    assert (comparisons["covers"].isin(["billets only (one seed)", "none"])).all()  # one seed
+    summary = (tables / "replacement_summary.txt").read_text()
+    assert summary.startswith("Primary endpoint (stated in the config before the study): TP on test set 1")
+    assert "No verdict on test set 1" in summary and "is non-inferior" not in summary
+    exchange = pd.read_csv(tables / "exchange_rate.csv", keep_default_na=False, na_values=[""])
+    assert list(exchange.columns[: len(EXCHANGE_COLUMNS)]) == EXCHANGE_COLUMNS
+    assert set(exchange["experiment"]) == {2, 3, 4, 5} and set(exchange["test_set"]) == {1, 2, 3, 4, 5}
+    assert (exchange["curve_experiments"] == "6 7 8 1").all()
+    priced = exchange[exchange["real_equivalent"].notna() & exchange["lo"].notna()]
+    assert (exchange["real_equivalent"].notna() | (exchange["note"] != "")).all()
+    assert ((priced["lo"] <= priced["real_equivalent"]) & (priced["real_equivalent"] <= priced["hi"])).all()
 
 
 def test_figures_exist_and_are_pngs(study):

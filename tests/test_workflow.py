@@ -48,16 +48,17 @@ def test_default_plan_has_the_data_stage(planned_jobs):
 
 def test_paper_preset_plans_the_papers_jobs(planned_jobs):
     jobs = planned_jobs("--configfile", str(ROOT / "presets/paper.yaml"))
-    assert jobs["detector_train"] == 6  # Table 1
+    assert jobs["detector_train"] == 8  # Table 1 and the dose-response rows at 1/2 and 3/4 of N real images
     assert jobs["gan_samples"] == 8 and jobs["synth_stamps_gan"] == 8  # 40,000 steps, every 5,000
-    assert jobs["evaluate_detections"] == 30  # 6 experiments x 5 test sets
+    assert jobs["evaluate_detections"] == 40  # 8 experiments x 5 test sets
+    assert jobs["gan_train"] == 1 and jobs["exchange_rate"] == 1  # one seed: one synthesis fit
     assert jobs["table_testset"] == 5 and jobs["table3"] == 1
 
 
 def test_one_table_builds_only_what_it_needs(planned_jobs):
     jobs = planned_jobs("results/tables/testset3.csv")
-    # 6 experiments x 3 seeds; one prediction job per detector writes every test set's detections
-    assert jobs["evaluate_detections"] == 18 and jobs["detector_predict"] == 18 and jobs["detector_train"] == 18
+    # 8 experiments x 3 seeds; one prediction job per detector writes every test set's detections
+    assert jobs["evaluate_detections"] == 24 and jobs["detector_predict"] == 24 and jobs["detector_train"] == 24
     assert jobs["table_testset"] == 1 and "table3" not in jobs and "figure_table3" not in jobs
     assert "gan_samples" not in jobs  # figures of other stages are not needed for a table
 
@@ -98,13 +99,27 @@ def test_rows_with_another_source_plan_its_pool_and_only_the_stamps_they_need(pl
     both.write_text("experiments:\n  sets:\n    - {synthetic_pct: 0}\n    - {synthetic_pct: 50}\n"
                     "    - {synthetic_pct: 50, synthetic_source: classic}\n")
     jobs = planned_jobs("--configfile", str(both))
-    assert jobs["synth_pool"] == 2 and jobs["gan_train"] == 1 and jobs["detector_train"] == 3 * 3
+    # one GAN fit and one pool of each renderer per seed (synth.per_seed)
+    assert jobs["synth_pool"] == 2 * 3 and jobs["gan_train"] == 3 and jobs["detector_train"] == 3 * 3
     classic_only = tmp_path / "classic_only.yaml"
     classic_only.write_text("experiments:\n  sets:\n    - {synthetic_pct: 0}\n"
                             "    - {synthetic_pct: 50, synthetic_source: classic}\n")
     jobs = planned_jobs("--configfile", str(classic_only))
-    assert jobs["synth_pool"] == 1 and jobs["synth_stamps_classic"] == 1 and jobs["domain_gap"] == 1
+    assert jobs["synth_pool"] == 3 and jobs["synth_stamps_classic"] == 3 and jobs["domain_gap"] == 1
     assert not {"gan_train", "gan_samples", "synth_stamps_gan"} & set(jobs)
+
+
+def test_one_synthesis_fit_per_seed_paired_with_the_detectors(planned_jobs, tmp_path, snakemake):
+    """synth.per_seed (the default): three seeds, three GAN fits and pools, and the detectors of seed
+    s train on fit s's pool; with per_seed false one fit serves every seed."""
+    jobs = planned_jobs()
+    assert jobs["gan_train"] == 3 and jobs["synth_pool"] == 3 and jobs["synth_stamps_gan"] == 3 * 3
+    result = snakemake("-n", "results/experiments/exp3/seed2/train.json")
+    assert "results/synth/gan/fit2/pool.json" in result.stdout and "fit0/pool.json" not in result.stdout
+    one = tmp_path / "one_fit.yaml"
+    one.write_text("synth: {per_seed: false}\n")
+    jobs = planned_jobs("--configfile", str(one))
+    assert jobs["gan_train"] == 1 and jobs["synth_pool"] == 1 and jobs["detector_train"] == 8 * 3
 
 
 def test_the_gan_chain_outranks_the_trainings(snakemake):

@@ -200,7 +200,8 @@ def detections_gallery(
     _save(fig, out_path)
 
 
-VERDICT_COLOURS = {"superior": "#2ca02c", "non-inferior": "#1f77b4", "inferior": "#d62728", "inconclusive": "#7f7f7f"}
+VERDICT_COLOURS = {"superior": "#2ca02c", "non-inferior": "#1f77b4", "inferior": "#d62728", "inconclusive": "#7f7f7f",
+                   "no verdict": "#c7c7c7"}
 
 
 def replacement_curve_figure(
@@ -243,9 +244,10 @@ def replacement_curve_figure(
                 continue
             first = every.iloc[0]
             worse = float(first["margin"]) * (1 if first["better"] == "lower" else -1)
-            ax.axhspan(min(0.0, worse), max(0.0, worse), color="#1f77b4", alpha=0.12, linewidth=0)
+            if np.isfinite(worse):  # no margin: a row without a verdict (FN, an insensitive reference)
+                ax.axhspan(min(0.0, worse), max(0.0, worse), color="#1f77b4", alpha=0.12, linewidth=0)
+                ax.axhline(worse, color="#d62728", linewidth=0.8, linestyle="--")
             ax.axhline(0.0, color="black", linewidth=0.8)
-            ax.axhline(worse, color="#d62728", linewidth=0.8, linestyle="--")
             ref_pct = float(first["reference_pct"])
             points = sorted([(ref_pct, 0.0)] + list(zip(rows["synthetic_pct"], rows["difference"])))
             ax.plot([p[0] for p in points], [p[1] for p in points], color="#444444", linewidth=0.8, zorder=1)
@@ -280,7 +282,7 @@ def replacement_curve_figure(
     if several_seeds:
         handles.append(plt.Line2D([], [], color="#999999", linewidth=2.5, label="range over seeds"))
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=7)
-    fig.suptitle("Replacement curve: difference to the reference, paired 95 % intervals", y=1.0)
+    fig.suptitle("Replacement curve: difference to the reference, 95 % intervals over billets and seeds", y=1.0)
     fig.tight_layout(rect=(0, 0.05, 1, 0.98))
     _save(fig, out_path)
 

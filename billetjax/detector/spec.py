@@ -130,7 +130,7 @@ class DetectorConfig:
     checkpoint_every: int
     max_boxes: int
     # "float32", or "bfloat16": mixed precision (bfloat16 compute, float32 parameters, optimiser
-    # state and losses; models.py).
+    # state and losses; backbone.py, models.py).
     precision: str
     learning_rate: float
     momentum: float

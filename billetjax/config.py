@@ -35,11 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = ROOT / "config.yaml"
 
-# The backbone's stem downsamples by 4 (two stride-2 convolutions, or 4x4 space-to-depth); each
-# further stage of `detector.model.widths` halves again (billetjax.detector.models.Backbone).
-STEM_STRIDE = 4
-# A bottleneck block's inner (1x1 - 3x3) width is its output width / this (ResNet-50's 4).
-BOTTLENECK_EXPANSION = 4
+from billetjax.detector.geometry import BOTTLENECK_EXPANSION, backbone_strides, training_window_px
 
 
 class ConfigError(ValueError):
@@ -176,18 +172,6 @@ def non_finite(value: Any, path: str = "") -> Iterator[tuple[str, float]]:
             yield from non_finite(item, f"{path}[{i}]")
     elif isinstance(value, float) and not math.isfinite(value):
         yield path, value
-
-
-def backbone_strides(n_stages: int) -> tuple[int, ...]:
-    """Strides of the detector backbone's stages (one per entry of `detector.model.widths`):
-    4, 8, 16, ...; equal to `billetjax.detector.models.ModelConfig.strides`."""
-    return tuple(STEM_STRIDE * 2**i for i in range(n_stages))
-
-
-def training_window_px(crop_px: int, image_size_px: int) -> int:
-    """The side of the images a detector's training step sees: `detector.augment.crop_px` where
-    it is set (> 0) and smaller than the image, else the whole image."""
-    return int(crop_px) if 0 < crop_px < image_size_px else int(image_size_px)
 
 
 def gan_checkpoints(config: Mapping[str, Any]) -> list[int]:

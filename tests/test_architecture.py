@@ -1,6 +1,7 @@
 """Rules of docs/architecture.md that code can break without any other test noticing."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,63 @@ def test_synthesis_does_not_use_the_simulators_stamp_drawing(folder):
 def test_the_simulator_does_not_use_synthesis():
     modules = imported_modules(PACKAGE / "data/simulate.py")
     assert not [m for m in modules if m.startswith(("billetjax.synth", "billetjax.pix2pix"))]
+
+
+# ----------------------------------------------------------------------------- the detector
+
+DETECTOR = PACKAGE / "detector"
+
+
+def detector_layers() -> list[list[str]]:
+    """The layers of docs/detector.md's "Import direction" block, top first: the module names
+    before the parenthesis of each line."""
+    text = (PACKAGE.parent / "docs/detector.md").read_text()
+    block = text.split("## Import direction", 1)[1].split("```", 2)[1]
+    return [[name.strip() for name in line.split("(")[0].split(",")]
+            for line in block.strip().splitlines() if line.strip()]
+
+
+def test_detector_imports_point_one_way_as_documented():
+    """Every detector module is in the documented layers, imports detector modules only from the
+    layers above its own, and imports nothing inside a function."""
+    layers = detector_layers()
+    layer_of = {name: i for i, names in enumerate(layers) for name in names}
+    modules = sorted(p.stem for p in DETECTOR.glob("*.py") if p.stem != "__init__")
+    assert sorted(layer_of) == modules
+    wrong = {}
+    for name in modules:
+        tree = ast.parse((DETECTOR / f"{name}.py").read_text())
+        inner = [n for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert not inner, f"{name}.py imports inside a function"
+        used = {m.split(".")[2] for m in imported_modules(DETECTOR / f"{name}.py")
+                if m.startswith("billetjax.detector.") and m.split(".")[2] in layer_of}
+        above = [m for m in used if layer_of[m] >= layer_of[name]]
+        if above:
+            wrong[name] = sorted(above)
+    assert not wrong
+
+
+def test_the_detector_owns_its_geometry():
+    """The config check imports the detector's geometry, nothing else of the detector; the detector
+    does not import the config check; the geometry needs only the standard library (Snakemake
+    imports it on every parse)."""
+    from_config = {m for m in imported_modules(PACKAGE / "config.py") if m.startswith("billetjax.detector")}
+    assert from_config and all(m.startswith("billetjax.detector.geometry") for m in from_config)
+    users = sorted(p.name for p in DETECTOR.glob("*.py")
+                   if any(m.startswith("billetjax.config") for m in imported_modules(p)))
+    assert not users
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    assert {m.split(".")[0] for m in imported_modules(DETECTOR / "geometry.py")} <= stdlib
+
+
+def test_each_stage_of_the_detector_is_one_module():
+    """The RPN's loss, targets and proposals are defined in rpn.py and the box head's in
+    roi_heads.py; no other detector module defines a loss or draws a sample."""
+    definitions = {p.stem: {n.name for n in ast.walk(ast.parse(p.read_text()))
+                            if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+                   for p in DETECTOR.glob("*.py")}
+    assert {"RPNHead", "anchor_targets", "losses", "proposals"} <= definitions["rpn"]
+    assert {"BoxHead", "sample_rois", "pool_rois", "losses", "detect"} <= definitions["roi_heads"]
+    owners = sorted(name for name, defs in definitions.items() if "losses" in defs)
+    assert owners == ["roi_heads", "rpn"]

@@ -139,7 +139,7 @@ def test_coarsest_stride_is_the_backbones(stem):
     import jax.numpy as jnp
     from flax import nnx
 
-    from billetjax.detector.models import Backbone
+    from billetjax.detector.backbone import Backbone
 
     model = _model_config(groups=4, stem=stem)
     features = Backbone(model, nnx.Rngs(0))(jnp.zeros((1, 64, 64, 3)))

@@ -11,8 +11,10 @@ import pytest
 from flax import nnx
 
 from billetjax.detector import data as det_data
-from billetjax.detector.models import FasterRCNN, space_to_depth, upsample2x
-from billetjax.detector.postprocess import detect, rpn_proposals
+from billetjax.detector.backbone import space_to_depth, upsample2x
+from billetjax.detector.models import FasterRCNN
+from billetjax.detector.roi_heads import detect
+from billetjax.detector.rpn import proposals as rpn_proposals
 from billetjax.detector.spec import DetectorConfig, DetectorSpec, ModelConfig
 
 SMALL = ModelConfig(num_classes=10, stem_width=8, widths=(8, 16, 16), blocks=(1, 1, 1), fpn_width=16,
@@ -346,7 +348,7 @@ def test_bottleneck_stages_are_resnet50s_body():
 
 
 def test_bottleneck_block_starts_as_the_identity_and_halves_the_map():
-    from billetjax.detector.models import BottleneckBlock
+    from billetjax.detector.backbone import BottleneckBlock
 
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 32))
     same = BottleneckBlock(32, 32, 1, 8, nnx.Rngs(0), jnp.float32)

@@ -249,6 +249,17 @@ def test_roi_align_refuses_adaptive_sampling():
 # ---------------------------------------------------------------- box coding
 
 
+def test_smooth_l1_matches_torch():
+    """Both sides of the transition at beta = 1/9 and the transition itself."""
+    x = np.concatenate([np.random.default_rng(12).normal(scale=0.3, size=500),
+                        [0.0, 1 / 9, -1 / 9, 2.0, -5.0]]).astype(np.float32)
+    ref = torch.nn.functional.smooth_l1_loss(torch.from_numpy(x), torch.zeros(len(x)), reduction="none",
+                                             beta=ops.SMOOTH_L1_BETA).numpy()
+    assert ops.SMOOTH_L1_BETA == 1 / 9
+    np.testing.assert_allclose(np.asarray(jax.jit(ops.smooth_l1)(x)), ref, rtol=1e-6, atol=1e-7)
+
+
+
 def test_encode_decode_match_boxcoder():
     rng = np.random.default_rng(9)
     proposals = random_boxes(rng, 200)

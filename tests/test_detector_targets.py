@@ -1,6 +1,7 @@
-"""billetjax.detector.anchors and .targets against torchvision's AnchorGenerator, Matcher, RPN
-and RoIHeads target assignment (the independent references), plus the sampler's counts and
-randomness."""
+"""The two stages' training targets and losses (billetjax.detector.rpn, .roi_heads) and the shared
+primitives under them (.anchors, .matcher, .sampling) against torchvision's AnchorGenerator,
+Matcher, RegionProposalNetwork and RoIHeads (the independent references), plus the sampler's
+counts and randomness."""
 
 from functools import partial
 
@@ -16,7 +17,7 @@ from torchvision.models.detection.image_list import ImageList  # noqa: E402
 from torchvision.models.detection.roi_heads import RoIHeads  # noqa: E402
 from torchvision.models.detection.rpn import RegionProposalNetwork  # noqa: E402
 
-from billetjax.detector import anchors, targets  # noqa: E402
+from billetjax.detector import anchors, matcher, roi_heads, rpn, sampling  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -109,7 +110,7 @@ def test_best_anchor_iou_equals_brute_force():
 # ---------------------------------------------------------------- matcher
 
 
-match_jit = jax.jit(targets.match, static_argnums=(2, 3, 4))
+match_jit = jax.jit(matcher.match, static_argnums=(2, 3, 4))
 
 
 @pytest.mark.parametrize("allow_low,num_gt", [(False, 8), (True, 8), (True, 130)])
@@ -144,8 +145,8 @@ def make_labels(rng, n, p_pos, p_neg):
     return np.where(u < p_pos, 1, np.where(u < p_pos + p_neg, 0, -1)).astype(np.int32)
 
 
-sample_jit = jax.jit(targets.sample_balanced, static_argnums=(2, 3))
-sample_indices_jit = jax.jit(targets.sample_balanced_indices, static_argnums=(2, 3))
+sample_jit = jax.jit(sampling.sample_balanced, static_argnums=(2, 3))
+sample_indices_jit = jax.jit(sampling.sample_balanced_indices, static_argnums=(2, 3))
 
 
 @pytest.mark.parametrize("num_pos,num_neg", [(3, 500), (100, 500), (100, 20), (0, 5), (0, 0)])
@@ -173,7 +174,7 @@ def test_sample_balanced_counts(num_pos, num_neg):
 def test_sample_balanced_is_uniform_and_seeded():
     labels = make_labels(np.random.default_rng(6), 200, 0.2, 0.5)
     keys = jax.random.split(jax.random.key(1), 2000)
-    sample = jax.jit(jax.vmap(lambda k: targets.sample_balanced(k, labels, 32, 0.25)))
+    sample = jax.jit(jax.vmap(lambda k: sampling.sample_balanced(k, labels, 32, 0.25)))
     pos, neg = map(np.asarray, sample(keys))
     # Every eligible box is drawn with the same probability: 8 of #pos, 24 of #neg.
     n_pos, n_neg = (labels == 1).sum(), (labels == 0).sum()
@@ -214,11 +215,11 @@ def test_rpn_targets_match_torchvision_assignment(num_valid):
         [(50, 50), (25, 25)], [4, 8], ((12.0, 18.0), (28.0, 40.0)), (1.4, 1.8)
     )
     gt_boxes, _, gt_valid = padded_gt(rng, num_valid, 10)
-    out = jax.jit(partial(targets.rpn_targets, **TORCHVISION_RPN))(
+    out = jax.jit(partial(rpn.anchor_targets, **TORCHVISION_RPN))(
         grid, gt_boxes, gt_valid, jax.random.key(3)
     )
-    rpn = torch_rpn()
-    labels, matched = rpn.assign_targets_to_anchors(
+    tv_rpn = torch_rpn()
+    labels, matched = tv_rpn.assign_targets_to_anchors(
         [torch.from_numpy(grid)], [{"boxes": torch.from_numpy(gt_boxes[:num_valid])}]
     )
     labels = labels[0].numpy()
@@ -260,7 +261,7 @@ def test_roi_targets_match_torchvision_assignment(num_valid):
     proposals = np.concatenate([jitter, random]).astype(np.float32)
     proposal_valid = rng.uniform(size=700) < 0.9
 
-    out = jax.jit(partial(targets.roi_targets, **TORCHVISION_ROI))(
+    out = jax.jit(partial(roi_heads.sample_rois, **TORCHVISION_ROI))(
         proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, jax.random.key(4)
     )
     heads = torch_roi_heads()
@@ -313,7 +314,7 @@ def test_roi_targets_vmap_over_images_and_too_few_candidates():
     keys = jax.random.split(jax.random.key(5), 2)
     fn = jax.jit(
         jax.vmap(
-            lambda p, pv, b, lab, v, k: targets.roi_targets(
+            lambda p, pv, b, lab, v, k: roi_heads.sample_rois(
                 p, pv, b, lab, v, k, **{**TORCHVISION_ROI, "num_samples": 64}
             )
         )
@@ -324,3 +325,88 @@ def test_roi_targets_vmap_over_images_and_too_few_candidates():
     np.testing.assert_array_equal(np.asarray(out.valid).sum(1), [32, 35])
     # Every valid ground-truth box is its own perfect proposal: at least these are foreground.
     assert (np.asarray(out.positive).sum(1) >= [2, 5]).all()
+
+
+# ---------------------------------------------------------------- the two stages' losses
+
+
+def test_rpn_losses_equal_torchvisions_when_every_anchor_is_sampled():
+    """`rpn.losses` against RegionProposalNetwork.compute_loss on torchvision's own targets. A
+    sample as large as the anchors, all positives allowed, takes every labelled anchor on both
+    sides, so the random draws cannot differ; the second image has no ground truth."""
+    from billetjax.detector.spec import RPNConfig
+
+    rng = np.random.default_rng(31)
+    grid = anchors.pyramid_anchors([(16, 16), (8, 8)], [4, 8], ((12.0, 18.0), (28.0, 40.0)), (1.4, 1.8))
+    num_anchors = len(grid)
+    gts = [padded_gt(rng, n, 6, extent=40.0) for n in (5, 0)]
+    gt_boxes, gt_valid = np.stack([g[0] for g in gts]), np.stack([g[2] for g in gts])
+    logits = rng.normal(size=(2, num_anchors)).astype(np.float32)
+    deltas = (0.3 * rng.normal(size=(2, num_anchors, 4))).astype(np.float32)
+    cfg = RPNConfig(pre_nms_top_n_train=10, post_nms_top_n_train=10, pre_nms_top_n_test=10,
+                    post_nms_top_n_test=10, nms_iou=0.7, fg_iou=0.7, bg_iou=0.3,
+                    batch_size_per_image=num_anchors, positive_fraction=1.0)
+    ours = jax.jit(lambda *a: rpn.losses(*a, cfg))(logits, deltas, grid, gt_boxes, gt_valid,
+                                                   jax.random.key(2))
+
+    tv_rpn = RegionProposalNetwork(
+        AnchorGenerator(), torch.nn.Identity(), 0.7, 0.3, num_anchors, 1.0,
+        {"training": 1, "testing": 1}, {"training": 1, "testing": 1}, 0.7,
+    )  # fmt: skip
+    grids = [torch.from_numpy(grid)] * 2
+    labels, matched = tv_rpn.assign_targets_to_anchors(
+        grids, [{"boxes": torch.from_numpy(g[0][g[2]])} for g in gts])
+    assert (labels[0] == 1).sum() > 0
+    regression_targets = tv_rpn.box_coder.encode(matched, grids)
+    objectness_loss, box_loss = tv_rpn.compute_loss(
+        torch.from_numpy(logits).reshape(-1, 1), torch.from_numpy(deltas).reshape(-1, 4), labels,
+        regression_targets)
+    assert set(ours) == {"rpn_cls", "rpn_box"}
+    np.testing.assert_allclose(float(ours["rpn_cls"]), objectness_loss.item(), rtol=1e-5)
+    np.testing.assert_allclose(float(ours["rpn_box"]), box_loss.item(), rtol=1e-5)
+
+
+def test_roi_losses_equal_torchvisions_fastrcnn_loss():
+    """`roi_heads.losses` against torchvision's fastrcnn_loss on the same sampled RoIs (drawn with
+    the key of each image as `losses` draws them) and the same head outputs. Both images have
+    fewer candidates than samples: the padding must count neither in the losses nor in their
+    normalisation."""
+    from torchvision.models.detection.roi_heads import fastrcnn_loss
+
+    from billetjax.detector.spec import RoIConfig
+
+    rng = np.random.default_rng(41)
+    num_classes, pool_size, channels = 10, 3, 8
+    gts = [padded_gt(rng, n, 6, extent=90.0) for n in (5, 3)]
+    gt_boxes, gt_labels, gt_valid = (np.stack([g[i] for g in gts]) for i in range(3))
+    jittered = gt_boxes[:, :3, None, :] + rng.normal(scale=2, size=(2, 3, 8, 4))
+    proposals = np.concatenate([jittered.reshape(2, 24, 4),
+                                np.stack([xywh_to_xyxy(digit_boxes(rng, 16, 90.0)) for _ in range(2)])],
+                               axis=1).astype(np.float32)
+    proposal_valid = rng.uniform(size=(2, 40)) < 0.9
+    levels = [rng.normal(size=(2, 32, 32, channels)).astype(np.float32)]
+    w_cls = rng.normal(scale=0.2, size=(pool_size**2 * channels, num_classes + 1)).astype(np.float32)
+    w_box = rng.normal(scale=0.2, size=(pool_size**2 * channels, 4 * (num_classes + 1))).astype(np.float32)
+
+    def box_head(pooled):
+        x = pooled.reshape(pooled.shape[0], -1)
+        return x @ w_cls, (x @ w_box).reshape(x.shape[0], -1, 4)
+
+    cfg = RoIConfig(batch_size_per_image=64, positive_fraction=0.25, fg_iou=0.5, bg_iou=0.5,
+                    sampling_ratio=2)
+    key = jax.random.key(9)
+    ours = roi_heads.losses(box_head, levels, proposals, proposal_valid, gt_boxes, gt_labels, gt_valid,
+                            key, cfg, pool_size)
+
+    sample = jax.vmap(partial(roi_heads.sample_rois, **{**TORCHVISION_ROI, "num_samples": 64}))
+    rois = sample(proposals, proposal_valid, gt_boxes, gt_labels, gt_valid, jax.random.split(key, 2))
+    valid = np.asarray(rois.valid).reshape(-1)
+    assert 0 < valid.sum() < valid.size and np.asarray(rois.positive).sum() > 0
+    cls_logits, box_deltas = map(np.asarray, box_head(roi_heads.pool_rois(levels, rois.rois, pool_size, 2)))
+    classification_loss, box_loss = fastrcnn_loss(
+        torch.from_numpy(cls_logits[valid]), torch.from_numpy(box_deltas.reshape(len(valid), -1)[valid]),
+        [torch.from_numpy(np.asarray(rois.labels).reshape(-1)[valid]).long()],
+        [torch.from_numpy(np.asarray(rois.deltas).reshape(-1, 4)[valid])])
+    assert set(ours) == {"roi_cls", "roi_box"}
+    np.testing.assert_allclose(float(ours["roi_cls"]), classification_loss.item(), rtol=1e-5)
+    np.testing.assert_allclose(float(ours["roi_box"]), box_loss.item(), rtol=1e-5)

@@ -354,6 +354,66 @@ def test_resumed_and_retrained_when_the_data_change(tmp_path, digit_set, caplog,
     assert not state.exists()  # removed after success without keep_state
 
 
+def test_trajectory_modules_are_every_billetjax_module_the_training_loads():
+    """The modules whose source the fingerprint hashes, read from the imports, hold every billetjax
+    module that importing the training loads (in a fresh interpreter: the reference), its
+    geometry and the modules outside the detector among them, and not the config checker, which
+    stands above the detector."""
+    import subprocess
+    import sys
+
+    from billetjax.detector.train import trajectory_modules
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, billetjax.detector.train; "
+         "print(*sorted(m for m in sys.modules if m.split('.')[0] == 'billetjax'))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    hashed = trajectory_modules()
+    assert hashed == tuple(sorted(hashed)) and set(loaded) <= set(hashed), set(loaded) - set(hashed)
+    assert {"billetjax.detector.geometry", "billetjax.detector.rpn", "billetjax.detector.roi_heads",
+            "billetjax.detector.data", "billetjax.coco", "billetjax.vocabulary", "billetjax.runs",
+            "billetjax.evaluation.coco_map"} <= set(hashed)
+    assert not [m for m in hashed if m.startswith(("billetjax.config", "billetjax.synth", "billetjax.pix2pix"))]
+
+
+def _edited_copy(monkeypatch, tmp_path, module_name: str) -> None:
+    """Point `module_name`'s `__file__` at a copy of its source with one more comment line: to
+    whoever reads the module's source, it has been edited."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    copy = tmp_path / f"{module_name}.py"
+    copy.write_text(Path(module.__file__).read_text() + "# an edit\n")
+    monkeypatch.setattr(module, "__file__", str(copy))
+
+
+def test_an_edit_of_a_module_the_training_runs_discards_its_state(tmp_path, digit_set, caplog,
+                                                                    detector_config, monkeypatch):
+    """Editing the detector's geometry, or a module outside the detector that the training runs
+    (the COCO reader, the visibility classes, the checkpoint store), changes the fingerprint; a
+    kept state is then deleted and the training starts from step 0 instead of resuming."""
+    from billetjax.detector.train import fingerprint
+
+    cfg = detector_config(steps=6, eval_every=6, checkpoint_every=3)
+    base = fingerprint(digit_set, digit_set, cfg, 128, 0).digest
+    for name in ("billetjax.coco", "billetjax.vocabulary", "billetjax.runs", "billetjax.detector.rpn"):
+        with monkeypatch.context() as patch:
+            _edited_copy(patch, tmp_path, name)
+            assert fingerprint(digit_set, digit_set, cfg, 128, 0).digest != base, name
+    assert fingerprint(digit_set, digit_set, cfg, 128, 0).digest == base
+
+    state = tmp_path / "state"
+    first = _train_kept(cfg, state, digit_set, digit_set, tmp_path / "a")
+    _edited_copy(monkeypatch, tmp_path, "billetjax.detector.geometry")
+    with caplog.at_level(logging.INFO, logger="billetjax"):
+        again = _train_kept(cfg, state, digit_set, digit_set, tmp_path / "b")
+    warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "holds the state of another run; changed: implementation source" in warnings
+    assert "training detector from step 0" in warnings
+    assert "resuming" not in caplog.text and "trained 6 steps" in caplog.text
+    assert _same(again, first)  # the edit was a comment: the same trajectory, computed again
+
+
 # orbax's failed restore leaves an asyncio callback behind: harmless here.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_corrupt_checkpoint_is_set_aside_and_training_starts_afresh(tmp_path, digit_set, caplog,

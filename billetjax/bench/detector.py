@@ -35,7 +35,7 @@ import numpy as np
 
 from billetjax.bench import work
 from billetjax.bench.work import ROOT, load_config  # noqa: F401 (the benchmark's config loader)
-from billetjax.config import BOTTLENECK_EXPANSION
+from billetjax.detector.geometry import BOTTLENECK_EXPANSION
 from billetjax.detector.spec import DetectorConfig, make_spec
 from billetjax.detector.train import Functions, make_optimizer
 

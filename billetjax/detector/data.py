@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from billetjax import coco as cc
-from billetjax.config import training_window_px
+from billetjax.detector.geometry import training_window_px
 from billetjax.detector.spec import AugmentConfig
 from billetjax.vocabulary import UNKNOWN
 
@@ -337,15 +337,3 @@ def planned_batches(data: DetectionSet, batch_size: int, seed: int, augment_cfg:
         if step >= start_step:
             yield _assemble(data, idx, seed, step, augment_cfg)
         step += 1
-
-
-def box_statistics(data: DetectionSet) -> dict[str, float]:
-    """Height/width percentiles of the ground-truth boxes (for the log and anchor sizing)."""
-    b = data.boxes[data.valid]
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    return {
-        "boxes": int(len(b)),
-        "height_p5": float(np.percentile(h, 5)), "height_p50": float(np.median(h)),
-        "height_p95": float(np.percentile(h, 95)),
-        "aspect_h_over_w_p50": float(np.median(h / np.maximum(w, 1e-6))),
-    }

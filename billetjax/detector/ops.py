@@ -1,8 +1,10 @@
 """Detection ops with torchvision's semantics and static shapes.
 
-Boxes are ``[x1, y1, x2, y2]`` in pixels. Every function here is ``jax.jit``-able with shapes fixed
-by its arguments (``max_output``, ``output_size``, ``sampling_ratio`` must be static Python values)
-and has no Python loop over boxes, so it also runs under ``jax.vmap`` over images.
+The primitives both stages share: IoU, NMS, RoIAlign, the box coder (``encode_boxes``,
+``decode_boxes``) and the smooth-L1 of box regression. Boxes are ``[x1, y1, x2, y2]`` in pixels.
+Every function here is ``jax.jit``-able with shapes fixed by its arguments (``max_output``,
+``output_size``, ``sampling_ratio`` must be static Python values) and has no Python loop over
+boxes, so it also runs under ``jax.vmap`` over images.
 Tests compare each op with torchvision (``tests/test_detector_ops.py``).
 """
 
@@ -18,6 +20,8 @@ from jax import lax
 # torchvision.models.detection._utils.BoxCoder: the largest log-scale change a decoded box may get,
 # so that exp() cannot overflow on an untrained regressor.
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+# torchvision's smooth-L1 transition point for both stages' box regression.
+SMOOTH_L1_BETA = 1.0 / 9
 
 
 def box_area(boxes: jax.Array) -> jax.Array:
@@ -406,3 +410,10 @@ def clip_boxes(boxes: jax.Array, height, width) -> jax.Array:
     x = jnp.clip(boxes[..., 0::2], 0, width)
     y = jnp.clip(boxes[..., 1::2], 0, height)
     return jnp.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], axis=-1)
+
+
+def smooth_l1(x: jax.Array, beta: float = SMOOTH_L1_BETA) -> jax.Array:
+    """Smooth-L1 (Huber / beta) of the regression errors ``x``, per element
+    (torch.nn.functional.smooth_l1_loss with ``reduction="none"``); both stages' box loss."""
+    ax = jnp.abs(x)
+    return jnp.where(ax < beta, 0.5 * ax**2 / beta, ax - 0.5 * beta)

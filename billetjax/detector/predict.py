@@ -16,8 +16,7 @@ from flax import nnx
 
 from billetjax import coco as cc
 from billetjax.detector import data as det_data
-from billetjax.detector.models import abstract_detector
-from billetjax.detector.postprocess import inference
+from billetjax.detector.models import abstract_detector, inference
 from billetjax.detector.spec import DetectorSpec, load_params
 
 log = logging.getLogger(__name__)

@@ -21,13 +21,9 @@ import jax
 import numpy as np
 from flax import nnx, serialization
 
-from billetjax.config import backbone_strides, training_window_px
 from billetjax.detector import anchors as anchors_lib
+from billetjax.detector.geometry import backbone_strides, training_window_px
 
-# The two stages' box coders (torchvision's): the RPN's has unit weights, the box head's
-# (10, 10, 5, 5).
-RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
-ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 # Keys a spec written before they existed lacks, and the value such a detector had: every
 # detector trained before `detector.model.block` and `detector.precision` existed had basic
 # blocks and computed in float32.
@@ -134,7 +130,7 @@ class DetectorConfig:
     checkpoint_every: int
     max_boxes: int
     # "float32", or "bfloat16": mixed precision (bfloat16 compute, float32 parameters, optimiser
-    # state and losses; models.py).
+    # state and losses; backbone.py, models.py).
     precision: str
     learning_rate: float
     momentum: float

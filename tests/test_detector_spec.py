@@ -4,26 +4,12 @@ weights file."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from billetjax.detector.spec import (DetectorConfig, DetectorSpec, load_params, make_spec,
                                      save_params)
-
-
-def test_config_yaml_states_the_schemas_defaults(make_config):
-    """config.yaml's `detector` section and the schema's defaults (an empty section) give the
-    same detector: the schema is the one source of defaults and config.yaml restates them."""
-    from_yaml = DetectorConfig.from_config(make_config()["detector"])
-    from snakemake.utils import validate
-
-    config = make_config()
-    config["detector"] = {}
-    validate(config, str(Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml"))
-    from_schema = DetectorConfig.from_config(config["detector"])
-    assert from_schema == from_yaml
 
 
 def test_defaults_the_old_code_disagreed_on(make_config):

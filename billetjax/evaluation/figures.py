@@ -364,10 +364,12 @@ def id_read_curve_figure(curves: pd.DataFrame, experiment: int, misread_levels_p
             if line.empty:
                 continue
             ax.step(line["misread"], line["read"], where="post", color=palette[variant], label=label, linewidth=1.4)
+            # the loosest threshold (no reject): where the curve ends, also when it never misreads
+            ax.plot(line["misread"].iloc[-1], line["read"].iloc[-1], "o", color=palette[variant], markersize=4)
         for level in misread_levels_pct:
             ax.axvline(level, color="grey", linestyle=":", linewidth=0.8)
         ax.set_xscale("symlog", linthresh=0.1)
-        ax.set_xlim(0, 100)
+        ax.set_xlim(-0.01, 100)  # a curve that never misreads runs up the 0 line: keep it in view
         ax.set_ylim(0, 100)
         name = test_set_names[test_set - 1] if 0 < test_set <= len(test_set_names) else ""
         n = int(panel["n_readings"].iloc[0]) if not panel.empty else 0

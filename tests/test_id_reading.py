@@ -122,6 +122,15 @@ def test_lexicon_recovers_a_billet_with_two_unreadable_characters():
     assert record["read_lexicon"] == record["read_pattern"] == TRUTH
 
 
+def test_a_billet_without_detections():
+    gt = coco(billet(1, TRUTH, batch="h"))
+    (record,) = read_billets(gt, [], 0.5, IdPattern.from_config(PLANT, NAMES), {"h": [TRUTH, "84351371824"]})
+    assert (record["read_plain"], record["confidence_plain"]) == (None, 0.0)
+    assert record["read_pattern"] is None
+    # every candidate missed whole: a tie between the two
+    assert record["confidence_lexicon"] == pytest.approx(0.5)
+
+
 def test_lexicon_likelihood_by_hand():
     # Two boxes; candidate "12": keep both (0.9 x 0.8), or any other alignment using drops
     # (bg 0.1, 0.2) and misses (q) with the spelt characters' probabilities (0 here except as read).

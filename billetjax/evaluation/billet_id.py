@@ -200,7 +200,7 @@ def merge_duplicates(
     survivor of per-class NMS is the best evidence for its class at that place, so both classes
     stay open to the grammar and the lexicon instead of the weaker one becoming a false positive.
     """
-    probs = np.asarray(probs, dtype=np.float64).reshape(len(boxes), -1)
+    probs = np.asarray(probs, dtype=np.float64)
     scores = probs.max(axis=1) if len(probs) else np.zeros(0)
     order = np.argsort(-scores, kind="stable")
     ious = iou_xywh(boxes, boxes)

@@ -67,9 +67,10 @@ def background(probs: np.ndarray) -> np.ndarray:
 
 
 def plain_reading(probs: np.ndarray, names: list[str]) -> Reading:
-    """Every box at its best class, in order; confidence: the probability of that reading."""
+    """Every box at its best class, in order; confidence: the probability of that reading. No box:
+    no reading."""
     if len(probs) == 0:
-        return Reading("", 0.0)
+        return Reading(None, 0.0)
     best = probs.argmax(axis=1)
     return Reading("".join(names[k] for k in best), float(np.prod(probs[np.arange(len(probs)), best])))
 
@@ -223,7 +224,7 @@ class LexiconDecoder:
 
     def log_likelihoods(self, probs: np.ndarray) -> np.ndarray:
         """log P(boxes | candidate) for every candidate (sum over alignments)."""
-        probs = np.asarray(probs, dtype=np.float64).reshape(len(probs), -1)
+        probs = np.asarray(probs, dtype=np.float64)
         n_c, width = len(self.candidates), self.miss.shape[0] - 1
         forward = np.zeros((n_c, width + 1))
         forward[:, 0] = 1.0

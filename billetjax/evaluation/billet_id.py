@@ -22,6 +22,7 @@ DEDUPE_IOU = 0.5  # two boxes overlapping more than this are one character (keep
 ROW_GAP = 0.5  # a new text row starts where rotated centres jump by more than this × median box height
 MAX_TEXT_ANGLE_DEG = 30.0  # text rows are searched within ±this of horizontal ("slight rotation")
 ANGLE_STEP_DEG = 0.1
+COARSE_STEP_DEG = 1.0
 ALIGN_SIGMA = 0.2  # tolerance of row alignment, × median character height
 
 
@@ -51,15 +52,23 @@ def text_angle(centres: np.ndarray, height: float) -> float:
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     if len(centres) < 2:
         return 0.0
-    angles = np.radians(np.arange(-MAX_TEXT_ANGLE_DEG, MAX_TEXT_ANGLE_DEG + 1e-9, ANGLE_STEP_DEG))
     i, j = np.triu_indices(len(centres), k=1)
     d = centres[j] - centres[i]  # [pairs, 2]
-    across = -np.sin(angles)[:, None] * d[None, :, 0] + np.cos(angles)[:, None] * d[None, :, 1]
     sigma = ALIGN_SIGMA * max(float(height), 1e-6)
-    score = np.exp(-0.5 * (across / sigma) ** 2).sum(axis=1)
-    # On a plateau (one row, or exact ties) prefer the angle closest to horizontal.
-    best = np.flatnonzero(score >= score.max() - 1e-9)
-    return float(angles[best[np.argmin(np.abs(angles[best]))]])
+
+    def best_of(angles_deg: np.ndarray) -> float:
+        angles = np.radians(angles_deg)
+        across = -np.sin(angles)[:, None] * d[None, :, 0] + np.cos(angles)[:, None] * d[None, :, 1]
+        score = np.exp(-0.5 * (across / sigma) ** 2).sum(axis=1)
+        # On a plateau (one row, or exact ties) prefer the angle closest to horizontal.
+        best = np.flatnonzero(score >= score.max() - 1e-9)
+        return float(angles_deg[best[np.argmin(np.abs(angles_deg[best]))]])
+
+    # Coarse to fine (the score varies slowly: a 1° turn moves a pair 5 characters apart by
+    # less than half the Gaussian's width), then ANGLE_STEP_DEG within ±1° of the coarse best.
+    coarse = best_of(np.arange(-MAX_TEXT_ANGLE_DEG, MAX_TEXT_ANGLE_DEG + 1e-9, COARSE_STEP_DEG))
+    fine = np.arange(-COARSE_STEP_DEG, COARSE_STEP_DEG + 1e-9, ANGLE_STEP_DEG) + coarse
+    return math.radians(best_of(np.round(fine[np.abs(fine) <= MAX_TEXT_ANGLE_DEG + 1e-9], 6)))
 
 
 def reading_order(boxes: np.ndarray) -> list[np.ndarray]:
@@ -204,6 +213,9 @@ def merge_duplicates(
     scores = probs.max(axis=1) if len(probs) else np.zeros(0)
     order = np.argsort(-scores, kind="stable")
     ious = iou_xywh(boxes, boxes)
+    if not (np.triu(ious, k=1) > iou_threshold).any():  # the rule: nothing to merge
+        kept = probs[order]
+        return order.astype(np.int64), kept / np.maximum(1.0, kept.sum(axis=1, keepdims=True))
     keep: list[int] = []
     merged: list[np.ndarray] = []
     taken = np.zeros(len(order), dtype=bool)

@@ -272,3 +272,40 @@ def test_rows_must_agree_with_length():
     with pytest.raises(ValueError, match="rows .* give IDs of \\[11, 12\\] characters"):
         IdPattern.from_config({"rows": [6, [5, 6]], "length": 11}, NAMES)
     assert IdPattern.from_config(PLANT, NAMES).lengths == (11, 12)
+
+
+def test_a_users_lexicon_goes_with_the_imported_test_pool(tmp_path, make_config):
+    from billetjax.data.pools import make_real_pools
+
+    rng = np.random.default_rng(0)
+    paths = {}
+    for split, batches in (("train", ["x", "x"]), ("test", ["h1", "h2"])):
+        folder = tmp_path / "user" / split
+        (folder / "images").mkdir(parents=True)
+        data = {"images": [], "annotations": [], "categories": CATEGORIES[:4]}
+        for i, batch in enumerate(batches, 1):
+            image = (rng.random((64, 96, 3)) * 40 + 150).astype(np.uint8)
+            image[20:44, 20:34] = 30
+            cc.write_image(folder / "images" / f"{i}.png", image)
+            data["images"].append({"id": i, "file_name": f"images/{i}.png", "width": 96, "height": 64,
+                                   "visibility": "well", "site": "A", "billet_id": "0123", "batch": batch})
+            data["annotations"].append({"id": i, "image_id": i, "category_id": 1, "bbox": [20, 20, 14, 24],
+                                        "segmentation": [[20, 20, 34, 20, 34, 44, 20, 44]], "iscrowd": 0, "area": 336})
+        (folder / "result.json").write_text(__import__("json").dumps(data))
+        paths.update({split: str(folder / "result.json"), f"{split}_images": str(folder)})
+    lexicon = tmp_path / "user" / "expected.csv"
+    lexicon.write_text("batch,billet_id\nh1,0123\nh1,0124\nh2,0 1 2 5\n")
+    config = make_config({"image_size_px": 64, "data": {"source": "coco", "coco": {**paths, "lexicon": str(lexicon)}},
+                          "evaluation": {"id_pattern": None}})
+    config["data"]["test_sets"] = [{"name": "all", "where": {"visibility": "well"}}]
+    out = tmp_path / "results"
+    make_real_pools(config, out / "train_pool.json", out / "test_pool.json", out / "train", out / "test",
+                    out / "test_lexicon.csv")
+    assert load_lexicon(out / "test_lexicon.csv") == {"h1": ["0123", "0124"], "h2": ["0125"]}
+    pool = cc.load(out / "test_pool.json")
+    assert [img["batch"] for img in pool["images"]] == ["h1", "h2"]
+    # without data.coco.lexicon: a header alone (no lexicon)
+    config["data"]["coco"]["lexicon"] = None
+    make_real_pools(config, out / "train_pool.json", out / "test_pool.json", out / "train", out / "test",
+                    out / "none.csv")
+    assert load_lexicon(out / "none.csv") == {}

@@ -22,8 +22,9 @@ from billetjax.utils import save_figure  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-FIGURE_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern")
-METRIC_LABELS = {"id_read_rate": "ID\nread", "id_read_rate_pattern": "ID read\n+pattern"}
+FIGURE_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern", "id_read_rate_lexicon")
+METRIC_LABELS = {"id_read_rate": "ID\nread", "id_read_rate_pattern": "ID read\n+pattern",
+                 "id_read_rate_lexicon": "ID read\n+lexicon"}
 DPI = 130
 LOSS_SMOOTHING_ROWS = 5  # rolling mean over this many logged steps for the (noisy) training loss
 OUTCOME_COLOURS = {"TP": "#2ca02c", "MC": "#ff7f0e", "FP": "#d62728", "missed": "#1f77b4"}

@@ -36,8 +36,10 @@ import numpy as np
 
 from billetjax.evaluation.billet_id import IdPattern
 
-LOG_FLOOR = 1e-300  # probabilities are floored here before the log (an impossible choice stays finite)
 NEG = -np.inf
+# No box is certainly a character: dropping one costs at least this factor, so that a grammar can
+# still drop a duplicate whose class scores leave nothing to the background.
+MIN_BACKGROUND = 1e-6
 
 
 @dataclass(frozen=True)
@@ -53,17 +55,9 @@ def _log(x: np.ndarray) -> np.ndarray:
         return np.log(np.maximum(x, 0.0))
 
 
-def _lse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """log(exp(a) + exp(b)) elementwise, -inf safe."""
-    m = np.maximum(a, b)
-    with np.errstate(invalid="ignore"):
-        out = m + np.log1p(np.exp(-np.abs(a - b)))
-    return np.where(np.isneginf(m), NEG, out)
-
-
 def background(probs: np.ndarray) -> np.ndarray:
-    """p[i, bg]: what the joint class probabilities leave to "no character"."""
-    return np.clip(1.0 - probs.sum(axis=1), 0.0, 1.0)
+    """p[i, bg]: what the joint class probabilities leave to "no character" (at least MIN_BACKGROUND)."""
+    return np.clip(1.0 - probs.sum(axis=1), MIN_BACKGROUND, 1.0)
 
 
 def plain_reading(probs: np.ndarray, names: list[str]) -> Reading:

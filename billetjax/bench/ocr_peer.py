@@ -103,6 +103,11 @@ def ours(metrics_path: Path, levels: list[float]) -> dict | None:
     return {k: metrics.get(k) for k in keys}
 
 
+def _pct(value) -> str:
+    """A rate for the log line; '-' where the run had none (null in its metrics file)."""
+    return "-" if value is None else f"{value:.1f} %"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m billetjax.bench ocr-peer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,10 +141,11 @@ def main(argv: list[str] | None = None) -> None:
         peer = score(truth, readings, levels, pattern)
         mine = ours(results / f"metrics/exp{args.experiment}/seed{args.seed}/testset{n}.json", levels)
         report["test_sets"][n] = {"peer": peer, "ours": mine}
-        print(f"test set {n}: peer reads {peer['id_read_rate']:.1f} % of {peer['n_billets']} IDs"
+        print(f"test set {n}: the peer reads {peer['id_read_rate']:.1f} % of {peer['n_billets']} IDs"
               + (f" (with the grammar check {peer['id_read_rate_pattern']:.1f} %)" if pattern else "")
-              + (f"; ours: plain {mine['id_read_rate']:.1f}, grammar {mine['id_read_rate_pattern'] or float('nan'):.1f}, "
-                 f"lexicon {mine['id_read_rate_lexicon'] or float('nan'):.1f} %" if mine else "; no metrics of ours"),
+              + ("; ours: " + ", ".join(f"{label} {_pct(mine[key])}" for label, key in (
+                  ("plain", "id_read_rate"), ("grammar", "id_read_rate_pattern"), ("lexicon", "id_read_rate_lexicon")))
+                 if mine else "; no metrics of ours"),
               flush=True)
     report["peer_images_per_s"] = total_n / total_s if total_s > 0 else float("nan")
     report["peer"] = "rapidocr-onnxruntime (zero-shot)"

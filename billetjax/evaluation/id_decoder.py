@@ -1,4 +1,4 @@
-"""Whole-ID decoding as a plant reads billets: grammar, lexicon and a calibrated reject option.
+"""Whole-ID decoding as a plant reads billets: grammar, lexicon and a reject option on the posterior.
 
 The detections of one image become characters (class-agnostic duplicate merging, rows in reading
 order: `billetjax.evaluation.billet_id`), each with joint probabilities p[i, c] (box i is

@@ -27,7 +27,8 @@ READING = {"iou_threshold": 0.5, "score_threshold": 0.5, "bootstrap_samples": 0,
 def stamped(billet_id: str) -> list[tuple[list[float], str]]:
     """Boxes of a billet ID laid out as stamped: 6 characters, then the rest in a second row."""
     rows = [billet_id[:HEAT_LENGTH], billet_id[HEAT_LENGTH:]]
-    return [([20.0 + 16.0 * c, 20.0 + 30.0 * r, 12.0, 20.0], ch) for r, row in enumerate(rows) for c, ch in enumerate(row)]
+    return [([20.0 + 16.0 * c, 20.0 + 30.0 * r, 12.0, 20.0], ch)
+            for r, row in enumerate(rows) for c, ch in enumerate(row)]
 
 
 def billet(image_id: int, billet_id: str, **attributes) -> tuple[dict, list[dict]]:
@@ -206,7 +207,8 @@ def test_per_billet_outcomes_in_the_metrics():
     # pattern: billet 1 at 0.576 (rejected), 2 read, 3 no reading; lexicon: all three read.
     assert counts["id_read_pattern"].tolist() == [0, 1, 0] and counts["id_reject_pattern"].tolist() == [1, 0, 1]
     assert counts["id_read_lexicon"].tolist() == [1, 1, 1]
-    assert result["metrics"]["id_read_lexicon"] == 100.0 and result["metrics"]["id_read_pattern_at_20"] == pytest.approx(200 / 3)
+    assert result["metrics"]["id_read_lexicon"] == 100.0
+    assert result["metrics"]["id_read_pattern_at_20"] == pytest.approx(200 / 3)
     assert result["metrics"]["id_read_rate_pattern"] == pytest.approx(200 / 3)  # no reject option
     # without a lexicon the lexicon's metrics are undefined, not zero
     assert np.isnan(evaluate(gt, dets, READING, 0)["metrics"]["id_read_lexicon"])
@@ -238,7 +240,8 @@ def test_production_schedule_has_the_plant_systematics():
 
 def test_test_set_lexicons(tmp_path):
     lexicon = tmp_path / "test_lexicon.csv"
-    pd.DataFrame({"batch": ["a", "a", "b", "c"], "billet_id": ["111", "112", "211", "311"]}).to_csv(lexicon, index=False)
+    rows = {"batch": ["a", "a", "b", "c"], "billet_id": ["111", "112", "211", "311"]}
+    pd.DataFrame(rows).to_csv(lexicon, index=False)
     sets = [{"images": [{"id": 1, "file_name": "1.png", "batch": "a"}, {"id": 2, "file_name": "2.png", "batch": "c"}]},
             {"images": [{"id": 3, "file_name": "3.png", "batch": "b"}]}]
     outs = [tmp_path / "testset1_lexicon.csv", tmp_path / "testset2_lexicon.csv"]

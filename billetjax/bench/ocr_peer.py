@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         gt_path = results / f"data/testsets/testset{n}.json"
         if not gt_path.is_file():
             raise SystemExit(f"{gt_path} not found: make the test sets first (snakemake {gt_path})")
-        names = [str(c["name"]) for c in sorted(cc.load(gt_path, require_extras=False)["categories"], key=lambda c: int(c["id"]))]
+        categories = cc.load(gt_path, require_extras=False)["categories"]
+        names = [str(c["name"]) for c in sorted(categories, key=lambda c: int(c["id"]))]
         pattern = IdPattern.from_config(config["evaluation"]["id_pattern"], names)
         truth, readings, seconds = read_test_set(gt_path, engine, args.limit)
         total_s, total_n = total_s + seconds, total_n + len(truth)

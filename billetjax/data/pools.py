@@ -190,7 +190,8 @@ def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: 
     test_plan = plan_test_pool(sets[WELL], sets[POOR], sets[PARTIAL],
                                stage_seed(seed, "data", "test-plan"))
     schedules = {
-        name: production_schedule(np.random.default_rng(stage_seed(seed, "data", name, "schedule")), len(plan), id_scheme)
+        name: production_schedule(np.random.default_rng(stage_seed(seed, "data", name, "schedule")), len(plan),
+                                  id_scheme)
         for name, plan in (("train", train_plan), ("test", test_plan))
     }
     imaged = {name: [b for b in schedule if b.imaged] for name, schedule in schedules.items()}

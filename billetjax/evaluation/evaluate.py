@@ -29,7 +29,8 @@ ID_OUTCOMES = tuple(f"id_{o}_{v}" for v in VARIANTS for o in ("read", "misread",
 RUN_COLUMNS = COUNT_COLUMNS + ("has_id", "id_correct", "id_correct_pattern", "id_correct_lexicon") + ID_OUTCOMES
 # Metrics with a bootstrap interval (sums over billets; mAP and the read rates at a misread level,
 # whose threshold is chosen on the billets, have none).
-INTERVAL_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern", "id_read_rate_lexicon") + ID_OUTCOMES
+INTERVAL_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern",
+                    "id_read_rate_lexicon") + ID_OUTCOMES
 TABLE_METRICS = ("TP", "MC", "FN", "FP", "CB", "mAP50", "id_read_rate", "id_read_rate_pattern",
                  "id_read_rate_lexicon") + ID_OUTCOMES
 

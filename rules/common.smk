@@ -66,11 +66,11 @@ def config_for(*sections):
 
 
 def user_data_inputs(wildcards):
-    """The user's COCO files when data.source is coco (so edits to them rerun the import)."""
+    """The user's COCO files and lexicon when data.source is coco (so edits to them rerun the import)."""
     if config["data"]["source"] != "coco":
         return []
     user = config["data"]["coco"]
-    return [p for p in (user["train"], user["test"]) if p]
+    return [p for p in (user["train"], user["test"], user["lexicon"]) if p]
 
 
 # The renderers whose pools some experiment mixes in (a row's synthetic_source, else synth.method).

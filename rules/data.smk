@@ -8,6 +8,7 @@ rule real_pools:
     output:
         train="results/data/real/train_pool.json",
         test="results/data/real/test_pool.json",
+        lexicon="results/data/real/test_lexicon.csv",
         train_images=directory("results/data/real/train"),
         test_images=directory("results/data/real/test"),
     params:
@@ -27,9 +28,11 @@ rule real_pools:
 
 rule test_sets:
     input:
-        "results/data/real/test_pool.json",
+        pool="results/data/real/test_pool.json",
+        lexicon="results/data/real/test_lexicon.csv",
     output:
-        expand("results/data/testsets/testset{testset}.json", testset=TEST_SETS),
+        sets=expand("results/data/testsets/testset{testset}.json", testset=TEST_SETS),
+        lexicons=expand("results/data/testsets/testset{testset}_lexicon.csv", testset=TEST_SETS),
     params:
         test_sets=config["data"]["test_sets"],
     log:

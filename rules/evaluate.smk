@@ -15,6 +15,7 @@ METRICS_CONFIG = {
 rule evaluate_detections:
     input:
         gt="results/data/testsets/testset{testset}.json",
+        lexicon="results/data/testsets/testset{testset}_lexicon.csv",
         detections="results/detections/exp{experiment}/seed{seed}/testset{testset}.json",
     output:
         "results/metrics/exp{experiment}/seed{seed}/testset{testset}.json",
@@ -134,8 +135,43 @@ rule figure_detections_gallery:
         "../scripts/figure_detections_gallery.py"
 
 
+rule id_read_curve:
+    input:
+        expand(
+            "results/metrics/exp{experiment}/seed{seed}/testset{testset}.json",
+            experiment=EXPERIMENTS,
+            seed=SEEDS,
+            testset=TEST_SETS,
+        ),
+    output:
+        table=report(
+            "results/tables/id_read_curve.csv",
+            caption="../docs/captions/id_read_curve_csv.rst",
+            category="Table 3",
+        ),
+        figure=report(
+            "results/figures/id_read_curve.png",
+            caption="../docs/captions/id_read_curve.rst",
+            category="Table 3",
+        ),
+    params:
+        experiment=config["evaluation"]["reference_experiment"],
+        misread_levels_pct=config["evaluation"]["id_reading"]["misread_levels_pct"],
+        test_set_names=[s["name"] for s in config["data"]["test_sets"]],
+    log:
+        "logs/evaluate/id_read_curve.log",
+    benchmark:
+        "benchmarks/evaluate/id_read_curve.tsv"
+    conda:
+        "../envs/plot.yaml"
+    script:
+        "../scripts/id_read_curve.py"
+
+
 FINAL_TARGETS += expand("results/tables/testset{testset}.csv", testset=TEST_SETS)
 FINAL_TARGETS += [
+    "results/tables/id_read_curve.csv",
+    "results/figures/id_read_curve.png",
     "results/tables/table3.csv",
     "results/figures/table3.png",
     "results/figures/training_curves.png",

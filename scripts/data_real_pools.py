@@ -9,5 +9,5 @@ if __name__ == "__main__":
     from billetjax.data.pools import make_real_pools
 
     make_real_pools(snakemake.params.config, snakemake.output.train, snakemake.output.test,
-                    snakemake.output.train_images, snakemake.output.test_images, workers=snakemake.threads,
-                    glyphs=snakemake.params.glyphs)
+                    snakemake.output.train_images, snakemake.output.test_images, snakemake.output.lexicon,
+                    workers=snakemake.threads, glyphs=snakemake.params.glyphs)

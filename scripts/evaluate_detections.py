@@ -14,4 +14,5 @@ evaluate_files(
     experiment=int(snakemake.wildcards.experiment),
     seed=int(snakemake.wildcards.seed),
     test_set=int(snakemake.wildcards.testset),
+    lexicon_path=snakemake.input.lexicon,
 )

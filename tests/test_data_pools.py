@@ -87,6 +87,17 @@ def test_pool_proportions_and_character_counts(pools):
         img["billet_id"] + img["file_name"] for img in train["images"]}
 
 
+def test_test_pool_ids_come_from_heats_with_their_lexicon(pools):
+    from billetjax.evaluation.billet_id import load_lexicon
+
+    test = cc.load(pools / "real/test_pool.json")
+    lexicon = load_lexicon(pools / "real/test_lexicon.csv")
+    for img in test["images"]:
+        assert img["billet_id"].startswith(img["batch"]) and img["billet_id"] in lexicon[img["batch"]]
+    # consecutive billets share their heat: fewer heats than billets
+    assert len({img["batch"] for img in test["images"]}) < len(test["images"])
+
+
 def test_same_seed_same_bytes_any_worker_count(pools, tmp_path, config):
     simulate_real_pools(config, tmp_path / "real/train_pool.json", tmp_path / "real/test_pool.json", workers=1)
     assert tree_digest(tmp_path / "real") == tree_digest(pools / "real")

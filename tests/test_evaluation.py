@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from billetjax.evaluation import IdPattern, digit_metrics, map50, match_detections, read_billets, reading_order
-from billetjax.evaluation.billet_id import decode_with_pattern, text_angle
+from billetjax.evaluation.billet_id import text_angle
+from billetjax.evaluation.id_decoder import GrammarDecoder
 from billetjax.evaluation.bootstrap import bootstrap_intervals, resample_weights, seed_interval
 from billetjax.evaluation.metrics import iou_xywh, percentages
 
@@ -207,7 +208,7 @@ def test_read_billets_plain_with_duplicates_and_low_scores():
     records = read_billets(g, dets)
     assert [r["read"] for r in records] == ["12345678901", "1234678901"]
     assert [r["correct"] for r in records] == [True, False]
-    assert records[0]["read_pattern"] is None
+    assert records[0]["read_pattern"] is None and records[0]["read_lexicon"] is None
 
 
 def probs(rows: list[dict[str, float]]) -> np.ndarray:
@@ -216,6 +217,11 @@ def probs(rows: list[dict[str, float]]) -> np.ndarray:
         for ch, v in row.items():
             p[i, int(ch)] = v
     return p
+
+
+def decode_with_pattern(p, names, pattern):
+    """The grammar decoder on boxes in one detected row."""
+    return GrammarDecoder(pattern, names).decode(p, np.zeros(len(p), dtype=int)).text
 
 
 def test_pattern_picks_best_valid_reading():

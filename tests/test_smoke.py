@@ -16,7 +16,11 @@ import pytest
 COLUMNS = ["experiment", "synthetic_pct", "real_pct", "n_images", "test_set", "TP", "MC", "FN", "FP", "CB"]
 FIGURES = ["real_samples.png", "synthetic_samples.png", "gan_losses.png", "gan_samples_step10.png",
            "gan_samples_step20.png", "table3.png", "training_curves.png", "detections_gallery.png",
-           "replacement_curve.png", "dose_response.png"]
+           "replacement_curve.png", "dose_response.png", "id_read_curve.png"]
+# Whole-ID reading (docs/id-reading.md): extra columns after the contract's, per decoder.
+ID_COLUMNS = ["id_read_rate", "id_read_rate_pattern", "id_read_rate_lexicon"] + [
+    f"id_{o}_{v}" for v in ("plain", "pattern", "lexicon") for o in ("read", "misread", "reject")] + [
+    f"id_read_{v}_at_{x}" for v in ("plain", "pattern", "lexicon") for x in ("0.1", "0.5")]
 
 # The smoke preset's test pool: 4 well, 2 poor, 2 partial billets; the default test sets are all,
 # well, poor or partial, poor, partial.
@@ -44,6 +48,12 @@ def test_tables_are_well_formed(study):
         assert metrics.notna().all().all() and (metrics >= 0).all().all()
         # A character is matched at most once: found (TP or MC) is at most all of them.
         assert (table["TP"] + table["MC"] <= 100 + 1e-6).all()
+        assert set(ID_COLUMNS) <= set(table.columns)
+        # the simulator writes a lexicon and config.yaml a grammar: every decoder is measured
+        assert table[ID_COLUMNS].notna().all().all()
+        for v in ("plain", "pattern", "lexicon"):
+            outcomes = table[[f"id_{o}_{v}" for o in ("read", "misread", "reject")]].sum(axis=1)
+            assert outcomes.tolist() == pytest.approx([100.0] * len(table))
     table3 = pd.read_csv(tables / "table3.csv")
     assert len(table3) == 40
     assert table3["test_set"].tolist() == sorted(table3["test_set"].tolist())

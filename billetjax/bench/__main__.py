@@ -1,6 +1,7 @@
-"""`python -m billetjax.bench pix2pix|detector|steps [options]`: run one benchmark; its last line is
-JSON. `pix2pix` and `detector` time ours against PyTorch; `steps` runs N training steps of a
-config's model alone (the GPU check's throughput)."""
+"""`python -m billetjax.bench pix2pix|detector|steps|ocr-peer [options]`: run one benchmark; its
+last line is JSON. `pix2pix` and `detector` time ours against PyTorch; `steps` runs N training
+steps of a config's model alone (the GPU check's throughput); `ocr-peer` scores a zero-shot
+general OCR's whole-ID reading on the test sets beside ours."""
 
 import importlib
 import sys
@@ -9,6 +10,7 @@ BENCHMARKS = {
     "pix2pix": "billetjax.bench.pix2pix",
     "detector": "billetjax.bench.detector",
     "steps": "billetjax.bench.steps",
+    "ocr-peer": "billetjax.bench.ocr_peer",
 }
 
 

@@ -77,10 +77,14 @@ def worker_init() -> None:
 
 def _render_one(args: tuple) -> tuple[int, dict, list[dict]]:
     """Render one billet into `folder`; returns (index, image record, annotation stubs)."""
-    from billetjax.data.simulate import render_billet
+    from billetjax.data.simulate import random_billet_id, render_billet
 
-    index, seed, site, visibility, size_px, folder, prefix, id_scheme = args
-    billet = render_billet(np.random.default_rng(seed), site=site, visibility=visibility, size_px=size_px,
+    index, seed, site, visibility, size_px, folder, prefix, id_scheme, billet_id, batch = args
+    rng = np.random.default_rng(seed)
+    # Draw the random ID that the production schedule's replaces, so that every other draw of the
+    # billet (look, layout, damage) stays what it was before IDs came from a schedule.
+    random_billet_id(rng, id_scheme)
+    billet = render_billet(rng, site=site, visibility=visibility, size_px=size_px, billet_id=billet_id,
                            id_scheme=id_scheme)
     file = Path(folder) / f"{prefix}_{index:06d}.png"
     cc.write_image(file, billet.image)
@@ -90,6 +94,7 @@ def _render_one(args: tuple) -> tuple[int, dict, list[dict]]:
         "site": site,
         "visibility": visibility,
         "billet_id": billet.billet_id,
+        "batch": batch,
         "source": "real",
         "file": str(file),
     }
@@ -113,20 +118,25 @@ def _polygon_area(polygon: np.ndarray) -> float:
 
 def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image_dir: str | os.PathLike,
                 size_px: int, seed: int, prefix: str, workers: int = 1, first_id: int = 1,
-                id_scheme=None) -> dict:
+                id_scheme=None, billets=None) -> dict:
     """Render every billet of `plan` and write the COCO file; returns the COCO dict.
 
     `id_scheme` (`billetjax.data.simulate.IdScheme`; None: digits only) says which characters the
-    IDs carry and so the categories (digits 1-10, letters after). Each image has its own derived
-    seed, so the bytes do not depend on the number of workers.
+    IDs carry and so the categories (digits 1-10, letters after). `billets`: the imaged
+    `ScheduledBillet`s of a production schedule, one per plan entry, whose IDs are stamped and
+    whose heat becomes the image's `batch`; None: independent random IDs, no batch. Each image
+    has its own derived seed, so the bytes do not depend on the number of workers.
     """
     from billetjax.data.simulate import DIGITS_ONLY
 
     id_scheme = id_scheme or DIGITS_ONLY
+    if billets is not None and len(billets) != len(plan):
+        raise ValueError(f"{len(billets)} scheduled billets for a plan of {len(plan)} images")
     image_dir = Path(image_dir)
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (i, stage_seed(seed, prefix, i), site, vis, size_px, str(image_dir), prefix, id_scheme)
+        (i, stage_seed(seed, prefix, i), site, vis, size_px, str(image_dir), prefix, id_scheme,
+         billets[i].billet_id if billets is not None else None, billets[i].heat if billets is not None else None)
         for i, (site, vis) in enumerate(plan)
     ]
     results: list = [None] * len(jobs)
@@ -162,9 +172,14 @@ def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image
 
 
 def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
-                        workers: int = 1) -> None:
-    """Render the embedded stand-in for the paper's private camera images (`billetjax.data.simulate`)."""
-    from billetjax.data.simulate import IdScheme
+                        workers: int = 1, lexicon_csv: str | os.PathLike | None = None) -> None:
+    """Render the embedded stand-in for the paper's private camera images (`billetjax.data.simulate`)
+    and the test pool's lexicon (expected IDs per heat) to `lexicon_csv` (default: test_lexicon.csv
+    beside `test_json`).
+
+    The IDs of each pool come from a production schedule: consecutive images share heats, so a
+    pool's `batch` (heat) attribute and the lexicon carry the plant's ID systematics."""
+    from billetjax.data.simulate import IdScheme, production_schedule, schedule_lexicon
 
     sim = config["data"]["simulate"]
     sets = sim["test_pool"]
@@ -174,23 +189,49 @@ def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: 
                                  sim["partial_fraction"], stage_seed(seed, "data", "train-plan"))
     test_plan = plan_test_pool(sets[WELL], sets[POOR], sets[PARTIAL],
                                stage_seed(seed, "data", "test-plan"))
+    schedules = {
+        name: production_schedule(np.random.default_rng(stage_seed(seed, "data", name, "schedule")), len(plan),
+                                  id_scheme)
+        for name, plan in (("train", train_plan), ("test", test_plan))
+    }
+    imaged = {name: [b for b in schedule if b.imaged] for name, schedule in schedules.items()}
     render_pool(train_plan, train_json, Path(train_json).parent / "train", size_px,
-                stage_seed(seed, "data", "train"), "train", workers, id_scheme=id_scheme)
+                stage_seed(seed, "data", "train"), "train", workers, id_scheme=id_scheme, billets=imaged["train"])
     # Test ids start after the training ids, so an image id names one billet across both pools.
     render_pool(test_plan, test_json, Path(test_json).parent / "test", size_px,
                 stage_seed(seed, "data", "test"), "test", workers, first_id=len(train_plan) + 1,
-                id_scheme=id_scheme)
+                id_scheme=id_scheme, billets=imaged["test"])
+    write_lexicon(lexicon_csv if lexicon_csv is not None else Path(test_json).parent / "test_lexicon.csv",
+                  schedule_lexicon(schedules["test"]))
+
+
+def write_lexicon(path: str | os.PathLike, rows: list[tuple[str, str]]) -> None:
+    """A lexicon CSV (columns batch, billet_id; docs/id-reading.md)."""
+    import pandas as pd
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["batch", "billet_id"], dtype=str).to_csv(path, index=False)
+    log.info("%s: %d expected IDs in %d batches", path, len(rows), len({b for b, _ in rows}))
 
 
 # ----------------------------------------------------------------------------- both sources
 
 
 def make_real_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
-                    train_images: str | os.PathLike, test_images: str | os.PathLike, workers: int = 1,
-                    glyphs: dict | None = None) -> None:
+                    train_images: str | os.PathLike, test_images: str | os.PathLike,
+                    lexicon_csv: str | os.PathLike, workers: int = 1, glyphs: dict | None = None) -> None:
     """Write the real train and test pools for `data.source` (simulate or coco), their images
-    into `train_images` and `test_images`; `glyphs` as `import_user_pools` takes it."""
+    into `train_images` and `test_images`, and the test pool's lexicon to `lexicon_csv` (the
+    simulator's, the user's `data.coco.lexicon`, or none: a header alone); `glyphs` as
+    `import_user_pools` takes it."""
     if config["data"]["source"] == "simulate":
-        simulate_real_pools(config, train_json, test_json, workers)
+        simulate_real_pools(config, train_json, test_json, workers, lexicon_csv)
     else:
         import_user_pools(config, train_json, test_json, train_images, test_images, glyphs)
+        user = config["data"]["coco"]["lexicon"]
+        rows = []
+        if user is not None:
+            from billetjax.evaluation.billet_id import load_lexicon
+
+            rows = [(batch, billet_id) for batch, ids in load_lexicon(user).items() for billet_id in ids]
+        write_lexicon(lexicon_csv, rows)

@@ -238,7 +238,7 @@ class IdScheme:
             positions += [DIGITS] * (max(self.letter_positions) + 1 - len(positions))
             for p in self.letter_positions:
                 positions[p] = self.letters
-        return {"length": list(ID_LENGTHS), "positions": positions}
+        return {"rows": [HEAT_LENGTH, [n - HEAT_LENGTH for n in ID_LENGTHS]], "positions": positions}
 
     def pattern_problems(self, pattern: dict | None) -> list[str]:
         """Why `evaluation.id_pattern` cannot read these IDs (empty when it can, or is null).
@@ -303,6 +303,71 @@ def random_billet_id(rng: np.random.Generator, scheme: IdScheme | None = None) -
     for p in scheme.letter_positions:
         chars[p] = scheme.letters[int(rng.integers(len(scheme.letters)))]
     return "".join(chars)
+
+
+# The simulated plant's production (docs/id-reading.md). Billets come in heats: every billet of a
+# heat carries the heat number (plant digit, year digit, a running heat counter: consecutive heats
+# differ in its last digits), then the strand it was cast on (1 + k mod the heat's strands for its
+# k-th billet) and that strand's running sequence number (4 digits; 5 in the heats of the
+# 12-character format, TWELVE_CHARACTER_FRACTION of them).
+HEAT_BILLETS = (12, 24)         # billets per heat, drawn uniformly
+HEAT_STRANDS = (4, 8)           # strands a heat is cast into, drawn uniformly
+SKIPPED_FRACTION = 0.25         # billets passing the camera unrecorded: in the lexicon, not the pool
+NEXT_HEAT_IN_LEXICON = 3        # a heat's lexicon also expects the next heat's first billets
+
+
+@dataclass(frozen=True)
+class ScheduledBillet:
+    """One billet of the simulated production: its heat, its ID, and whether it was imaged."""
+
+    heat: str
+    billet_id: str
+    imaged: bool
+
+
+def production_schedule(rng: np.random.Generator, n_imaged: int,
+                        scheme: IdScheme | None = None) -> list[ScheduledBillet]:
+    """The production of one camera: heats of consecutive billets until `n_imaged` are imaged
+    (SKIPPED_FRACTION of each heat passes unrecorded; so do the last heat's billets after the
+    `n_imaged`-th), in casting order.
+
+    With `scheme.letters`, its letter positions get a letter: per heat inside the heat number,
+    per billet after it.
+    """
+    plant, year = int(rng.integers(1, 10)), int(rng.integers(0, 10))
+    counter = int(rng.integers(0, 10 ** (HEAT_LENGTH - 2) - 1000))
+    out: list[ScheduledBillet] = []
+    imaged = 0
+    while imaged < n_imaged:
+        heat_digits = f"{plant}{year}{counter:0{HEAT_LENGTH - 2}d}"
+        counter += 1
+        heat_letters = {p: scheme.letters[int(rng.integers(len(scheme.letters)))]
+                        for p in (scheme.letter_positions if scheme and scheme.letters else ()) if p < HEAT_LENGTH}
+        heat = "".join(heat_letters.get(p, c) for p, c in enumerate(heat_digits))
+        digits = ID_LENGTHS[1 if rng.random() < TWELVE_CHARACTER_FRACTION else 0] - HEAT_LENGTH - 1
+        strands = int(rng.integers(HEAT_STRANDS[0], HEAT_STRANDS[1] + 1))
+        starts = rng.integers(0, 10 ** digits - 100, size=strands)
+        for k in range(int(rng.integers(HEAT_BILLETS[0], HEAT_BILLETS[1] + 1))):
+            chars = list(f"{heat}{1 + k % strands}{starts[k % strands] + k // strands:0{digits}d}")
+            for p in (scheme.letter_positions if scheme and scheme.letters else ()):
+                if p >= HEAT_LENGTH:
+                    chars[p] = scheme.letters[int(rng.integers(len(scheme.letters)))]
+            seen = imaged < n_imaged and rng.random() >= SKIPPED_FRACTION
+            imaged += seen
+            out.append(ScheduledBillet(heat, "".join(chars), bool(seen)))
+    return out
+
+
+def schedule_lexicon(schedule: list[ScheduledBillet]) -> list[tuple[str, str]]:
+    """(batch, billet_id) rows of the expected IDs: per heat, all its billets (imaged or skipped)
+    and the first NEXT_HEAT_IN_LEXICON billets of the next heat (distractors)."""
+    heats = list(dict.fromkeys(b.heat for b in schedule))
+    by_heat = {h: [b.billet_id for b in schedule if b.heat == h] for h in heats}
+    rows = []
+    for k, heat in enumerate(heats):
+        following = by_heat[heats[k + 1]][:NEXT_HEAT_IN_LEXICON] if k + 1 < len(heats) else []
+        rows += [(heat, billet_id) for billet_id in by_heat[heat] + following]
+    return rows
 
 
 def id_rows(billet_id: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from billetjax import coco as cc
@@ -70,3 +71,33 @@ def make_test_sets(test_pool_json: str | os.PathLike, out_paths: list[str | os.P
         written.append(subset)
     return written
 
+
+
+def write_test_set_lexicons(lexicon_csv: str | os.PathLike, test_sets: list[dict],
+                            out_paths: list[str | os.PathLike]) -> None:
+    """Each test set's lexicon (`out_paths[n - 1]`): the expected IDs of the batches its images
+    belong to (all of them for a lexicon without batches; a header alone for none).
+
+    Refuses a lexicon with batches when a test image has no `batch` attribute, naming the image."""
+    import pandas as pd
+
+    from billetjax.evaluation.billet_id import load_lexicon
+
+    lexicon = load_lexicon(lexicon_csv)
+    batched = bool(lexicon) and set(lexicon) != {""}
+    for n, (subset, out) in enumerate(zip(test_sets, out_paths), 1):
+        if batched:
+            lacking = [img for img in subset["images"] if img.get("batch") is None]
+            if lacking:
+                name = lacking[0].get("user_file_name", lacking[0]["file_name"])
+                raise cc.CocoError(
+                    f"{lexicon_csv}: the lexicon names batches, but test image {name} (and {len(lacking) - 1} "
+                    "more) has no 'batch' attribute; give every test image its batch or drop the lexicon's "
+                    "batch column (every ID is then a candidate for every image)")
+            batches = list(dict.fromkeys(str(img["batch"]) for img in subset["images"]))
+        else:
+            batches = list(lexicon)
+        rows = [(b, billet_id) for b in batches for billet_id in lexicon.get(b, [])]
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows, columns=["batch", "billet_id"], dtype=str).to_csv(out, index=False)
+        log.info("test set %d: lexicon of %d expected IDs in %d batches", n, len(rows), len(batches))

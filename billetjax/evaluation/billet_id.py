@@ -1,15 +1,18 @@
 """Reading a billet's ID from its detections (beyond the paper; paper §4 motivates the pattern).
 
-Detections above the score threshold are de-duplicated class-agnostically, grouped into text rows
-(robust to a slight rotation of the billet face) and read top row first, left to right. An optional
-ID pattern (`evaluation.id_pattern`) picks the best valid reading from the per-box class scores:
-which boxes to drop as false positives, and the best allowed character at each position.
+Detections above the score threshold become characters: duplicates merged class-agnostically
+(`merge_duplicates`), grouped into text rows (robust to a slight rotation of the billet face) and
+put in reading order, top row first, left to right. The decoders of
+`billetjax.evaluation.id_decoder` read the ID from them: plainly, with the ID's grammar
+(`IdPattern`, from `evaluation.id_pattern`) and with a lexicon of expected IDs (`load_lexicon`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,8 +22,8 @@ DEDUPE_IOU = 0.5  # two boxes overlapping more than this are one character (keep
 ROW_GAP = 0.5  # a new text row starts where rotated centres jump by more than this × median box height
 MAX_TEXT_ANGLE_DEG = 30.0  # text rows are searched within ±this of horizontal ("slight rotation")
 ANGLE_STEP_DEG = 0.1
+COARSE_STEP_DEG = 1.0
 ALIGN_SIGMA = 0.2  # tolerance of row alignment, × median character height
-LOG_FLOOR = 1e-12  # probabilities are floored here before the log (an impossible choice stays finite)
 
 
 def dedupe(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = DEDUPE_IOU) -> np.ndarray:
@@ -49,15 +52,23 @@ def text_angle(centres: np.ndarray, height: float) -> float:
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     if len(centres) < 2:
         return 0.0
-    angles = np.radians(np.arange(-MAX_TEXT_ANGLE_DEG, MAX_TEXT_ANGLE_DEG + 1e-9, ANGLE_STEP_DEG))
     i, j = np.triu_indices(len(centres), k=1)
     d = centres[j] - centres[i]  # [pairs, 2]
-    across = -np.sin(angles)[:, None] * d[None, :, 0] + np.cos(angles)[:, None] * d[None, :, 1]
     sigma = ALIGN_SIGMA * max(float(height), 1e-6)
-    score = np.exp(-0.5 * (across / sigma) ** 2).sum(axis=1)
-    # On a plateau (one row, or exact ties) prefer the angle closest to horizontal.
-    best = np.flatnonzero(score >= score.max() - 1e-9)
-    return float(angles[best[np.argmin(np.abs(angles[best]))]])
+
+    def best_of(angles_deg: np.ndarray) -> float:
+        angles = np.radians(angles_deg)
+        across = -np.sin(angles)[:, None] * d[None, :, 0] + np.cos(angles)[:, None] * d[None, :, 1]
+        score = np.exp(-0.5 * (across / sigma) ** 2).sum(axis=1)
+        # On a plateau (one row, or exact ties) prefer the angle closest to horizontal.
+        best = np.flatnonzero(score >= score.max() - 1e-9)
+        return float(angles_deg[best[np.argmin(np.abs(angles_deg[best]))]])
+
+    # Coarse to fine (the score varies slowly: a 1° turn moves a pair 5 characters apart by
+    # less than half the Gaussian's width), then ANGLE_STEP_DEG within ±1° of the coarse best.
+    coarse = best_of(np.arange(-MAX_TEXT_ANGLE_DEG, MAX_TEXT_ANGLE_DEG + 1e-9, COARSE_STEP_DEG))
+    fine = np.arange(-COARSE_STEP_DEG, COARSE_STEP_DEG + 1e-9, ANGLE_STEP_DEG) + coarse
+    return math.radians(best_of(np.round(fine[np.abs(fine) <= MAX_TEXT_ANGLE_DEG + 1e-9], 6)))
 
 
 def reading_order(boxes: np.ndarray) -> list[np.ndarray]:
@@ -90,14 +101,17 @@ class IdPattern:
 
     lengths: tuple[int, ...]
     allowed: tuple[str, ...]  # allowed characters for positions 0 .. max(lengths) - 1
+    rows: tuple[tuple[int, ...], ...] | None = None  # allowed lengths of each stamped row, top first
 
     @classmethod
     def from_config(cls, spec: dict | None, category_names: list[str]) -> "IdPattern | None":
         """Build from `evaluation.id_pattern` (see the config schema); None stays None.
 
         `length` (int or list), `alphabet` (characters allowed at every position; default: all
-        categories) and `positions` (allowed characters for the first positions, overriding
-        `alphabet` there; without `length`, its size is the length).
+        categories), `positions` (allowed characters for the first positions, overriding
+        `alphabet` there; without `length`, its size is the length) and `rows` (the lengths each
+        stamped row may have, top row first, an int or a list each; the ID's lengths are their
+        sums, and `length`, where given too, must agree).
         """
         if spec is None:
             return None
@@ -105,10 +119,25 @@ class IdPattern:
         if bad_names:
             raise ValueError(f"evaluation.id_pattern needs single-character category names; got {bad_names}")
         positions = list(spec.get("positions") or [])
-        length = spec.get("length", len(positions) or None)
+        rows = None
+        if spec.get("rows"):
+            rows = tuple(tuple(sorted({int(n) for n in (r if isinstance(r, (list, tuple)) else [r])}))
+                         for r in spec["rows"])
+            if any(not r or r[0] < 1 for r in rows):
+                raise ValueError(f"evaluation.id_pattern.rows: every row needs a positive length, got {spec['rows']!r}")
+            sums = {0}
+            for r in rows:
+                sums = {s + n for s in sums for n in r}
+            row_total = tuple(sorted(sums))
+        length = spec.get("length", (list(row_total) if rows else len(positions)) or None)
         if length is None:
-            raise ValueError("evaluation.id_pattern: give 'length' or 'positions'")
+            raise ValueError("evaluation.id_pattern: give 'length', 'rows' or 'positions'")
         lengths = tuple(sorted({int(n) for n in (length if isinstance(length, (list, tuple)) else [length])}))
+        if rows and lengths != row_total:
+            raise ValueError(
+                f"evaluation.id_pattern: rows {spec['rows']!r} give IDs of {list(row_total)} characters, "
+                f"but length is {length!r}; make them agree (or leave length out)"
+            )
         if not lengths or lengths[0] < 1:
             raise ValueError(f"evaluation.id_pattern.length must be positive, got {length!r}")
         alphabet = spec.get("alphabet") or "".join(category_names)
@@ -126,60 +155,15 @@ class IdPattern:
                     f"characters {unknown} are not categories {sorted(known)}" if unknown
                     else f"evaluation.id_pattern: position {i} allows no character"
                 )
-        return cls(lengths, allowed)
+        return cls(lengths, allowed, rows)
+
+    def row_lengths(self) -> tuple[tuple[int, ...], ...]:
+        """The allowed lengths of each row; without `rows`, one row of the ID's lengths."""
+        return self.rows if self.rows else (self.lengths,)
 
     def matches(self, text: str) -> bool:
         """Whether a string is a valid ID under this pattern."""
         return len(text) in self.lengths and all(c in self.allowed[i] for i, c in enumerate(text))
-
-
-def decode_with_pattern(
-    probs: np.ndarray, category_names: list[str], pattern: IdPattern
-) -> str | None:
-    """The most likely valid ID from boxes in reading order, or None when none is possible.
-
-    probs: float[n, K] class probabilities per box (categories sorted by id); what is missing to 1
-    is the probability that the box is no character. Dynamic programming over (box, position):
-    each box is either a character at the next position (log p of its best allowed character) or
-    dropped as a false positive (log of its background probability); IDs of every allowed length
-    compete on the same total over all boxes.
-    """
-    probs = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1, len(category_names)), 0.0, 1.0)
-    n, n_pos = len(probs), pattern.lengths[-1]
-    if n < pattern.lengths[0]:
-        return None
-    column = {name: k for k, name in enumerate(category_names)}
-    # best[i, j]: log-probability and category of box i's best allowed character at position j.
-    keep_logp = np.full((n, n_pos), -np.inf)
-    keep_char = np.zeros((n, n_pos), dtype=np.int64)
-    for j, chars in enumerate(pattern.allowed):
-        cols = np.array([column[c] for c in chars])
-        sub = probs[:, cols]
-        pick = np.argmax(sub, axis=1)
-        keep_logp[:, j] = np.log(np.maximum(sub[np.arange(n), pick], LOG_FLOOR))
-        keep_char[:, j] = cols[pick]
-    drop_logp = np.log(np.maximum(1.0 - probs.sum(axis=1), LOG_FLOOR))
-
-    # score[i, j]: best total for the first i boxes filling the first j positions.
-    score = np.full((n + 1, n_pos + 1), -np.inf)
-    score[0, 0] = 0.0
-    kept = np.zeros((n + 1, n_pos + 1), dtype=bool)
-    for i in range(1, n + 1):
-        drop = score[i - 1] + drop_logp[i - 1]
-        keep = np.full(n_pos + 1, -np.inf)
-        keep[1:] = score[i - 1, :-1] + keep_logp[i - 1]
-        kept[i] = keep > drop
-        score[i] = np.maximum(keep, drop)
-    finals = [(score[n, length], length) for length in pattern.lengths if np.isfinite(score[n, length])]
-    if not finals:
-        return None
-    _, j = max(finals)
-    chars: list[str] = []
-    for i in range(n, 0, -1):
-        if kept[i, j]:
-            chars.append(category_names[keep_char[i - 1, j - 1]])
-            j -= 1
-    return "".join(reversed(chars))
 
 
 def class_probabilities(detections: list[dict], category_ids: list[int]) -> np.ndarray:
@@ -214,22 +198,108 @@ def class_probabilities(detections: list[dict], category_ids: list[int]) -> np.n
     return probs
 
 
+def merge_duplicates(
+    boxes: np.ndarray, probs: np.ndarray, iou_threshold: float = DEDUPE_IOU
+) -> tuple[np.ndarray, np.ndarray]:
+    """One character per location: (kept indices, their merged probabilities [kept, K]).
+
+    Class-agnostic greedy NMS by each box's best probability (as `dedupe`). A character detected
+    twice under two classes (per-class NMS keeps both) is one character whose class probabilities
+    are the elementwise maximum of the merged boxes', scaled down to sum to at most 1: each
+    survivor of per-class NMS is the best evidence for its class at that place, so both classes
+    stay open to the grammar and the lexicon instead of the weaker one becoming a false positive.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    scores = probs.max(axis=1) if len(probs) else np.zeros(0)
+    order = np.argsort(-scores, kind="stable")
+    ious = iou_xywh(boxes, boxes)
+    if not (np.triu(ious, k=1) > iou_threshold).any():  # the rule: nothing to merge
+        kept = probs[order]
+        return order.astype(np.int64), kept / np.maximum(1.0, kept.sum(axis=1, keepdims=True))
+    keep: list[int] = []
+    merged: list[np.ndarray] = []
+    taken = np.zeros(len(order), dtype=bool)
+    for i in order:
+        if taken[i]:
+            continue
+        group = ~taken & (ious[i] > iou_threshold)
+        group[i] = True
+        taken |= group
+        row = probs[group].max(axis=0)
+        keep.append(int(i))
+        merged.append(row / max(1.0, row.sum()))
+    return np.array(keep, dtype=np.int64), np.array(merged).reshape(len(keep), probs.shape[1])
+
+
+def billet_layout(boxes: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's characters for decoding: (indices into the input, probabilities [n, K], detected
+    row of each), duplicates merged (`merge_duplicates`) and in reading order."""
+    keep, merged = merge_duplicates(boxes, probs)
+    if len(keep) == 0:
+        return keep, merged, np.zeros(0, dtype=np.int64)
+    rows = reading_order(np.asarray(boxes, dtype=np.float64)[keep])
+    order = np.concatenate(rows)
+    row_of = np.concatenate([np.full(len(r), k) for k, r in enumerate(rows)])
+    return keep[order], merged[order], row_of
+
+
+def load_lexicon(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Expected IDs per batch from a lexicon CSV (columns `billet_id` and optionally `batch`;
+    docs/id-reading.md); without `batch`, every ID is a candidate for every image (batch "")."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: lexicon file not found")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "billet_id" not in table.columns:
+        raise ValueError(f"{path}: a lexicon needs a 'billet_id' column (and optionally 'batch'); "
+                         f"found columns {list(table.columns)}")
+    batches = table["batch"] if "batch" in table.columns else pd.Series([""] * len(table), dtype=str)
+    out: dict[str, list[str]] = {}
+    for row, (batch, billet_id) in enumerate(zip(batches, table["billet_id"]), start=2):
+        text = normalise_id(billet_id)
+        if not text:
+            raise ValueError(f"{path}, line {row}: empty billet_id; give the expected ID or drop the line")
+        out.setdefault(str(batch), []).append(text)
+    return out
+
+
+def image_batch(image: dict, lexicon: dict[str, list[str]]) -> str | None:
+    """The lexicon batch of a test image: its `batch` attribute, or "" for a lexicon without batches."""
+    if set(lexicon) == {""}:
+        return ""
+    batch = image.get("batch")
+    return None if batch is None else str(batch)
+
+
+VARIANTS = ("plain", "pattern", "lexicon")
+
+
 def read_billets(
     coco_gt: dict,
     detections: list[dict],
     score_threshold: float = 0.5,
     pattern: IdPattern | None = None,
+    lexicon: dict[str, list[str]] | None = None,
+    miss_probability: float = 0.05,
 ) -> list[dict]:
-    """Per image: the ID read plainly and with the pattern, and whether each equals `billet_id`.
+    """Per image: the ID read by each decoder (`billetjax.evaluation.id_decoder`) with its
+    confidence, and whether it equals `billet_id`.
 
-    Records (image order of the file): `image_id`, `billet_id`, `read`, `read_pattern` (None without
-    a pattern or without a valid reading), `has_id`, `correct`, `correct_pattern`.
+    Records (image order of the file): `image_id`, `billet_id`, `has_id`, and per variant v of
+    `VARIANTS`: `read_{v}` (None: no reading; pattern without `pattern`, lexicon without
+    `lexicon`), `confidence_{v}`, `correct_{v}`. `read` and `correct` are the plain reading's.
+    An image whose batch has no lexicon entry is read by the pattern decoder in the lexicon column.
     """
+    from billetjax.evaluation.id_decoder import GrammarDecoder, LexiconDecoder, plain_reading
+
     check_detections(coco_gt, detections)
     categories = sorted(coco_gt["categories"], key=lambda c: int(c["id"]))
     category_ids = [int(c["id"]) for c in categories]
     names = [str(c["name"]) for c in categories]
-    name_of = dict(zip(category_ids, names))
+    grammar = GrammarDecoder(pattern, names) if pattern is not None else None
+    lexicons = {b: LexiconDecoder(ids, names, miss_probability) for b, ids in (lexicon or {}).items()}
     per_image: dict[int, list[dict]] = {int(img["id"]): [] for img in coco_gt["images"]}
     for det in detections:
         if float(det["score"]) >= score_threshold:
@@ -239,25 +309,21 @@ def read_billets(
     for img in coco_gt["images"]:
         dets = per_image[int(img["id"])]
         truth = normalise_id(img.get("billet_id", "") or "")
-        read, read_pattern = "", None
-        if dets:
-            boxes = np.array([d["bbox"] for d in dets], dtype=np.float64)
-            scores = np.array([d["score"] for d in dets], dtype=np.float64)
-            keep = dedupe(boxes, scores)
-            order = np.concatenate(reading_order(boxes[keep]))
-            ordered = [dets[i] for i in keep[order]]
-            read = "".join(name_of[int(d["category_id"])] for d in ordered)
-            if pattern is not None:
-                read_pattern = decode_with_pattern(class_probabilities(ordered, category_ids), names, pattern)
-        elif pattern is not None:
-            read_pattern = decode_with_pattern(np.zeros((0, len(names))), names, pattern)
-        records.append({
-            "image_id": int(img["id"]),
-            "billet_id": truth,
-            "read": read,
-            "read_pattern": read_pattern,
-            "has_id": bool(truth),
-            "correct": bool(truth) and read == truth,
-            "correct_pattern": bool(truth) and read_pattern == truth,
-        })
+        boxes = np.array([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
+        _, probs, rows = billet_layout(boxes, class_probabilities(dets, category_ids))
+        readings = {"plain": plain_reading(probs, names), "pattern": None, "lexicon": None}
+        if grammar is not None:
+            readings["pattern"] = grammar.decode(probs, rows)
+        if lexicons:
+            batch = image_batch(img, lexicons)
+            decoder = lexicons.get(batch) if batch is not None else None
+            readings["lexicon"] = decoder.decode(probs) if decoder is not None else readings["pattern"]
+        record = {"image_id": int(img["id"]), "billet_id": truth, "has_id": bool(truth)}
+        for v, reading in readings.items():
+            text = reading.text if reading is not None else None
+            record[f"read_{v}"] = text
+            record[f"confidence_{v}"] = reading.confidence if reading is not None else None
+            record[f"correct_{v}"] = bool(truth) and text == truth
+        record["read"], record["correct"] = record["read_plain"], record["correct_plain"]
+        records.append(record)
     return records

@@ -47,8 +47,12 @@ from billetjax.utils import stage_seed
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern")
-LOWER_IS_BETTER = frozenset({"MC", "FN", "FP"})
+# The paper's character metrics, then whole IDs (docs/id-reading.md): the best plain reading right
+# (id_read_rate), and the plant's read and misread rates at the operating point of the pattern and
+# lexicon decoders (the reject rate is 100 - read - misread: no metric of its own here).
+METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_pattern", "id_misread_pattern",
+           "id_read_lexicon", "id_misread_lexicon")
+LOWER_IS_BETTER = frozenset({"MC", "FN", "FP", "id_misread_pattern", "id_misread_lexicon"})
 # FN = 100 - TP: a verdict on it would only repeat TP's.
 MIRRORS = {"FN": "TP"}
 VERDICTS = ("superior", "non-inferior", "inferior", "inconclusive", "no verdict")
@@ -195,13 +199,14 @@ def load_study(metrics_paths: Sequence[str | os.PathLike], experiments: Sequence
                                  f"{numbers[0]} {list(seeds)}; paired comparisons need the same seeds")
         counts = _count_stack([r for n in numbers for r in by_exp[n]]).reshape(
             len(numbers), len(seeds), -1, len(RUN_COLUMNS))  # [E, S, n, k]
-        with_pattern = by_exp[numbers[0]][0].get("id_pattern") is not None
+        first_run = by_exp[numbers[0]][0]
+        with_pattern, with_lexicon = first_run.get("id_pattern") is not None, bool(first_run.get("lexicon"))
         n_images = counts.shape[2]
         weights = resample_weights(n_images, max(int(n_resamples), 0),
                                    stage_seed(root_seed, "evaluation", "comparison", test_set)).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            values = metrics_from_counts(counts.sum(2), with_pattern)  # metric -> [E, S]
-            resampled = metrics_from_counts(np.einsum("bn,esnk->besk", weights, counts), with_pattern)
+            values = metrics_from_counts(counts.sum(2), with_pattern, with_lexicon)  # metric -> [E, S]
+            resampled = metrics_from_counts(np.einsum("bn,esnk->besk", weights, counts), with_pattern, with_lexicon)
         n_billets = int(counts[0, 0, :, RUN_COLUMNS.index("has_gt")].sum())
         out[test_set] = RunsOnTestSet(test_set, numbers, seeds, n_billets,
                                     {m: np.asarray(v, dtype=np.float64) for m, v in values.items()},

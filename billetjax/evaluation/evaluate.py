@@ -12,32 +12,49 @@ from pathlib import Path
 import numpy as np
 
 from billetjax import coco as cc
-from billetjax.evaluation.billet_id import IdPattern, read_billets
+from billetjax.evaluation.billet_id import VARIANTS, IdPattern, load_lexicon, read_billets
 from billetjax.evaluation.bootstrap import bootstrap_intervals
 from billetjax.evaluation.coco_map import map50
+from billetjax.evaluation.id_metrics import level_name, outcomes, read_at_misread, read_misread_curve
 from billetjax.evaluation.metrics import COUNT_COLUMNS, count_matrix, match_detections, percentages
 from billetjax.utils import stage_seed
 
 logger = logging.getLogger(__name__)
 
 # Per-image counts stored in a metrics file: the digit counts plus the billet-ID reading outcome.
-RUN_COLUMNS = COUNT_COLUMNS + ("has_id", "id_correct", "id_correct_pattern")
-# Metrics with a bootstrap interval (mAP is not a sum over billets, so it has none).
-INTERVAL_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern")
-TABLE_METRICS = ("TP", "MC", "FN", "FP", "CB", "mAP50", "id_read_rate", "id_read_rate_pattern")
+# `id_correct{,_pattern,_lexicon}`: the plain, pattern and lexicon decoders' best reading equals the
+# ID (no reject option); `id_{read,misread,reject}_{variant}`: the outcome at the operating point
+# (`evaluation.id_reading.min_confidence`), one of the three is 1 on every billet with an ID.
+ID_OUTCOMES = tuple(f"id_{o}_{v}" for v in VARIANTS for o in ("read", "misread", "reject"))
+RUN_COLUMNS = COUNT_COLUMNS + ("has_id", "id_correct", "id_correct_pattern", "id_correct_lexicon") + ID_OUTCOMES
+# Metrics with a bootstrap interval (sums over billets; mAP and the read rates at a misread level,
+# whose threshold is chosen on the billets, have none).
+INTERVAL_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern",
+                    "id_read_rate_lexicon") + ID_OUTCOMES
+TABLE_METRICS = ("TP", "MC", "FN", "FP", "CB", "mAP50", "id_read_rate", "id_read_rate_pattern",
+                 "id_read_rate_lexicon") + ID_OUTCOMES
 
 
-def metrics_from_counts(totals: np.ndarray, with_pattern: bool) -> dict[str, np.ndarray]:
-    """Every summed-count metric in percent from totals [..., len(RUN_COLUMNS)]."""
+def id_level_metrics(misread_levels_pct) -> tuple[str, ...]:
+    """Names of the read rates at the configured misread levels, every variant."""
+    return tuple(level_name(v, x) for v in VARIANTS for x in misread_levels_pct)
+
+
+def metrics_from_counts(totals: np.ndarray, with_pattern: bool, with_lexicon: bool = False) -> dict[str, np.ndarray]:
+    """Every summed-count metric in percent from totals [..., len(RUN_COLUMNS)]; the pattern's and
+    the lexicon's NaN where the run had none."""
     totals = np.asarray(totals, dtype=np.float64)
     out = percentages(totals[..., : len(COUNT_COLUMNS)])
     col = {name: totals[..., i] for i, name in enumerate(RUN_COLUMNS)}
+    present = {"plain": True, "pattern": with_pattern, "lexicon": with_lexicon}
     with np.errstate(divide="ignore", invalid="ignore"):
         with_id = np.where(col["has_id"] > 0, col["has_id"], np.nan)
+        nan = np.full_like(with_id, np.nan)
         out["id_read_rate"] = 100.0 * col["id_correct"] / with_id
-        out["id_read_rate_pattern"] = (
-            100.0 * col["id_correct_pattern"] / with_id if with_pattern else np.full_like(with_id, np.nan)
-        )
+        out["id_read_rate_pattern"] = 100.0 * col["id_correct_pattern"] / with_id if with_pattern else nan
+        out["id_read_rate_lexicon"] = 100.0 * col["id_correct_lexicon"] / with_id if with_lexicon else nan
+        for name in ID_OUTCOMES:
+            out[name] = 100.0 * col[name] / with_id if present[name.rsplit("_", 1)[1]] else nan
     return out
 
 
@@ -61,30 +78,47 @@ def evaluate(
     detections: list[dict],
     evaluation: dict,
     bootstrap_seed: int,
+    lexicon: dict[str, list[str]] | None = None,
 ) -> dict:
     """All metrics of one model on one test set, with bootstrap intervals and per-image counts.
 
     evaluation: the `evaluation` section of a validated config (iou_threshold, score_threshold,
-    bootstrap_samples, id_pattern).
+    bootstrap_samples, id_pattern, id_reading); lexicon: expected IDs per batch (`load_lexicon`),
+    None or empty for none.
     """
     iou_t = float(evaluation["iou_threshold"])
     score_t = float(evaluation["score_threshold"])
+    reading = evaluation["id_reading"]
     names = [str(c["name"]) for c in sorted(coco_gt["categories"], key=lambda c: int(c["id"]))]
     pattern = IdPattern.from_config(evaluation["id_pattern"], names)
+    lexicon = lexicon or None
+    present = {"plain": True, "pattern": pattern is not None, "lexicon": lexicon is not None}
 
     matches = match_detections(coco_gt, detections, iou_t, score_t)
-    billets = read_billets(coco_gt, detections, score_t, pattern)
-    ids = np.array(
-        [[r["has_id"], r["correct"], r["correct_pattern"]] for r in billets], dtype=np.int64
-    ).reshape(-1, 3)
-    counts = np.concatenate([count_matrix(matches), ids], axis=1)
+    billets = read_billets(coco_gt, detections, score_t, pattern, lexicon, float(reading["miss_probability"]))
+    has_id = np.array([r["has_id"] for r in billets], dtype=bool)
+    ids = [has_id, *(np.array([r[f"correct_{v}"] for r in billets], dtype=bool) for v in VARIANTS)]
+    point = []
+    levels: dict[str, float] = {}
+    curves = {}
+    for v in VARIANTS:
+        correct = np.array([r[f"correct_{v}"] for r in billets], dtype=bool)
+        confidence = np.array([r[f"confidence_{v}"] if r[f"read_{v}"] is not None else np.nan for r in billets])
+        point.append(outcomes(correct, confidence, float(reading["min_confidence"])) * has_id[:, None])
+        curves[v] = read_misread_curve(correct[has_id], confidence[has_id])
+        for x in reading["misread_levels_pct"]:
+            levels[level_name(v, x)] = read_at_misread(curves[v], float(x)) if present[v] else float("nan")
+    counts = np.concatenate(
+        [count_matrix(matches), np.stack(ids, axis=1).astype(np.int64).reshape(-1, len(ids)), *point], axis=1
+    )
 
     def metric_fn(totals: np.ndarray) -> dict[str, np.ndarray]:
-        return metrics_from_counts(totals, pattern is not None)
+        return metrics_from_counts(totals, present["pattern"], present["lexicon"])
 
     totals = counts.sum(axis=0)
     values = {k: float(v) for k, v in metric_fn(totals).items()}
     values["mAP50"] = map50(coco_gt, detections)
+    values.update(levels)
     intervals = bootstrap_intervals(counts, metric_fn, int(evaluation["bootstrap_samples"]), bootstrap_seed)
     col = dict(zip(RUN_COLUMNS, (int(v) for v in totals)))
     logger.info(
@@ -96,6 +130,8 @@ def evaluate(
         "iou_threshold": iou_t,
         "score_threshold": score_t,
         "id_pattern": evaluation["id_pattern"],
+        "id_reading": reading,
+        "lexicon": present["lexicon"],
         "metrics": values,
         "intervals": {k: list(intervals[k]) for k in INTERVAL_METRICS},
         "counts": {
@@ -116,7 +152,8 @@ def evaluate(
             "counts": counts.tolist(),
         },
         "billet_ids": [
-            {"image_id": r["image_id"], "billet_id": r["billet_id"], "read": r["read"], "read_pattern": r["read_pattern"]}
+            {"image_id": r["image_id"], "billet_id": r["billet_id"],
+             **{f"{k}_{v}": r[f"{k}_{v}"] for v in VARIANTS for k in ("read", "confidence")}}
             for r in billets
         ],
     }
@@ -161,15 +198,21 @@ def evaluate_files(
     experiment: int,
     seed: int,
     test_set: int,
+    lexicon_path: str | os.PathLike | None = None,
 ) -> dict:
-    """The metrics job of one experiment × seed × test set: read, evaluate, write `out_path`."""
+    """The metrics job of one experiment × seed × test set: read, evaluate, write `out_path`.
+
+    lexicon_path: the test set's lexicon CSV (`billetjax.data.testsets`); None or an empty one: none.
+    """
     coco_gt = cc.load(gt_path, require_extras=False)
     detections = load_detections(detections_path)
+    lexicon = load_lexicon(lexicon_path) if lexicon_path is not None else None
     logger.info("evaluating %s (%d detections) against %s", detections_path, len(detections), gt_path)
     try:
         result = evaluate(
             coco_gt, detections, evaluation,
             stage_seed(root_seed, "evaluation", "bootstrap", experiment, seed, test_set),
+            lexicon,
         )
     except ValueError as err:
         raise ValueError(f"{detections_path} vs {gt_path}: {err}") from None

@@ -22,8 +22,9 @@ from billetjax.utils import save_figure  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-FIGURE_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern")
-METRIC_LABELS = {"id_read_rate": "ID\nread", "id_read_rate_pattern": "ID read\n+pattern"}
+FIGURE_METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_rate_pattern", "id_read_rate_lexicon")
+METRIC_LABELS = {"id_read_rate": "ID\nread", "id_read_rate_pattern": "ID read\n+pattern",
+                 "id_read_rate_lexicon": "ID read\n+lexicon"}
 DPI = 130
 LOSS_SMOOTHING_ROWS = 5  # rolling mean over this many logged steps for the (noisy) training loss
 OUTCOME_COLOURS = {"TP": "#2ca02c", "MC": "#ff7f0e", "FP": "#d62728", "missed": "#1f77b4"}
@@ -341,4 +342,48 @@ def domain_gap_figure(
         ax.set_title(f"Drop of all-synthetic training (experiment {int(drop['experiment'].iloc[0])})", fontsize=9)
         ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
+    _save(fig, out_path)
+
+
+VARIANT_LABELS = {"plain": "plain (concatenated)", "pattern": "grammar", "lexicon": "lexicon"}
+
+
+def id_read_curve_figure(curves: pd.DataFrame, experiment: int, misread_levels_pct: list[float],
+                         test_set_names: list[str], out_path: str | os.PathLike) -> None:
+    """Read rate against misread rate per test set (one panel each), a line per decoder, for one
+    experiment (seeds pooled); dotted verticals at the reported misread levels."""
+    data = curves[curves["experiment"] == int(experiment)]
+    test_sets = sorted(data["test_set"].unique()) or sorted(curves["test_set"].unique())
+    sns.set_theme(style="whitegrid", context="paper")
+    n_cols = min(3, max(1, len(test_sets)))
+    n_rows = -(-max(1, len(test_sets)) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.0 * n_cols, 3.3 * n_rows), squeeze=False)
+    palette = dict(zip(VARIANT_LABELS, sns.color_palette("deep", n_colors=len(VARIANT_LABELS))))
+    # The misread axis is symlog: the interesting part is 0-1 %, yet a plain reading may misread 40 %.
+    for ax, test_set in zip(axes.flat, test_sets):
+        panel = data[data["test_set"] == test_set]
+        for variant, label in VARIANT_LABELS.items():
+            line = panel[panel["variant"] == variant]
+            if line.empty:
+                continue
+            ax.step(line["misread"], line["read"], where="post", color=palette[variant], label=label, linewidth=1.4)
+            # the loosest threshold (no reject): where the curve ends, also when it never misreads
+            ax.plot(line["misread"].iloc[-1], line["read"].iloc[-1], "o", color=palette[variant], markersize=4)
+        for level in misread_levels_pct:
+            ax.axvline(level, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(-0.01, 100)  # a curve that never misreads runs up the 0 line: keep it in view
+        ax.set_ylim(0, 100)
+        name = test_set_names[test_set - 1] if 0 < test_set <= len(test_set_names) else ""
+        n = int(panel["n_readings"].iloc[0]) if not panel.empty else 0
+        ax.set_title(f"test set {test_set}" + (f": {name}" if name else "") + f" ({n} readings)")
+        ax.set_xlabel("misread rate (% of billets)")
+        ax.set_ylabel("read rate (% of billets)")
+    for ax in list(axes.flat)[len(test_sets):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"Whole-ID reading of experiment {experiment}: read vs misread over the reject threshold", y=1.0)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     _save(fig, out_path)

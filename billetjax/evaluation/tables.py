@@ -47,12 +47,15 @@ def testset_row(runs: list[dict], bootstrap_samples: int, bootstrap_seed: int) -
             raise ValueError(f"metrics of seed {run['seed']} have columns {run['per_image']['columns']}; expected {RUN_COLUMNS}")
     counts = np.stack([np.asarray(r["per_image"]["counts"], dtype=np.float64).reshape(len(image_ids), -1) for r in runs])
     with_pattern = runs[0].get("id_pattern") is not None
+    with_lexicon = bool(runs[0].get("lexicon"))
     intervals = bootstrap_intervals(
-        counts, lambda t: metrics_from_counts(t, with_pattern), bootstrap_samples, bootstrap_seed
+        counts, lambda t: metrics_from_counts(t, with_pattern, with_lexicon), bootstrap_samples, bootstrap_seed
     )
     row: dict = {}
     spread: dict = {}
-    for metric in TABLE_METRICS:
+    # the read rates at the configured misread levels (`id_read_{variant}_at_{level}`), as evaluated
+    levels = [k for k in runs[0]["metrics"] if k not in TABLE_METRICS and "_at_" in k]
+    for metric in (*TABLE_METRICS, *levels):
         mean, sd, lo, hi = seed_interval([r["metrics"][metric] for r in runs])
         row[metric] = mean
         spread.update({f"{metric}_seed_sd": sd, f"{metric}_seed_lo": lo, f"{metric}_seed_hi": hi})

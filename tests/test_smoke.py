@@ -112,6 +112,19 @@ def test_the_answer_of_a_reference_at_the_floor(study):
     assert ((priced["lo"] <= priced["real_equivalent"]) & (priced["real_equivalent"] <= priced["hi"])).all()
 
 
+def test_the_feature_space_gap_ranks_every_pool(study):
+    """The GAN's pool (whole and per checkpoint) and the classic renderer's, against the real test
+    characters in the all-real detector's feature space."""
+    from billetjax.evaluation.feature_gap import COLUMNS as GAP_COLUMNS
+
+    gap = pd.read_csv(study / "results/tables/domain_gap_features.csv", keep_default_na=False, na_values=[""])
+    assert list(gap.columns) == GAP_COLUMNS
+    assert set(zip(gap["method"], gap["checkpoint"].astype(str))) == {("gan", "all"), ("gan", "10"), ("gan", "20"),
+                                                                      ("classic", "all")}
+    assert (gap["n_real"] > 0).all() and (gap["n_synthetic"] > 0).all()
+    assert gap[["precision", "recall", "tstr_accuracy"]].apply(lambda c: c.between(0, 1)).all().all()
+
+
 def test_figures_exist_and_are_pngs(study):
     for name in FIGURES:
         path = study / "results/figures" / name

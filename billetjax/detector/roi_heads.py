@@ -49,10 +49,14 @@ class BoxHead(nnx.Module):
         self.box = nnx.Linear(width, 4 * (num_classes + 1),
                               kernel_init=nnx.initializers.normal(0.001), dtype=dtype, rngs=rngs)
 
-    def __call__(self, pooled: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def embed(self, pooled: jax.Array) -> jax.Array:
+        """The head's representation of pooled RoIs `[K, p, p, C]`: the second layer's `[K, width]`,
+        from which the classes and boxes are read (also the feature space of the domain gap)."""
         x = pooled.reshape(pooled.shape[0], -1)
-        x = jax.nn.relu(self.fc1(x))
-        x = jax.nn.relu(self.fc2(x))
+        return jax.nn.relu(self.fc2(jax.nn.relu(self.fc1(x))))
+
+    def __call__(self, pooled: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = self.embed(pooled)
         return (self.cls(x).astype(jnp.float32),
                 self.box(x).reshape(x.shape[0], -1, 4).astype(jnp.float32))
 

@@ -22,6 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from billetjax.data.userdata import user_data_problems
+
 # The backbone's stem downsamples by 4 (two stride-2 convolutions, or 4x4 space-to-depth); each
 # further stage of `detector.model.widths` halves again (billetjax.detector.models.Backbone).
 STEM_STRIDE = 4
@@ -68,6 +70,7 @@ def problems(config: Mapping[str, Any]) -> list[str]:
         *experiment_problems(config),
         *evaluation_problems(config),
         *problems_of_test_sets(config),
+        *user_data_problems(config),
     ]
 
 
@@ -144,7 +147,7 @@ def _read_export_version(path: str, size: int, mtime_ns: int) -> dict | None:
     try:
         with open(Path(path), encoding="utf-8-sig") as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -397,7 +397,8 @@ def test_categories_without_glyphs_are_refused_at_parse_time_when_synthesis_is_o
     coco = {"source": "coco", "coco": {"train": str(path)}}
     message = refused(config_with(data=coco))
     assert "'§'" in message and "plant" not in message  # a category without annotations needs none
-    cfg.check_config(config_with(data=coco, experiments={"sets": [{"synthetic_pct": 0}]}))
+    # (one image: the experiments draw one real image from it)
+    cfg.check_config(config_with(data=coco, experiments={"sets": [{"synthetic_pct": 0}], "images": 1}))
 
 
 # ----------------------------------------------------------------------------- experiment axes

@@ -82,15 +82,25 @@ MAX_JSON_DEPTH = 32
 
 
 class _DuplicateKey(Exception):
-    def __init__(self, key: str, keys: list[str]):
-        self.key, self.keys = key, keys
+    def __init__(self, key: str, pairs: list[tuple[str, Any]]):
+        self.key, self.pairs = key, pairs
+
+    def record(self) -> str:
+        """The object named as a COCO record where its keys say which (image, annotation, ...)."""
+        first = dict(reversed(self.pairs))  # the first value of each key
+        kind = ("annotation" if "image_id" in first else "image" if "file_name" in first
+                else "category" if "name" in first and "id" in first else None)
+        if kind and "id" in first:
+            extra = f" ({first['file_name']})" if kind == "image" else ""
+            return f"{kind} id {json.dumps(first['id'])}{extra}"
+        return f"an object with the keys {list(first)[:6]}"
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise _DuplicateKey(key, [k for k, _ in pairs])
+            raise _DuplicateKey(key, pairs)
         out[key] = value
     return out
 
@@ -127,10 +137,10 @@ def parse_json_text(text: str, path: str | os.PathLike) -> Any:
         raise CocoError(f"{path}: not valid JSON ({err}); fix: export the file again, or repair it "
                         "at that line") from None
     except _DuplicateKey as dup:
-        others = [k for k in dict.fromkeys(dup.keys) if k != dup.key][:6]
-        raise CocoError(f"{path}: the key {dup.key!r} appears twice in one object (beside "
-                        f"{others}); readers differ in which of the two values "
-                        "they keep: fix: keep one of them in the file") from None
+        values = [json.dumps(v)[:40] for k, v in dup.pairs if k == dup.key]
+        raise CocoError(f"{path}: {dup.record()}: the key {dup.key!r} appears twice ({' and '.join(values)}); "
+                        "readers differ in which of the two values they keep; fix: keep the right one "
+                        "in the file") from None
     except RecursionError:
         raise CocoError(f"{path}: lists or objects nest deeper than Python's JSON reader allows; "
                         "this is not an annotation export: fix: point data.coco at the COCO file") from None

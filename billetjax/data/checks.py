@@ -56,17 +56,21 @@ class Repairs:
 
     def report(self) -> None:
         for kind, n in self.counts.items():
-            log.warning("%s: %s: %d time%s (first: %s)", self.path, kind, n, "s" * (n != 1), self.examples[kind])
+            log.warning("%s: %s: %d time%s (first: %s); to keep the export as drawn instead, fix it in the "
+                        "tool and export again", self.path, kind, n, "s" * (n != 1), self.examples[kind])
 
 
 # ----------------------------------------------------------------------------- names
 
 
-def normalise_name(name: str, alphabet: str) -> str:
+def normalise_name(name: str, alphabet: str, billet_id: bool = False) -> str:
     """A category name (or billet ID) as compared: Unicode NFKC (full-width digits become
     digits), whitespace removed, and upper case where the glyph alphabet has the capital but not
-    the small letter (the glyphs do not tell them apart)."""
+    the small letter (the glyphs do not tell them apart); a category name of several characters
+    keeps its case (billet_id: a string of characters, each folded)."""
     text = "".join(unicodedata.normalize("NFKC", str(name)).split())
+    if len(text) > 1 and not billet_id:
+        return text  # not one character: no glyph to compare its case with
     return "".join(c.upper() if c not in alphabet and c.upper() in alphabet else c for c in text)
 
 
@@ -80,7 +84,7 @@ def normalised_categories(raw: dict, used: set[int], alphabet: str, path: Path) 
         if not name:
             raise cc.CocoError(f"{path}: category id {cat['id']}: name {cat['name']!r} is only whitespace; "
                                "fix: name the category after its character")
-        if name != cat["name"]:
+        if name != cat["name"] and cat["id"] in used:
             log.warning("%s: category id %s: name %r read as %r (whitespace, Unicode width or case: "
                         "compared as normalised)", path, cat["id"], cat["name"], name)
         if cat["id"] in used and name in by_name:
@@ -220,7 +224,7 @@ def check_billet_id(img: dict, anns: list[dict], names: dict[int, str], alphabet
     billet_id = img.get("billet_id")
     if not billet_id:
         return
-    stated = normalise_name(billet_id, alphabet)
+    stated = normalise_name(billet_id, alphabet, billet_id=True)
     from collections import Counter
 
     in_id, annotated = Counter(stated), Counter(names[a["category_id"]] for a in anns)

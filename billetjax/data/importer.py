@@ -458,7 +458,7 @@ def import_pool(export: Export, dst_json: str | os.PathLike, image_dir: str | os
         cc.write_image(dst_file, square)
         rec = {k: v for k, v in img.items() if k not in ("id", "file_name", "width", "height")}
         if rec.get("billet_id"):
-            rec["billet_id"] = checks.normalise_name(rec["billet_id"], alphabet)
+            rec["billet_id"] = checks.normalise_name(rec["billet_id"], alphabet, billet_id=True)
         rec.setdefault("billet_id", "")
         out["images"].append({**rec, "source": "real", "id": image_id,
                               "file_name": cc.relative_file_name(dst_json, dst_file),

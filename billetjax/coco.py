@@ -164,13 +164,13 @@ def read_json(path: str | os.PathLike) -> Any:
     for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                       (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
         if data.startswith(bom):
-            raise CocoError(f"{path}: the file is {name}-encoded; save it as UTF-8 (JSON's encoding)")
+            raise CocoError(f"{path}: the file is {name}-encoded; fix: save it as UTF-8 (JSON's encoding)")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CocoError(
             f"{path}: not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start} is invalid); "
-            "save the file as UTF-8 (for a latin-1 file: iconv -f latin1 -t utf-8)"
+            "fix: save the file as UTF-8 (for a latin-1 file: iconv -f latin1 -t utf-8)"
         ) from None
     return parse_json_text(text, path)
 

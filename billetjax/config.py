@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from billetjax.data.userdata import user_data_problems
+from billetjax.data.userdata import normalised_category_names, user_data_problems
 
 # The backbone's stem downsamples by 4 (two stride-2 convolutions, or 4x4 space-to-depth); each
 # further stage of `detector.model.widths` halves again (billetjax.detector.models.Backbone).
@@ -283,7 +283,7 @@ def glyph_problems(config: Mapping[str, Any]) -> list[str]:
     requirement = glyph_requirement(config)
     if config["data"]["source"] != "coco" or not requirement["needed"]:
         return []
-    names = annotated_category_names(config["data"]["coco"]["train"])
+    names = normalised_category_names(annotated_category_names(config["data"]["coco"]["train"]), requirement)
     if names is None:
         return []
     # Imported here: the glyph module needs shapely and OpenCV, which a parse needs only for this.

@@ -401,7 +401,7 @@ def test_bad_records_are_refused_with_file_record_and_problem(user, edit, messag
     [
         (lambda text: text.encode("utf-8-sig"), None),  # a BOM is fine
         (lambda text: text.replace('"0"', '"Ä"').encode("latin-1"), r"not UTF-8 \(byte 0xc4"),
-        (lambda text: text.encode("utf-16"), "UTF-16-encoded; save it as UTF-8"),
+        (lambda text: text.encode("utf-16"), "UTF-16-encoded; fix: save it as UTF-8"),
     ],
 )
 def test_json_encodings(user, encode, message):

@@ -85,8 +85,9 @@ def normalised_categories(raw: dict, used: set[int], alphabet: str, path: Path) 
             raise cc.CocoError(f"{path}: category id {cat['id']}: name {cat['name']!r} is only whitespace; "
                                "fix: name the category after its character")
         if name != cat["name"] and cat["id"] in used:
-            log.warning("%s: category id %s: name %r read as %r (whitespace, Unicode width or case: "
-                        "compared as normalised)", path, cat["id"], cat["name"], name)
+            log.warning("%s: category id %s: name %r read as %r (whitespace, Unicode width or case: compared "
+                        "as normalised; fix, to silence this: rename the label in the tool)", path, cat["id"],
+                        cat["name"], name)
         if cat["id"] in used and name in by_name:
             first = by_name[name]
             raise cc.CocoError(f"{path}: categories id {first} ({next(c['name'] for c in raw['categories'] if c['id'] == first)!r}) "

@@ -26,6 +26,7 @@ repair (an exact duplicate annotation, a self-intersecting outline) is a WARNING
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -186,25 +187,28 @@ def decode_frame(path: Path, opts: ImportOptions, data_set_bits: int | None = No
             if width * height > opts.max_pixels:
                 raise cc.CocoError(
                     f"{path}: {width}x{height} = {width * height / 1e6:.0f} MP exceeds data.coco.max_pixels "
-                    f"({opts.max_pixels / 1e6:.0f} MP); downscale the frames or raise the limit"
+                    f"({opts.max_pixels / 1e6:.0f} MP); fix: downscale the frames or raise the limit"
                 )
             orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
             im.load()  # a full decode: a truncated or corrupt file raises here
     except cc.CocoError:
         raise
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError... by format
-        raise cc.CocoError(f"{path}: the image does not decode completely (truncated or corrupt: {err})") from None
+        raise cc.CocoError(f"{path}: the image does not decode completely (truncated or corrupt: {err}); fix: "
+                           "copy or export the image again") from None
     if orientation not in range(1, 9):
         log.warning("%s: EXIF orientation %d is not 1-8; taken as 1", path, orientation)
         orientation = 1
     try:
         raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
-        raise cc.CocoError(f"{path}: OpenCV could not decode the image ({cc.cv2_message(err)})") from None
+        raise cc.CocoError(f"{path}: OpenCV could not decode the image ({cc.cv2_message(err)}); fix: export "
+                           "it as PNG or JPEG") from None
     if raw is None:
-        raise cc.CocoError(f"{path}: OpenCV could not decode the image (format not supported)")
+        raise cc.CocoError(f"{path}: OpenCV could not decode the image (format not supported); fix: export it "
+                           "as PNG or JPEG")
     if raw.dtype not in (np.uint8, np.uint16):
-        raise cc.CocoError(f"{path}: {raw.dtype} samples are not supported; export 8- or 16-bit images")
+        raise cc.CocoError(f"{path}: {raw.dtype} samples are not supported; fix: export 8- or 16-bit images")
     bits = 8
     if raw.dtype == np.uint16:
         peak = int(raw.max())
@@ -226,7 +230,7 @@ def decode_frame(path: Path, opts: ImportOptions, data_set_bits: int | None = No
         elif raw.shape[2] == 3:
             rgb = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
         else:
-            raise cc.CocoError(f"{path}: {raw.shape[2]} channels; expected grey, RGB or RGBA")
+            raise cc.CocoError(f"{path}: {raw.shape[2]} channels; fix: export grey, RGB or RGBA images")
     except cv2.error as err:
         raise cc.CocoError(f"{path}: OpenCV could not convert the image ({cc.cv2_message(err)})") from None
     stored = (rgb.shape[1], rgb.shape[0])
@@ -280,7 +284,7 @@ def check_glyphs(names: list[str], requirement: dict, path: Path) -> None:
     try:
         require_glyphs(names, requirement["glyph_file"], where=f"{path} (data.coco)")
     except ValueError as err:
-        raise cc.CocoError(str(err)) from None
+        raise cc.CocoError(f"{err}; fix: one of the two above") from None
 
 
 def glyph_alphabet(glyph_file: str | None) -> str:
@@ -318,7 +322,8 @@ def read_export(src_json: str | os.PathLike, src_images: str | os.PathLike, alph
     if isinstance(raw, dict):
         for key, empty in (("info", {}), ("licenses", [])):
             if key in raw and raw[key] is None:
-                log.warning("%s: '%s' is null; taken as empty", src_json, key)
+                log.warning("%s: '%s' is null; taken as empty (fix, to silence this: write %s or leave the key "
+                            "out)", src_json, key, json.dumps(empty))
                 raw[key] = empty
     cc.validate(raw, src_json, require_extras=False, check_bounds=False)
     if not raw["images"]:
@@ -420,7 +425,10 @@ def import_pool(export: Export, dst_json: str | os.PathLike, image_dir: str | os
     progress = Progress(len(raw["images"]), f"imported {src_json.name} images", log)
     for n, (img, file) in enumerate(zip(raw["images"], export.files), 1):
         where = f"{src_json}: image id {img['id']} ({img['file_name']})"
-        decoded = decode_frame(file, opts, data_set_bits)
+        try:
+            decoded = decode_frame(file, opts, data_set_bits)
+        except cc.CocoError as err:
+            raise cc.CocoError(f"{where}: {err}") from None
         upright = (decoded.pixels.shape[1], decoded.pixels.shape[0])
         declared = (img["width"], img["height"])
         expected = upright if opts.orientation == "displayed" else decoded.stored_size

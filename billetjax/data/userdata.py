@@ -57,6 +57,18 @@ def user_data_problems(config: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def normalised_category_names(names: list[str] | None, glyphs: Mapping[str, Any]) -> list[str] | None:
+    """Category names as the import compares them (`billetjax.data.checks.normalise_name`: width,
+    whitespace, case the glyphs do not tell apart), for the glyph check at parse time."""
+    if names is None:
+        return None
+    from billetjax.data.checks import normalise_name
+    from billetjax.data.importer import glyph_alphabet
+
+    alphabet = glyph_alphabet(glyphs["glyph_file"])
+    return sorted({normalise_name(n, alphabet) or n for n in names})
+
+
 def _pool_size_problems(config: Mapping[str, Any], train: dict, path: str) -> list[str]:
     from billetjax.experiments import table1
 

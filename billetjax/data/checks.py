@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,8 +227,6 @@ def check_billet_id(img: dict, anns: list[dict], names: dict[int, str], alphabet
     if not billet_id:
         return
     stated = normalise_name(billet_id, alphabet, billet_id=True)
-    from collections import Counter
-
     in_id, annotated = Counter(stated), Counter(names[a["category_id"]] for a in anns)
     extra = annotated - in_id
     missing = in_id - annotated

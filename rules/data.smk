@@ -1,18 +1,7 @@
 # Data: the real pools (simulated or the user's COCO files), Table 2's test sets, the stamp pairs
 # for pix2pix, blank surfaces for synthesis, and the data's statistics and sample figure.
 
-from billetjax.data.fingerprint import content_fingerprint
-
-
-def user_files_fingerprint(*keys):
-    """Content fingerprint of the user's files behind data.coco.<keys> (and the glyph file the
-    import checks names against): a param, so that a changed image reruns what read it, not only
-    a changed JSON (billetjax/data/fingerprint.py says what it costs)."""
-    if config["data"]["source"] != "coco":
-        return None
-    user = config["data"]["coco"]
-    return content_fingerprint([user[k] for k in keys] + [config["synth"]["glyphs"]])
-
+from billetjax.data.fingerprint import user_files_fingerprint
 
 
 rule real_pools:
@@ -27,7 +16,9 @@ rule real_pools:
         config=config_for("data"),
         # Whether the user's categories need glyphs (only an import checks it).
         glyphs=config_rules.glyph_requirement(config) if config["data"]["source"] == "coco" else None,
-        user_files=user_files_fingerprint("train", "train_images", "test", "test_images"),
+        # A content fingerprint of the user's files: a changed image reruns the import, not only a
+        # changed JSON (billetjax/data/fingerprint.py).
+        user_files=user_files_fingerprint(config, "train", "train_images", "test", "test_images"),
     threads: 2
     log:
         "logs/data/real_pools.log",
@@ -82,7 +73,7 @@ rule surfaces:
         folder=directory("results/data/surfaces"),
     params:
         config=config_for("data"),
-        user_files=user_files_fingerprint("surfaces"),
+        user_files=user_files_fingerprint(config, "surfaces"),
     threads: 2
     log:
         "logs/data/surfaces.log",

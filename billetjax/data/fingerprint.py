@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 CACHE = Path(".snakemake") / "billetjax" / "content-digests.json"
 CHUNK = 1 << 20
@@ -90,3 +90,12 @@ def content_fingerprint(paths: Iterable[str | os.PathLike | None], cache: str | 
         except OSError:
             pass  # a read-only working directory: the digests are computed again next time
     return total.hexdigest()
+
+
+def user_files_fingerprint(config: Mapping[str, Any], *keys: str) -> str | None:
+    """The content fingerprint of the user's files behind `data.coco.<keys>` and of the glyph file
+    (`synth.glyphs`, which the import checks the names against); None unless data.source is coco."""
+    if config["data"]["source"] != "coco":
+        return None
+    user = config["data"]["coco"]
+    return content_fingerprint([user[k] for k in keys] + [config["synth"]["glyphs"]])

@@ -127,12 +127,14 @@ def parse_json_text(text: str, path: str | os.PathLike) -> Any:
     take silently or fail on with a bare exception: NaN and Infinity, a key twice in one object
     (the reader would keep the last), nesting deeper than `MAX_JSON_DEPTH`."""
 
-    def refuse_constant(token: str):
-        raise CocoError(f"{path}: {token} is not a JSON number; every number must be finite "
-                        "(fix: write a number, or remove the record)")
+    seen: list[_NonFinite] = []
+
+    def mark_constant(token: str) -> "_NonFinite":
+        seen.append(_NonFinite(token))
+        return seen[-1]
 
     try:
-        data = json.loads(text, parse_constant=refuse_constant, object_pairs_hook=_refuse_duplicate_keys)
+        data = json.loads(text, parse_constant=mark_constant, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as err:
         raise CocoError(f"{path}: not valid JSON ({err}); fix: export the file again, or repair it "
                         "at that line") from None
@@ -143,12 +145,52 @@ def parse_json_text(text: str, path: str | os.PathLike) -> Any:
                         "in the file") from None
     except RecursionError:
         raise CocoError(f"{path}: lists or objects nest deeper than Python's JSON reader allows; "
-                        "this is not an annotation export: fix: point data.coco at the COCO file") from None
+                        "this is not an annotation export; fix: point data.coco at the COCO file") from None
     depth = json_depth(data)
     if depth > MAX_JSON_DEPTH:
         raise CocoError(f"{path}: lists or objects nest more than {MAX_JSON_DEPTH} deep (a COCO file "
-                        "needs 5); this is not an annotation export: fix: point data.coco at the COCO file")
+                        "needs 5); this is not an annotation export; fix: point data.coco at the COCO file")
+    if seen:
+        where = _locate(data, seen[0])
+        raise CocoError(f"{path}: {where}: {seen[0].token} is not a JSON number ({len(seen)} such value"
+                        f"{'s' * (len(seen) > 1)} in the file); fix: write finite numbers, or remove the record")
     return data
+
+
+class _NonFinite:
+    """NaN, Infinity or -Infinity as parsed, kept so that the record holding it can be named."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+
+def _locate(data: Any, target: _NonFinite) -> str:
+    """The record holding `target` in a parsed COCO file, as messages name records."""
+    stack = [(data, [])]
+    while stack:
+        value, path = stack.pop()
+        if value is target:
+            break
+        if isinstance(value, dict):
+            stack += [(v, path + [k]) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, path + [i]) for i, v in enumerate(value)]
+    else:
+        return "somewhere"
+    where = "top level"
+    if len(path) >= 2 and path[0] in ("images", "annotations", "categories") and isinstance(data, dict):
+        record = data[path[0]][path[1]]
+        if isinstance(record, dict) and "id" in record:
+            kind = {"images": "image", "annotations": "annotation", "categories": "category"}[path[0]]
+            where = f"{kind} id {json.dumps(record['id'], default=str)}"
+            if kind == "image" and "file_name" in record:
+                where += f" ({record['file_name']})"
+        else:
+            where = f"{path[0]}[{path[1]}]"
+        rest = path[2:]
+    else:
+        rest = path
+    return where + (f", '{rest[0]}'" + "".join(f"[{k!r}]" for k in rest[1:]) if rest else "")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -135,16 +135,17 @@ def test_box_and_outline_must_agree_and_the_convention_is_named():
     nudged = {**ok, "bbox": [11, 21, 19, 28]}  # a pixel of rounding on each side
     checks.check_box_and_outline(nudged, 100, 80, "f: image id 1")
     far = {**ok, "bbox": [60, 20, 7, 8]}
-    with pytest.raises(cc.CocoError, match=r"f: image id 1: the box \[60, 20, 7, 8\] .* and the outline's bounds "
+    with pytest.raises(cc.CocoError, match=r"f: image id 1: the box \[60.0, 20.0, 7.0, 8.0\] .* and the outline's bounds "
                                            r"\[10.0, 20.0, 20.0, 30.0\] disagree.*fix: redraw"):
         checks.check_box_and_outline(far, 100, 80, "f: image id 1")
     centre = {**ok, "bbox": [20, 35, 20, 30]}
-    with pytest.raises(cc.CocoError, match=r"centre coordinates \[cx, cy, w, h\]"):
+    with pytest.raises(cc.CocoError, match=r"fits the outline if they are centre coordinates \[cx, cy, w, h\]: "
+                                           r"export COCO boxes"):
         checks.check_box_and_outline(centre, 100, 80, "f")
     below = {**ok, "segmentation": [[10, 90, 30, 90, 30, 120]]}
     with pytest.raises(cc.CocoError, match=r"the outline spans x 10.0..30.0, y 90.0..120.0, outside the 100x80 image"):
         checks.check_box_and_outline(below, 100, 80, "f")
-    with pytest.raises(cc.CocoError, match=r"bbox \[90, 20, 20, 30\] lies outside the image \(100x80\); fix"):
+    with pytest.raises(cc.CocoError, match=r"bbox \[90.0, 20.0, 20.0, 30.0\] lies outside the image \(100x80\); fix"):
         checks.check_box_and_outline({"id": 2, "bbox": [90, 20, 20, 30]}, 100, 80, "f")
 
 
@@ -236,6 +237,10 @@ def test_json_as_users_write_it(tmp_path):
     (tmp_path / "dup.json").write_text('{"images": [{"id": 3, "file_name": "a.png", "id": 4}]}')
     with pytest.raises(cc.CocoError, match=r"dup.json: image id 3 \(a.png\): the key 'id' appears twice \(3 and 4\)"):
         cc.read_json(tmp_path / "dup.json")
+    (tmp_path / "nan.json").write_text('{"annotations": [{"id": 7, "bbox": [1, 2, NaN, 3]}, {"id": 8, "area": NaN}]}')
+    with pytest.raises(cc.CocoError, match=r"nan.json: annotation id 7, 'bbox'\[2\]: NaN is not a JSON number "
+                                           r"\(2 such values in the file\); fix"):
+        cc.read_json(tmp_path / "nan.json")
     (tmp_path / "deep.json").write_text('{"x": ' + "[" * 50 + "]" * 50 + "}")
     with pytest.raises(cc.CocoError, match=r"deep.json: lists or objects nest more than 32 deep"):
         cc.read_json(tmp_path / "deep.json")

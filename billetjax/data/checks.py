@@ -136,6 +136,11 @@ CONVENTION_FIX = {
 }
 
 
+def fmt_box(bbox) -> str:
+    """A box for a message: numbers to 0.1 px."""
+    return "[" + ", ".join(f"{float(v):.1f}" for v in bbox) + "]"
+
+
 def _as_convention(bbox, width: float, height: float) -> dict[str, np.ndarray]:
     """A box read in each known convention, as [x0, y0, x1, y1] pixels."""
     x, y, w, h = (float(v) for v in bbox)
@@ -163,20 +168,23 @@ def check_box_and_outline(ann: dict, width: int, height: int, where: str) -> Non
         if lo[0] < -tol or lo[1] < -tol or hi[0] > width + tol or hi[1] > height + tol:
             raise cc.CocoError(
                 f"{where}: the outline spans x {lo[0]:.1f}..{hi[0]:.1f}, y {lo[1]:.1f}..{hi[1]:.1f}, outside the "
-                f"{width}x{height} image (the box {ann['bbox']} says otherwise); fix: redraw the outline "
+                f"{width}x{height} image (the box {fmt_box(ann['bbox'])} says otherwise); fix: redraw the outline "
                 "on the image, or correct the image's width/height")
         outline = np.concatenate([lo, hi])
         stated = np.array([x, y, x + w, y + h])
         if not _agree(stated, outline):
             named = [k for k, v in _as_convention(ann["bbox"], width, height).items() if _agree(v, outline)]
-            hint = f" ({CONVENTION_FIX[named[0]]}: write [x, y, width, height] in pixels)" if named else ""
+            if named:
+                fix = (f"the box fits the outline if {CONVENTION_FIX[named[0]]}: export COCO boxes, "
+                       "[x, y, width, height] in pixels, or convert the file")
+            else:
+                fix = "redraw whichever of the two is wrong (or drop the outline: segmentation [])"
             raise cc.CocoError(
-                f"{where}: the box {ann['bbox']} (x, y, w, h) and the outline's bounds "
-                f"[{lo[0]:.1f}, {lo[1]:.1f}, {hi[0] - lo[0]:.1f}, {hi[1] - lo[1]:.1f}] disagree by more than "
-                f"{BOX_POLYGON_TOLERANCE_PX:g} px or {BOX_POLYGON_TOLERANCE_SHARE:.0%} of a side{hint}; "
-                "fix: redraw whichever of the two is wrong (or drop the outline: segmentation [])")
+                f"{where}: the box {fmt_box(ann['bbox'])} (x, y, w, h) and the outline's bounds "
+                f"{fmt_box([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]])} disagree by more than "
+                f"{BOX_POLYGON_TOLERANCE_PX:g} px or {BOX_POLYGON_TOLERANCE_SHARE:.0%} of a side; fix: {fix}")
     if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
-        raise cc.CocoError(f"{where}: bbox {ann['bbox']} lies outside the image ({width}x{height}); fix: redraw "
+        raise cc.CocoError(f"{where}: bbox {fmt_box(ann['bbox'])} lies outside the image ({width}x{height}); fix: redraw "
                            "the box inside the image, or correct the image's width/height")
 
 
@@ -209,8 +217,8 @@ def deduplicate_annotations(anns: list[dict], names: dict[int, str], where: str,
             overlap = _iou(box, other_box)
             if overlap >= SAME_CHARACTER_IOU:
                 raise cc.CocoError(
-                    f"{where}: annotations id {other['id']} ({names[other['category_id']]!r}, bbox {other['bbox']}) "
-                    f"and id {ann['id']} ({names[ann['category_id']]!r}, bbox {ann['bbox']}) overlap with IoU "
+                    f"{where}: annotations id {other['id']} ({names[other['category_id']]!r}, bbox {fmt_box(other['bbox'])}) "
+                    f"and id {ann['id']} ({names[ann['category_id']]!r}, bbox {fmt_box(ann['bbox'])}) overlap with IoU "
                     f"{overlap:.2f}: one stamped character drawn twice; fix: delete the wrong one")
         else:
             kept.append(ann)

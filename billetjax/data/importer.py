@@ -310,14 +310,15 @@ class Export:
     files: list[Path]  # the file of each images[] record
 
 
-def read_export(src_json: str | os.PathLike, src_images: str | os.PathLike, alphabet: str) -> Export:
+def read_export(src_json: str | os.PathLike, src_images: str | os.PathLike, alphabet: str,
+                images_key: str = "data.coco.*_images") -> Export:
     """Read one of the user's COCO files and check what can be checked without pixels: the
     format, `null`s, our reserved keys, the boxes' convention, category names, and that every
     record has a file of its own."""
     src_json, src_images = Path(src_json), Path(src_images)
     if not src_images.is_dir():
-        raise cc.CocoError(f"{src_images}: image folder not found; fix: set data.coco.*_images to the folder "
-                           "the export's images are in")
+        raise cc.CocoError(f"{src_images}: image folder not found ({images_key}); fix: set {images_key} to the "
+                           "folder the export's images are in")
     raw = cc.read_json(src_json)
     if isinstance(raw, dict):
         for key, empty in (("info", {}), ("licenses", [])):
@@ -570,8 +571,8 @@ def import_user_pools(config: dict, train_json: str | os.PathLike, test_json: st
     requirement = glyphs or glyph_requirement(config)
     alphabet = glyph_alphabet(requirement["glyph_file"])
     opts = ImportOptions.from_config(config)
-    train_export = read_export(user["train"], user["train_images"], alphabet)
-    test_export = read_export(user["test"], user["test_images"], alphabet)
+    train_export = read_export(user["train"], user["train_images"], alphabet, "data.coco.train_images")
+    test_export = read_export(user["test"], user["test_images"], alphabet, "data.coco.test_images")
     bits = data_set_bit_depth(train_export.files + test_export.files, opts)
     train = import_pool(train_export, train_json, train_images, opts, alphabet, bits, role="train")
     check_glyphs([c["name"] for c in train.coco["categories"]], requirement, Path(user["train"]))

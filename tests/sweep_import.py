@@ -9,7 +9,7 @@ record, the problem and the fix. No case may be accepted silently.
 
     python tests/sweep_import.py [--jobs 2] [--only NAME ...] [--keep DIR]
 
-Not a pytest module (about 5 minutes on 2 cores); tests/test_import_workflow.py runs a few of
+Not a pytest module (about 8 minutes on 2 busy cores); tests/test_import_workflow.py runs a few of
 these cases through Snakemake in the suite.
 """
 

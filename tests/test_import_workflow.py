@@ -2,7 +2,7 @@
 file or annotation file plans the import again (a touched one does not), a refusal is one message
 block with no traceback above it, and a config whose consequences would fail later is refused by
 `snakemake -n`. One working directory, the smoke preset, a Label Studio train export and a
-Roboflow test export (tests/support/exports.py); tests/sweep_import.py runs 50 corruptions."""
+Roboflow test export (tests/support/exports.py); tests/sweep_import.py runs 52 corruptions."""
 
 import json
 import os

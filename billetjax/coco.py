@@ -75,34 +75,146 @@ def cv2_message(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
+# Deepest nesting a COCO file needs is 5 (file > annotations > annotation > segmentation >
+# polygon); tools' extras add a few levels (Roboflow's images[].extra.user_tags). Deeper is not
+# an annotation export, and Python's JSON reader would give up with a bare RecursionError.
+MAX_JSON_DEPTH = 32
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, pairs: list[tuple[str, Any]]):
+        self.key, self.pairs = key, pairs
+
+    def record(self) -> str:
+        """The object named as a COCO record where its keys say which (image, annotation, ...)."""
+        first = dict(reversed(self.pairs))  # the first value of each key
+        kind = ("annotation" if "image_id" in first else "image" if "file_name" in first
+                else "category" if "name" in first and "id" in first else None)
+        if kind and "id" in first:
+            extra = f" ({first['file_name']})" if kind == "image" else ""
+            return f"{kind} id {json.dumps(first['id'])}{extra}"
+        return f"an object with the keys {list(first)[:6]}"
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key, pairs)
+        out[key] = value
+    return out
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a number is depth 0)."""
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        nested = []
+        for item in level:
+            if isinstance(item, dict):
+                nested.extend(v for v in item.values() if isinstance(v, (dict, list)))
+            elif isinstance(item, list):
+                nested.extend(v for v in item if isinstance(v, (dict, list)))
+        level = nested
+        if depth > MAX_JSON_DEPTH:
+            break
+    return depth if value is not None and isinstance(value, (dict, list)) else 0
+
+
+def parse_json_text(text: str, path: str | os.PathLike) -> Any:
+    """Parse JSON as a user's tool wrote it; refuse (naming the file) what Python's reader would
+    take silently or fail on with a bare exception: NaN and Infinity, a key twice in one object
+    (the reader would keep the last), nesting deeper than `MAX_JSON_DEPTH`."""
+
+    seen: list[_NonFinite] = []
+
+    def mark_constant(token: str) -> "_NonFinite":
+        seen.append(_NonFinite(token))
+        return seen[-1]
+
+    try:
+        data = json.loads(text, parse_constant=mark_constant, object_pairs_hook=_refuse_duplicate_keys)
+    except json.JSONDecodeError as err:
+        raise CocoError(f"{path}: not valid JSON ({err}); fix: export the file again, or repair it "
+                        "at that line") from None
+    except _DuplicateKey as dup:
+        values = [json.dumps(v)[:40] for k, v in dup.pairs if k == dup.key]
+        raise CocoError(f"{path}: {dup.record()}: the key {dup.key!r} appears twice ({' and '.join(values)}); "
+                        "readers differ in which of the two values they keep; fix: keep the right one "
+                        "in the file") from None
+    except RecursionError:
+        raise CocoError(f"{path}: lists or objects nest deeper than Python's JSON reader allows; "
+                        "this is not an annotation export; fix: point data.coco at the COCO file") from None
+    depth = json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise CocoError(f"{path}: lists or objects nest more than {MAX_JSON_DEPTH} deep (a COCO file "
+                        "needs 5); this is not an annotation export; fix: point data.coco at the COCO file")
+    if seen:
+        where = _locate(data, seen[0])
+        raise CocoError(f"{path}: {where}: {seen[0].token} is not a JSON number ({len(seen)} such value"
+                        f"{'s' * (len(seen) > 1)} in the file); fix: write finite numbers, or remove the record")
+    return data
+
+
+class _NonFinite:
+    """NaN, Infinity or -Infinity as parsed, kept so that the record holding it can be named."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+
+def _locate(data: Any, target: _NonFinite) -> str:
+    """The record holding `target` in a parsed COCO file, as messages name records."""
+    stack = [(data, [])]
+    while stack:
+        value, path = stack.pop()
+        if value is target:
+            break
+        if isinstance(value, dict):
+            stack += [(v, path + [k]) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, path + [i]) for i, v in enumerate(value)]
+    else:
+        return "somewhere"
+    where = "top level"
+    if len(path) >= 2 and path[0] in ("images", "annotations", "categories") and isinstance(data, dict):
+        record = data[path[0]][path[1]]
+        if isinstance(record, dict) and "id" in record:
+            kind = {"images": "image", "annotations": "annotation", "categories": "category"}[path[0]]
+            where = f"{kind} id {json.dumps(record['id'], default=str)}"
+            if kind == "image" and "file_name" in record:
+                where += f" ({record['file_name']})"
+        else:
+            where = f"{path[0]}[{path[1]}]"
+        rest = path[2:]
+    else:
+        rest = path
+    return where + (f", '{rest[0]}'" + "".join(f"[{k!r}]" for k in rest[1:]) if rest else "")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """A JSON file, refused by name if it is missing, not UTF-8 (a BOM is accepted) or not JSON.
 
-    NaN and Infinity, which Python's json module accepts but JSON does not, are refused too.
+    NaN and Infinity (which Python's json module accepts but JSON does not), a key twice in one
+    object and pathological nesting are refused too (`parse_json_text`).
     """
     path = Path(path)
     if not path.is_file():
-        raise CocoError(f"{path}: annotation file not found")
+        raise CocoError(f"{path}: annotation file not found; fix: check the path in data.coco")
     data = path.read_bytes()
     for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                       (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
         if data.startswith(bom):
-            raise CocoError(f"{path}: the file is {name}-encoded; save it as UTF-8 (JSON's encoding)")
+            raise CocoError(f"{path}: the file is {name}-encoded; fix: save it as UTF-8 (JSON's encoding)")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise CocoError(
             f"{path}: not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start} is invalid); "
-            "save the file as UTF-8 (for a latin-1 file: iconv -f latin1 -t utf-8)"
+            "fix: save the file as UTF-8 (for a latin-1 file: iconv -f latin1 -t utf-8)"
         ) from None
-
-    def refuse_constant(token: str):
-        raise CocoError(f"{path}: {token} is not a JSON number; every number must be finite")
-
-    try:
-        return json.loads(text, parse_constant=refuse_constant)
-    except json.JSONDecodeError as err:
-        raise CocoError(f"{path}: not valid JSON ({err})") from None
+    return parse_json_text(text, path)
 
 
 def category_names(coco: dict) -> dict[int, str]:
@@ -160,8 +272,10 @@ def validate(
     check_images: bool = False,
     require_extras: bool = True,
     categories: Iterable[str] | None = None,
+    check_bounds: bool = True,
 ) -> None:
-    """Validate a COCO dict in place; see `load`."""
+    """Validate a COCO dict in place; see `load`. check_bounds: boxes inside their image (the
+    importer checks that itself, after recognising boxes written in another convention)."""
 
     def fail(record: str, problem: str) -> None:
         raise CocoError(f"{path}: {record}: {problem}")
@@ -170,25 +284,28 @@ def validate(
         fail("top level", "expected a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
         if not isinstance(coco.get(key), list):
-            fail("top level", f"missing list '{key}'")
+            found = "null" if coco.get(key, 0) is None else ("missing" if key not in coco else type(coco[key]).__name__)
+            fail("top level", f"'{key}' must be a list (found {found}); fix: export the file again with "
+                              "images, annotations and categories")
 
     cats = coco["categories"]
     if not cats:
-        fail("categories", "empty: at least one category is needed")
+        fail("categories", "empty: at least one category is needed; fix: export the project's labels")
     seen_ids, seen_names = set(), set()
     allowed = set(categories) if categories is not None else None
     for i, cat in enumerate(cats):
         rec = f"categories[{i}]"
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-            fail(rec, "needs 'id' and 'name'")
+            fail(rec, "needs 'id' and 'name'; fix: export the categories with both")
         if not is_integer(cat["id"]) or cat["id"] < 0:
-            fail(rec, f"id {cat['id']!r} must be a non-negative integer")
+            fail(rec, f"id {cat['id']!r} must be a non-negative integer; fix: write ids as numbers")
         if not isinstance(cat["name"], str) or not cat["name"]:
-            fail(rec, f"name {cat['name']!r} must be a non-empty string")
+            fail(rec, f"name {cat['name']!r} must be a non-empty string; fix: name the category after its character")
         if cat["id"] in seen_ids:
-            fail(rec, f"duplicate category id {cat['id']}")
+            fail(rec, f"duplicate category id {cat['id']}; fix: give each category its own id")
         if cat["name"] in seen_names:
-            fail(rec, f"duplicate category name {cat['name']!r}")
+            fail(rec, f"duplicate category name {cat['name']!r}; fix: merge the two labels in the tool "
+                      "and export again")
         if allowed is not None and cat["name"] not in allowed:
             fail(rec, f"unknown category {cat['name']!r}; expected one of {sorted(allowed)}")
         seen_ids.add(cat["id"])
@@ -198,19 +315,21 @@ def validate(
     for i, img in enumerate(coco["images"]):
         rec = f"images[{i}]"
         if not isinstance(img, dict):
-            fail(rec, "not an object")
+            fail(rec, f"not an object (found {json.dumps(img)[:40]}); fix: remove it or export the file again")
         for key in ("id", "file_name", "width", "height"):
             if key not in img:
-                fail(rec, f"missing '{key}'")
+                fail(rec, f"missing '{key}'; fix: every image record needs id, file_name, width and height")
         if not is_integer(img["id"]):
-            fail(rec, f"image id {img['id']!r} must be an integer")
+            fail(rec, f"image id {img['id']!r} must be an integer; fix: write ids as numbers, not strings")
         if not isinstance(img["file_name"], str) or not img["file_name"]:
-            fail(rec, f"file_name {img['file_name']!r} must be a non-empty string")
+            fail(rec, f"file_name {img['file_name']!r} must be a non-empty string; fix: name the image's file")
         rec = f"images[{i}] (id {img['id']}, {img['file_name']})"
         if img["id"] in images:
-            fail(rec, f"duplicate image id {img['id']}")
+            fail(rec, f"duplicate image id {img['id']} (also {images[img['id']]['file_name']}); fix: give "
+                      "each image its own id (export the project again rather than merging files by hand)")
         if not (is_integer(img["width"]) and is_integer(img["height"])) or min(img["width"], img["height"]) < 1:
-            fail(rec, f"width/height must be positive integers, got {img['width']!r}x{img['height']!r}")
+            fail(rec, f"width/height must be positive integers, got {img['width']!r}x{img['height']!r}; "
+                      "fix: write the image file's size in pixels")
         if "site" in img and (not isinstance(img["site"], str) or not img["site"]):
             fail(rec, f"'site' must be a non-empty string, got {img['site']!r}")
         if "visibility" in img and img["visibility"] not in VISIBILITY:
@@ -235,34 +354,39 @@ def validate(
     for i, ann in enumerate(coco["annotations"]):
         rec = f"annotations[{i}]"
         if not isinstance(ann, dict):
-            fail(rec, "not an object")
+            fail(rec, f"not an object (found {json.dumps(ann)[:40]}); fix: remove it or export the file again")
         for key in ("id", "image_id", "category_id", "bbox"):
             if key not in ann:
-                fail(rec, f"missing '{key}'")
+                fail(rec, f"missing '{key}'; fix: every annotation needs id, image_id, category_id and bbox")
         for key in ("id", "image_id", "category_id"):
             if not is_integer(ann[key]):
-                fail(rec, f"{key} {ann[key]!r} must be an integer")
+                fail(rec, f"{key} {ann[key]!r} must be an integer; fix: write ids as numbers, not strings")
         rec = f"annotations[{i}] (id {ann['id']}, image {ann['image_id']})"
         if ann["id"] in ann_ids:
-            fail(rec, f"duplicate annotation id {ann['id']}")
+            fail(rec, f"duplicate annotation id {ann['id']}; fix: give each annotation its own id "
+                      "(export the project again rather than merging files by hand)")
         ann_ids.add(ann["id"])
         img = images.get(ann["image_id"])
         if img is None:
-            fail(rec, f"image_id {ann['image_id']} is not in images[]")
+            fail(rec, f"image_id {ann['image_id']} is not in images[]; fix: add the image record or "
+                      "remove the annotation")
         if ann["category_id"] not in seen_ids:
-            fail(rec, f"unknown category_id {ann['category_id']}; the file defines {sorted(seen_ids)}")
+            fail(rec, f"unknown category_id {ann['category_id']}; the file defines {sorted(seen_ids)}; fix: "
+                      "add the category or correct the annotation's category_id")
         if ann.get("iscrowd", 0) not in (0, False):
             fail(rec, "iscrowd annotations (RLE masks of groups) are not characters; export each character "
                       "as a box or polygon")
         bbox = ann["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
-            fail(rec, f"bbox must be [x, y, w, h] finite numbers, got {bbox!r}")
+            fail(rec, f"bbox must be [x, y, w, h] finite numbers, got {bbox!r}; fix: export boxes as four "
+                      "numbers in pixels")
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
-            fail(rec, f"bbox {bbox} has zero or negative area")
+            fail(rec, f"bbox {bbox} has zero or negative area; fix: redraw the box or remove the annotation")
         tol = 1.0  # a pixel of rounding at the border is not an error
-        if x < -tol or y < -tol or x + w > img["width"] + tol or y + h > img["height"] + tol:
-            fail(rec, f"bbox {bbox} lies outside the image ({img['width']}x{img['height']})")
+        if check_bounds and (x < -tol or y < -tol or x + w > img["width"] + tol or y + h > img["height"] + tol):
+            fail(rec, f"bbox {bbox} lies outside the image ({img['width']}x{img['height']}); fix: redraw "
+                      "the box inside the image, or correct the image's width/height")
         seg = ann.get("segmentation", [])
         if isinstance(seg, dict):
             fail(rec, "segmentation is an RLE mask; export polygons or boxes (CVAT: draw polygons or "
@@ -271,9 +395,11 @@ def validate(
             fail(rec, f"segmentation must be a list of polygons [x1, y1, x2, y2, ...] (or [] for a box), got {str(seg)[:80]}")
         for poly in seg:
             if not isinstance(poly, list) or not all(is_number(v) for v in poly):
-                fail(rec, f"polygon coordinates must be finite numbers: {str(poly)[:80]}")
+                fail(rec, f"polygon coordinates must be finite numbers: {str(poly)[:80]}; fix: export "
+                          "numbers, not strings")
             if len(poly) < 6 or len(poly) % 2:
-                fail(rec, f"polygon with fewer than 3 points (or an odd number of coordinates): {str(poly)[:80]}")
+                fail(rec, f"polygon with fewer than 3 points (or an odd number of coordinates): {str(poly)[:80]}; "
+                          "fix: redraw the outline, or use segmentation [] for a box-only character")
 
 
 def split_counts(coco: dict, key: str) -> Counter:

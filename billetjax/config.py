@@ -31,11 +31,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from billetjax.data.userdata import normalised_category_names, user_data_problems
+from billetjax.detector.geometry import BOTTLENECK_EXPANSION, backbone_strides, training_window_px
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = ROOT / "config.yaml"
-
-from billetjax.detector.geometry import BOTTLENECK_EXPANSION, backbone_strides, training_window_px
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,7 @@ def problems(config: Mapping[str, Any]) -> list[str]:
         *experiment_problems(config),
         *evaluation_problems(config),
         *problems_of_test_sets(config),
+        *user_data_problems(config),
     ]
 
 
@@ -219,7 +221,7 @@ def _read_export_version(path: str, size: int, mtime_ns: int) -> dict | None:
     try:
         with open(Path(path), encoding="utf-8-sig") as f:
             data = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -355,7 +357,7 @@ def glyph_problems(config: Mapping[str, Any]) -> list[str]:
     requirement = glyph_requirement(config)
     if config["data"]["source"] != "coco" or not requirement["needed"]:
         return []
-    names = annotated_category_names(config["data"]["coco"]["train"])
+    names = normalised_category_names(annotated_category_names(config["data"]["coco"]["train"]), requirement)
     if names is None:
         return []
     # Imported here: the glyph module needs shapely and OpenCV, which a parse needs only for this.

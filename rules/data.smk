@@ -1,6 +1,8 @@
 # Data: the real pools (simulated or the user's COCO files), Table 2's test sets, the stamp pairs
 # for pix2pix, blank surfaces for synthesis, and the data's statistics and sample figure.
 
+from billetjax.data.fingerprint import user_files_fingerprint
+
 
 rule real_pools:
     input:
@@ -15,6 +17,9 @@ rule real_pools:
         config=config_for("data"),
         # Whether the user's categories need glyphs (only an import checks it).
         glyphs=config_rules.glyph_requirement(config) if config["data"]["source"] == "coco" else None,
+        # A content fingerprint of the user's files: a changed image reruns the import, not only a
+        # changed JSON (billetjax/data/fingerprint.py).
+        user_files=user_files_fingerprint(config, "train", "train_images", "test", "test_images"),
     threads: 2
     log:
         "logs/data/real_pools.log",
@@ -71,6 +76,7 @@ rule surfaces:
         folder=directory("results/data/surfaces"),
     params:
         config=config_for("data"),
+        user_files=user_files_fingerprint(config, "surfaces"),
     threads: 2
     log:
         "logs/data/surfaces.log",

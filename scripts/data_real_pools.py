@@ -7,7 +7,10 @@ if __name__ == "__main__":
     log_to(snakemake.log[0])
 
     from billetjax.data.pools import make_real_pools
+    from billetjax.data.refusal import refusals_as_messages
+    from billetjax.glyphs import GlyphFileError
 
-    make_real_pools(snakemake.params.config, snakemake.output.train, snakemake.output.test,
-                    snakemake.output.train_images, snakemake.output.test_images, snakemake.output.lexicon,
-                    workers=snakemake.threads, glyphs=snakemake.params.glyphs)
+    with refusals_as_messages(GlyphFileError):
+        make_real_pools(snakemake.params.config, snakemake.output.train, snakemake.output.test,
+                        snakemake.output.train_images, snakemake.output.test_images, snakemake.output.lexicon,
+                        workers=snakemake.threads, glyphs=snakemake.params.glyphs)

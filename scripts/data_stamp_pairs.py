@@ -4,11 +4,13 @@ from billetjax.utils import log_to, stage_seed
 
 log_to(snakemake.log[0])
 
+from billetjax.data.refusal import refusals_as_messages  # noqa: E402
 from billetjax.data.stamps import make_stamp_pairs  # noqa: E402
 
 config = snakemake.params.config
 stamps = config["data"]["stamps"]
-make_stamp_pairs(
-    snakemake.input[0], snakemake.output.train, snakemake.output.val, stamps["size_px"],
-    stamps["train"], stamps["val"], stamps["margin"], stage_seed(config["seed"], "stamp-pairs"),
-)
+with refusals_as_messages():
+    make_stamp_pairs(
+        snakemake.input[0], snakemake.output.train, snakemake.output.val, stamps["size_px"],
+        stamps["train"], stamps["val"], stamps["margin"], stage_seed(config["seed"], "stamp-pairs"),
+    )

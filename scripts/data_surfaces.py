@@ -6,6 +6,8 @@ if __name__ == "__main__":
 
     log_to(snakemake.log[0])
 
+    from billetjax.data.refusal import refusals_as_messages
     from billetjax.data.stamps import make_surfaces
 
-    make_surfaces(snakemake.params.config, snakemake.input[0], snakemake.output.folder, workers=snakemake.threads)
+    with refusals_as_messages():
+        make_surfaces(snakemake.params.config, snakemake.input[0], snakemake.output.folder, workers=snakemake.threads)

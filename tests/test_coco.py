@@ -83,7 +83,7 @@ def break_and_load(tmp_path, mutate, **kwargs):
         (lambda d: d["annotations"][0].update(bbox=[5, 10, float("inf"), 20]), "Infinity is not a JSON number"),
         (lambda d: d["images"][1].update(visibility="great"), r"images\[1\].*'visibility'"),
         (lambda d: d["images"][0].update(site=3), r"images\[0\].*'site' must be a non-empty string"),
-        (lambda d: d.pop("annotations"), r"missing list 'annotations'"),
+        (lambda d: d.pop("annotations"), r"'annotations' must be a list \(found missing\)"),
     ],
 )
 def test_bad_records_are_refused_by_name(tmp_path, mutate, message):

@@ -389,7 +389,7 @@ def test_test_set_names_are_distinct_and_the_gallery_names_one_of_them():
 
 
 def test_categories_without_glyphs_are_refused_at_parse_time_when_synthesis_is_on(tmp_path):
-    export = {"images": [{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+    export = {"images": [{"id": i, "file_name": f"{i}.png", "width": 8, "height": 8} for i in range(1, 5)],
               "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "bbox": [1, 1, 2, 2]},
                               {"id": 2, "image_id": 1, "category_id": 1, "bbox": [4, 1, 2, 2]}],
               "categories": [{"id": 0, "name": "7"}, {"id": 1, "name": "§"}, {"id": 2, "name": "plant"}]}
@@ -398,7 +398,8 @@ def test_categories_without_glyphs_are_refused_at_parse_time_when_synthesis_is_o
     coco = {"source": "coco", "coco": {"train": str(path)}}
     message = refused(config_with(data=coco))
     assert "'§'" in message and "plant" not in message  # a category without annotations needs none
-    cfg.check_config(config_with(data=coco, experiments={"sets": [{"synthetic_pct": 0}]}))
+    # (four images: the experiments draw no more real images than the export has)
+    cfg.check_config(config_with(data=coco, experiments={"sets": [{"synthetic_pct": 0}], "images": 4}))
 
 
 # ----------------------------------------------------------------------------- experiment axes

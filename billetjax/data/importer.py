@@ -13,18 +13,23 @@ PNGs. This module turns them into the pools every later stage reads (docs/data-f
   annotations transformed alike;
 - annotations keep every polygon (united) or none (box-only: `segmentation: []`), and carry the
   user's ids (`user_annotation_id`; images: `user_image_id`, `user_file_name`);
-- the same picture in both pools (a leak that inflates every number) is refused by pixel hash.
+- every redundant fact is checked against the others (`billetjax.data.checks`): box and outline,
+  box and image, `billet_id` and the annotated characters, two records and their files, the train
+  and the test pool (the same picture after re-encoding, resizing or a small crop is a leak);
+- 16-bit frames share one bit depth per data set (`data.coco.bit_depth`, or the smallest that
+  holds every frame's values), so a dark frame stays dark.
 
-Every problem is refused with the user's file, image id, annotation id and the fix named.
+Every problem is refused with the user's file, image id, annotation id and the fix named; every
+repair (an exact duplicate annotation, a self-intersecting outline) is a WARNING with its count.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
+import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import cv2
@@ -32,11 +37,12 @@ import numpy as np
 from PIL import Image
 from shapely.geometry import Polygon, box
 from shapely.ops import unary_union
+from shapely.validation import make_valid
 
 from billetjax import coco as cc
 from billetjax.config import glyph_requirement
-from billetjax.data import testsets
-from billetjax.glyphs import require_glyphs
+from billetjax.data import checks, testsets
+from billetjax.glyphs import builtin_glyphs, load_glyph_set, require_glyphs
 from billetjax.utils import Progress
 
 log = logging.getLogger(__name__)
@@ -56,7 +62,7 @@ class ImportOptions:
     size_px: int
     fit: str  # pad | crop
     orientation: str  # displayed | stored: which frame the annotations were drawn in
-    bit_depth: int | None  # of 16-bit frames; None: the smallest of BIT_DEPTHS that holds the values
+    bit_depth: int | None  # of 16-bit frames; None: the smallest of BIT_DEPTHS that holds the data set's values
     max_pixels: int
 
     @classmethod
@@ -128,8 +134,49 @@ class Frame:
     bit_depth: int  # of the stored samples
 
 
-def decode_frame(path: Path, opts: ImportOptions) -> Frame:
-    """Decode a user's image file completely; raise `CocoError` naming the file and the problem."""
+def stored_bit_depth(path: Path) -> int:
+    """Bits per sample a PNG or TIFF file stores (16 for a 16-bit container), read from its
+    header without decoding; 8 for every other format."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) > 24:
+        return int(head[24])
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        try:
+            with Image.open(path) as im:
+                bits = im.tag_v2.get(258, (8,))
+            return int(max(bits if isinstance(bits, tuple) else (bits,)))
+        except Exception:  # the full decode names the problem
+            return 8
+    return 8
+
+
+def data_set_bit_depth(files: list[Path], opts: ImportOptions) -> int | None:
+    """The one bit depth of a data set's 16-bit frames: `data.coco.bit_depth`, or the smallest of
+    BIT_DEPTHS that holds the largest value of all of them (a dark frame of a 12-bit camera is
+    still shifted by 4); None when no frame has 16-bit samples."""
+    sixteen = [f for f in files if stored_bit_depth(f) == 16]
+    if not sixteen:
+        return None
+    if opts.bit_depth is not None:
+        return opts.bit_depth
+    peak, where = 0, None
+    for file in sixteen:
+        raw = cv2.imdecode(np.fromfile(file, np.uint8), cv2.IMREAD_UNCHANGED)
+        if raw is not None and raw.dtype == np.uint16 and int(raw.max()) >= peak:
+            peak, where = int(raw.max()), file
+    bits = next(d for d in BIT_DEPTHS if peak < 2 ** d)
+    log.info("16-bit frames: %d of them, largest value %d (%s): all brought to 8 bits as %d-bit data "
+             "(set data.coco.bit_depth to choose)", len(sixteen), peak, where, bits)
+    return bits
+
+
+def decode_frame(path: Path, opts: ImportOptions, data_set_bits: int | None = None) -> Frame:
+    """Decode a user's image file completely; raise `CocoError` naming the file and the problem.
+
+    data_set_bits: the bit depth of the data set's 16-bit frames (`data_set_bit_depth`); without
+    it, `data.coco.bit_depth`, else the smallest that holds this frame's values.
+    """
     data = path.read_bytes()
     # Pillow's own limit would refuse a large frame at open() with a message about bombs; the
     # header's size is checked against data.coco.max_pixels below instead.
@@ -140,34 +187,40 @@ def decode_frame(path: Path, opts: ImportOptions) -> Frame:
             if width * height > opts.max_pixels:
                 raise cc.CocoError(
                     f"{path}: {width}x{height} = {width * height / 1e6:.0f} MP exceeds data.coco.max_pixels "
-                    f"({opts.max_pixels / 1e6:.0f} MP); downscale the frames or raise the limit"
+                    f"({opts.max_pixels / 1e6:.0f} MP); fix: downscale the frames or raise the limit"
                 )
             orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
             im.load()  # a full decode: a truncated or corrupt file raises here
     except cc.CocoError:
         raise
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError... by format
-        raise cc.CocoError(f"{path}: the image does not decode completely (truncated or corrupt: {err})") from None
+        raise cc.CocoError(f"{path}: the image does not decode completely (truncated or corrupt: {err}); fix: "
+                           "copy or export the image again") from None
     if orientation not in range(1, 9):
         log.warning("%s: EXIF orientation %d is not 1-8; taken as 1", path, orientation)
         orientation = 1
     try:
         raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
-        raise cc.CocoError(f"{path}: OpenCV could not decode the image ({cc.cv2_message(err)})") from None
+        raise cc.CocoError(f"{path}: OpenCV could not decode the image ({cc.cv2_message(err)}); fix: export "
+                           "it as PNG or JPEG") from None
     if raw is None:
-        raise cc.CocoError(f"{path}: OpenCV could not decode the image (format not supported)")
+        raise cc.CocoError(f"{path}: OpenCV could not decode the image (format not supported); fix: export it "
+                           "as PNG or JPEG")
     if raw.dtype not in (np.uint8, np.uint16):
-        raise cc.CocoError(f"{path}: {raw.dtype} samples are not supported; export 8- or 16-bit images")
+        raise cc.CocoError(f"{path}: {raw.dtype} samples are not supported; fix: export 8- or 16-bit images")
     bits = 8
     if raw.dtype == np.uint16:
         peak = int(raw.max())
-        if opts.bit_depth is None:
+        if data_set_bits is not None:
+            bits = data_set_bits
+        elif opts.bit_depth is None:
             bits = next(d for d in BIT_DEPTHS if peak < 2 ** d)
         else:
             bits = opts.bit_depth
-            if peak >= 2 ** bits:
-                raise cc.CocoError(f"{path}: sample value {peak} does not fit data.coco.bit_depth = {bits}")
+        if peak >= 2 ** bits:
+            raise cc.CocoError(f"{path}: sample value {peak} does not fit data.coco.bit_depth = {bits}; fix: "
+                               "raise data.coco.bit_depth (or set it to null to take it from the frames)")
         raw = np.minimum(raw >> (bits - 8), 255).astype(np.uint8) if bits > 8 else raw.astype(np.uint8)
     try:
         if raw.ndim == 2:
@@ -177,18 +230,11 @@ def decode_frame(path: Path, opts: ImportOptions) -> Frame:
         elif raw.shape[2] == 3:
             rgb = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
         else:
-            raise cc.CocoError(f"{path}: {raw.shape[2]} channels; expected grey, RGB or RGBA")
+            raise cc.CocoError(f"{path}: {raw.shape[2]} channels; fix: export grey, RGB or RGBA images")
     except cv2.error as err:
         raise cc.CocoError(f"{path}: OpenCV could not convert the image ({cc.cv2_message(err)})") from None
     stored = (rgb.shape[1], rgb.shape[0])
     return Frame(apply_exif_orientation(rgb, orientation), stored, orientation, bits)
-
-
-def pixel_hash(pixels: np.ndarray) -> str:
-    """A hash of an image's content (shape and pixels), blind to the file's format and name."""
-    digest = hashlib.sha256(str(pixels.shape).encode())
-    digest.update(np.ascontiguousarray(pixels).tobytes())
-    return digest.hexdigest()
 
 
 def fit_square(image: np.ndarray, size_px: int, mode: str) -> tuple[np.ndarray, float, float, float]:
@@ -220,17 +266,15 @@ def fit_square(image: np.ndarray, size_px: int, mode: str) -> tuple[np.ndarray, 
 # ----------------------------------------------------------------------------- categories
 
 
-def used_categories(raw: dict, path: Path) -> dict[int, str]:
-    """`{id: name}` of the categories that have annotations; the others are logged and ignored
+def used_categories(raw: dict, path: Path) -> set[int]:
+    """Ids of the categories that have annotations; the others are logged and ignored
     (Roboflow's super-category, a label nobody used)."""
-    counts: dict[int, int] = {}
-    for ann in raw["annotations"]:
-        counts[ann["category_id"]] = counts.get(ann["category_id"], 0) + 1
+    used = {ann["category_id"] for ann in raw["annotations"]}
     names = cc.category_names(raw)
-    unused = [f"{cid} ({names[cid]!r})" for cid in sorted(names) if cid not in counts]
+    unused = [f"{cid} ({names[cid]!r})" for cid in sorted(names) if cid not in used]
     if unused:
         log.info("%s: categories without annotations ignored: %s", path, ", ".join(unused))
-    return {cid: names[cid] for cid in sorted(names) if cid in counts}
+    return used
 
 
 def check_glyphs(names: list[str], requirement: dict, path: Path) -> None:
@@ -240,7 +284,84 @@ def check_glyphs(names: list[str], requirement: dict, path: Path) -> None:
     try:
         require_glyphs(names, requirement["glyph_file"], where=f"{path} (data.coco)")
     except ValueError as err:
-        raise cc.CocoError(str(err)) from None
+        raise cc.CocoError(f"{err}; fix: one of the two above") from None
+
+
+def glyph_alphabet(glyph_file: str | None) -> str:
+    """The characters category names are compared against (case folding): the study's glyphs."""
+    try:
+        return load_glyph_set(glyph_file).alphabet
+    except (OSError, ValueError):  # the glyph check names a broken file where synthesis needs it
+        return builtin_glyphs().alphabet
+
+
+# ----------------------------------------------------------------------------- reading an export
+
+
+@dataclass
+class Export:
+    """A user's export read and cross-checked as a whole, before any image is decoded."""
+
+    path: Path
+    images_dir: Path
+    raw: dict
+    names: dict[int, str]  # the user's category id -> its name, normalised
+    used: set[int]  # ids of the categories that have annotations
+    files: list[Path]  # the file of each images[] record
+
+
+def read_export(src_json: str | os.PathLike, src_images: str | os.PathLike, alphabet: str,
+                images_key: str = "data.coco.*_images") -> Export:
+    """Read one of the user's COCO files and check what can be checked without pixels: the
+    format, `null`s, our reserved keys, the boxes' convention, category names, and that every
+    record has a file of its own."""
+    src_json, src_images = Path(src_json), Path(src_images)
+    if not src_images.is_dir():
+        raise cc.CocoError(f"{src_images}: image folder not found ({images_key}); fix: set {images_key} to the "
+                           "folder the export's images are in")
+    raw = cc.read_json(src_json)
+    if isinstance(raw, dict):
+        for key, empty in (("info", {}), ("licenses", [])):
+            if key in raw and raw[key] is None:
+                log.warning("%s: '%s' is null; taken as empty (fix, to silence this: write %s or leave the key "
+                            "out)", src_json, key, json.dumps(empty))
+                raw[key] = empty
+    cc.validate(raw, src_json, require_extras=False, check_bounds=False)
+    if not raw["images"]:
+        raise cc.CocoError(f"{src_json}: no images; fix: export the project with its images")
+    for img in raw["images"]:
+        taken = [k for k in checks.RESERVED_IMAGE_KEYS if k in img]
+        if taken:
+            raise cc.CocoError(
+                f"{src_json}: image id {img['id']} ({img['file_name']}): the key{'s' * (len(taken) > 1)} "
+                f"{taken} {'are' if len(taken) > 1 else 'is'} the pools' own ({', '.join(checks.RESERVED_IMAGE_KEYS)}) "
+                f"and would be overwritten or taken for ours; fix: rename {'them' if len(taken) > 1 else 'it'} in "
+                "your export (e.g. 'camera' for a source camera); a test set can filter on the new name")
+    convention = checks.box_convention(raw)
+    if convention:
+        raise cc.CocoError(
+            f"{src_json}: the boxes are not COCO's [x, y, width, height] in pixels: {checks.CONVENTION_FIX[convention]} "
+            f"(e.g. annotation id {raw['annotations'][0]['id']}: bbox {raw['annotations'][0]['bbox']}); fix: export "
+            "COCO boxes (pixels, top-left corner and size), or convert the file")
+    used = used_categories(raw, src_json)
+    names = checks.normalised_categories(raw, used, alphabet, src_json)
+    files, owner = [], {}
+    for img in raw["images"]:
+        file = resolve_image_file(src_images, img["file_name"])
+        if file is None:
+            raise cc.CocoError(f"{src_json}: image id {img['id']} ({img['file_name']}): no such file inside "
+                               f"{src_images} (tried the name and its trailing parts); fix: data.coco.*_images "
+                               "must be the folder the images are in")
+        real = file.resolve()
+        if real in owner:
+            first = owner[real]
+            raise cc.CocoError(
+                f"{src_json}: image id {first['id']} ({first['file_name']}) and image id {img['id']} "
+                f"({img['file_name']}) are the same file {real}; one picture annotated twice would count "
+                "twice; fix: merge the two records (or point the second at its own file)")
+        owner[real] = img
+        files.append(file)
+    return Export(src_json, src_images, raw, names, used, files)
 
 
 # ----------------------------------------------------------------------------- the import
@@ -248,10 +369,10 @@ def check_glyphs(names: list[str], requirement: dict, path: Path) -> None:
 
 @dataclass
 class ImportedPool:
-    """A pool as written, with the pixel hashes of its images (for the leak check)."""
+    """A pool as written, with a thumbnail of every image (for the leak check)."""
 
     coco: dict
-    hashes: dict[str, str]  # pixel hash -> the user's file
+    thumbs: list = field(default_factory=list)  # checks.Thumb per image
 
 
 def _transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -265,31 +386,30 @@ def _outlines(geometry) -> list[np.ndarray]:
     return [np.asarray(g.exterior.coords)[:-1] for g in parts]
 
 
-def import_pool(src_json: str | os.PathLike, src_images: str | os.PathLike, dst_json: str | os.PathLike,
-                image_dir: str | os.PathLike, opts: ImportOptions, categories: list[dict] | None = None,
-                first_id: int = 1) -> ImportedPool:
-    """Validate one of the user's COCO files and write it as a pool of size_px² PNG images.
+def import_pool(export: Export, dst_json: str | os.PathLike, image_dir: str | os.PathLike, opts: ImportOptions,
+                alphabet: str, data_set_bits: int | None = None, categories: list[dict] | None = None,
+                first_id: int = 1, role: str = "train") -> ImportedPool:
+    """Check one of the user's exports against its images and write it as a pool of size_px² PNGs.
 
     categories: the pool's categories (the train pool's, for the test pool); the file's are mapped
-    onto them by name. By default the file's own categories that have annotations.
+    onto them by normalised name. By default the file's own categories that have annotations.
     """
-    src_json, src_images, image_dir = Path(src_json), Path(src_images), Path(image_dir)
-    if not src_images.is_dir():
-        raise cc.CocoError(f"{src_images}: image folder not found (data.coco.*_images)")
-    raw = cc.read_json(src_json)
-    cc.validate(raw, src_json, require_extras=False)
-    if not raw["images"]:
-        raise cc.CocoError(f"{src_json}: no images")
-    used = used_categories(raw, src_json)
+    raw, src_json, image_dir = export.raw, export.path, Path(image_dir)
     if categories is None:
-        categories = [dict(c) for c in sorted(raw["categories"], key=lambda c: c["id"]) if c["id"] in used]
-        if not categories:
-            raise cc.CocoError(f"{src_json}: no annotations; the train pool needs annotated characters")
+        categories = [{**c, "name": export.names[c["id"]]} for c in sorted(raw["categories"], key=lambda c: c["id"])
+                      if c["id"] in export.used]
+    if not raw["annotations"]:
+        need = ("the train pool needs annotated characters" if role == "train"
+                else "the test sets need ground truth: every number would be computed against nothing")
+        raise cc.CocoError(f"{src_json}: no annotations ({len(raw['images'])} images, 0 characters); {need}; fix: "
+                           "export the annotations with the images")
     target = {c["name"]: c["id"] for c in categories}
+    used = {cid: export.names[cid] for cid in export.used}
     unknown = sorted(set(used.values()) - set(target))
     if unknown:
         raise cc.CocoError(f"{src_json}: categories {unknown} do not occur in the train pool "
-                           f"(its categories: {sorted(target)}); the detector could never predict them")
+                           f"(its categories: {sorted(target)}); the detector could never predict them; fix: "
+                           "annotate them in the train export too, or correct their names")
     to_pool = {cid: target[name] for cid, name in used.items()}
     renumbered = {f"{cid}->{to_pool[cid]}" for cid in used if to_pool[cid] != cid}
     if renumbered:
@@ -300,34 +420,38 @@ def import_pool(src_json: str | os.PathLike, src_images: str | os.PathLike, dst_
     out = {k: v for k, v in raw.items() if k not in ("images", "annotations", "categories")}
     out.update(images=[], annotations=[], categories=[dict(c) for c in categories])
     frame = box(0, 0, opts.size_px, opts.size_px)
-    hashes: dict[str, str] = {}
+    thumbs, hidden, unannotated = [], [], []
+    repairs = checks.Repairs(src_json)
     ann_id = 1
     progress = Progress(len(raw["images"]), f"imported {src_json.name} images", log)
-    for n, img in enumerate(raw["images"], 1):
+    for n, (img, file) in enumerate(zip(raw["images"], export.files), 1):
         where = f"{src_json}: image id {img['id']} ({img['file_name']})"
-        file = resolve_image_file(src_images, img["file_name"])
-        if file is None:
-            raise cc.CocoError(f"{where}: no such file inside {src_images} (tried the name and its "
-                               "trailing parts; data.coco.*_images must be the folder the images are in)")
-        decoded = decode_frame(file, opts)
+        try:
+            decoded = decode_frame(file, opts, data_set_bits)
+        except cc.CocoError as err:
+            raise cc.CocoError(f"{where}: {err}") from None
         upright = (decoded.pixels.shape[1], decoded.pixels.shape[0])
         declared = (img["width"], img["height"])
         expected = upright if opts.orientation == "displayed" else decoded.stored_size
         if declared != expected:
-            hint = ""
             other = decoded.stored_size if opts.orientation == "displayed" else upright
             if declared == other:
-                hint = (f"; the file's EXIF orientation is {decoded.orientation}: set data.coco.orientation: "
-                        f"{'stored' if opts.orientation == 'displayed' else 'displayed'} if the annotations "
-                        "were drawn on the image as stored")
-            raise cc.CocoError(f"{where}: the file is {expected[0]}x{expected[1]} but the record says "
-                               f"{declared[0]}x{declared[1]}{hint}")
-        if decoded.bit_depth > 8:
-            log.info("%s: %d-bit samples brought to 8 bits", file, decoded.bit_depth)
-        digest = pixel_hash(decoded.pixels)
-        if digest in hashes:
-            log.warning("%s: the same picture as %s, twice in one pool", where, hashes[digest])
-        hashes[digest] = str(file)
+                fix = (f"the file's EXIF orientation is {decoded.orientation}: set data.coco.orientation: "
+                       f"{'stored' if opts.orientation == 'displayed' else 'displayed'} if the annotations "
+                       "were drawn on the image as stored")
+            else:
+                fix = ("write the file's size in the record if the annotations were drawn on this file, "
+                       "else put back the file that was annotated")
+            raise cc.CocoError(f"{where}: the file {file} is {expected[0]}x{expected[1]} but the record says "
+                               f"{declared[0]}x{declared[1]}; fix: {fix}")
+
+        anns = grouped[int(img["id"])]
+        for ann in anns:
+            checks.check_box_and_outline(ann, img["width"], img["height"], f"{where}, annotation id {ann['id']}")
+        anns = checks.deduplicate_annotations(anns, export.names, where, repairs)
+        checks.check_billet_id(img, anns, export.names, alphabet, where, hidden)
+        if not anns:
+            unannotated.append(where)
 
         # Annotations: stored -> upright (only where they were drawn on the stored rows) -> square.
         to_upright = (exif_point_map(decoded.orientation, *decoded.stored_size)
@@ -337,17 +461,21 @@ def import_pool(src_json: str | os.PathLike, src_images: str | os.PathLike, dst_
         except cv2.error as err:
             raise cc.CocoError(f"{where}: OpenCV could not resize the image ({cc.cv2_message(err)})") from None
         to_square = np.array([[scale, 0, dx], [0, scale, dy]]) @ np.vstack([to_upright, [0, 0, 1]])
+        thumbs.append(checks.thumbnail(decoded.pixels, f"image id {img['id']} ({img['file_name']})"))
         image_id = first_id + n - 1
         dst_file = image_dir / f"{image_id:06d}.png"
         cc.write_image(dst_file, square)
         rec = {k: v for k, v in img.items() if k not in ("id", "file_name", "width", "height")}
-        rec.setdefault("source", "real")
+        if rec.get("billet_id"):
+            rec["billet_id"] = checks.normalise_name(rec["billet_id"], alphabet, billet_id=True)
         rec.setdefault("billet_id", "")
-        out["images"].append({**rec, "id": image_id, "file_name": cc.relative_file_name(dst_json, dst_file),
+        out["images"].append({**rec, "source": "real", "id": image_id,
+                              "file_name": cc.relative_file_name(dst_json, dst_file),
                               "width": opts.size_px, "height": opts.size_px, "user_image_id": img["id"],
                               "user_file_name": img["file_name"]})
-        for ann in grouped[int(img["id"])]:
-            record = _import_annotation(ann, to_square, frame, f"{where}, annotation id {ann['id']}", opts.fit)
+        for ann in anns:
+            record = _import_annotation(ann, to_square, frame, f"{where}, annotation id {ann['id']}", opts.fit,
+                                        repairs)
             if record is None:
                 continue
             out["annotations"].append({"id": ann_id, "image_id": image_id,
@@ -355,23 +483,50 @@ def import_pool(src_json: str | os.PathLike, src_images: str | os.PathLike, dst_
                                        "user_annotation_id": ann["id"], **record})
             ann_id += 1
         progress.update(n)
+    repairs.report()
+    if hidden:
+        log.warning("%s: %d partial image(s) have billet IDs with characters nobody annotated (hidden); "
+                    "their IDs are scored as stamped (first: %s)", src_json, len(hidden), hidden[0])
+    if unannotated:
+        log.warning("%s: %d of %d images have no annotated character (first: %s); they are kept as billets "
+                    "without characters", src_json, len(unannotated), len(raw["images"]), unannotated[0])
+    for later, earlier, score in checks.find_near_duplicates(thumbs):
+        log.warning("%s: %s and %s are the same picture (correlation %.2f), twice in one pool", src_json,
+                    later.where, earlier.where, score)
     cc.validate(out, dst_json)
     cc.save(dst_json, out)
     log.info("%s: %d images, %d characters, %d of them box-only", dst_json, len(out["images"]),
              len(out["annotations"]), sum(not a["segmentation"] for a in out["annotations"]))
-    return ImportedPool(out, hashes)
+    return ImportedPool(out, thumbs)
 
 
-def _import_annotation(ann: dict, to_square: np.ndarray, frame, where: str, fit: str) -> dict | None:
+def _valid_outline(points: np.ndarray, where: str, k: int, repairs: checks.Repairs):
+    """A polygon from a user's ring; a self-intersecting ring is made valid (every enclosed part
+    kept), which is reported where it changes the enclosed area."""
+    shape = Polygon(points)
+    if shape.is_valid:
+        return shape
+    fixed = make_valid(shape)
+    parts = [g for g in getattr(fixed, "geoms", [fixed]) if g.geom_type in ("Polygon", "MultiPolygon")]
+    fixed = unary_union(parts) if parts else Polygon()
+    if fixed.area > 0 and abs(fixed.area - abs(shape.area)) > max(0.5, 0.01 * fixed.area):
+        repairs.add("self-intersecting outlines made valid (every enclosed part kept)", f"{where}, polygon {k}")
+    return fixed
+
+
+def _import_annotation(ann: dict, to_square: np.ndarray, frame, where: str, fit: str,
+                       repairs: checks.Repairs) -> dict | None:
     """One user annotation in square-image pixels: bbox, area and its united polygons (or [])."""
     x, y, w, h = ann["bbox"]
     corners = _transform_points(np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], float), to_square)
     whole_box = box(*corners.min(axis=0), *corners.max(axis=0))
     polygons = []
     for k, flat in enumerate(ann.get("segmentation") or []):
-        shape = Polygon(_transform_points(cc.coco_to_polygon(flat).astype(np.float64), to_square)).buffer(0)
+        shape = _valid_outline(_transform_points(cc.coco_to_polygon(flat).astype(np.float64), to_square),
+                               where, k, repairs)
         if shape.area <= 0:
-            raise cc.CocoError(f"{where}: polygon {k} encloses no area (its points lie on a line)")
+            raise cc.CocoError(f"{where}: polygon {k} encloses no area (its points lie on a line); fix: redraw "
+                               "the outline, or use segmentation [] for a box-only character")
         polygons.append(shape)
     whole = unary_union(polygons) if polygons else whole_box
     visible = whole.intersection(frame)
@@ -383,7 +538,8 @@ def _import_annotation(ann: dict, to_square: np.ndarray, frame, where: str, fit:
         outlines = _outlines(visible)
         (x0, y0), (x1, y1) = (np.min([o.min(axis=0) for o in outlines], axis=0),
                               np.max([o.max(axis=0) for o in outlines], axis=0))
-        # The user's box, where it holds the outline, else the outline's: boxes are what is scored.
+        # The user's box, where it holds the outline, else the outline's: boxes are what is scored
+        # (the two agree within checks.BOX_POLYGON_TOLERANCE_*, checked before).
         bx0, by0, bx1, by1 = whole_box.intersection(frame).bounds
         bx0, by0, bx1, by1 = min(bx0, x0), min(by0, y0), max(bx1, x1), max(by1, y1)
         segmentation = [cc.polygon_to_coco(o) for o in outlines]
@@ -393,7 +549,8 @@ def _import_annotation(ann: dict, to_square: np.ndarray, frame, where: str, fit:
         segmentation, area = [], visible.area
     bbox = [round(float(bx0), 2), round(float(by0), 2), round(float(bx1 - bx0), 2), round(float(by1 - by0), 2)]
     if bbox[2] <= 0 or bbox[3] <= 0:
-        raise cc.CocoError(f"{where}: box {ann['bbox']} has no area at {frame.bounds[2]:.0f} px")
+        raise cc.CocoError(f"{where}: box {ann['bbox']} has no area at {frame.bounds[2]:.0f} px; fix: redraw "
+                           "the box larger, or raise image_size_px")
     return {"bbox": bbox, "area": round(float(area), 2), "segmentation": segmentation}
 
 
@@ -409,19 +566,23 @@ def import_user_pools(config: dict, train_json: str | os.PathLike, test_json: st
     user = config["data"]["coco"]
     for key in ("train", "train_images", "test", "test_images"):
         if not user[key]:
-            raise cc.CocoError(f"config data.coco.{key} is not set; data.source: coco needs all four paths")
+            raise cc.CocoError(f"config data.coco.{key} is not set; data.source: coco needs all four paths; "
+                               f"fix: set data.coco.{key}")
+    requirement = glyphs or glyph_requirement(config)
+    alphabet = glyph_alphabet(requirement["glyph_file"])
     opts = ImportOptions.from_config(config)
-    train = import_pool(user["train"], user["train_images"], train_json, train_images, opts)
-    check_glyphs([c["name"] for c in train.coco["categories"]], glyphs or glyph_requirement(config),
-                 Path(user["train"]))
-    test = import_pool(user["test"], user["test_images"], test_json, test_images, opts,
-                       categories=train.coco["categories"], first_id=len(train.coco["images"]) + 1)
-    leaks = [(test_file, train.hashes[h]) for h, test_file in test.hashes.items() if h in train.hashes]
+    train_export = read_export(user["train"], user["train_images"], alphabet, "data.coco.train_images")
+    test_export = read_export(user["test"], user["test_images"], alphabet, "data.coco.test_images")
+    bits = data_set_bit_depth(train_export.files + test_export.files, opts)
+    train = import_pool(train_export, train_json, train_images, opts, alphabet, bits, role="train")
+    check_glyphs([c["name"] for c in train.coco["categories"]], requirement, Path(user["train"]))
+    test = import_pool(test_export, test_json, test_images, opts, alphabet, bits,
+                       categories=train.coco["categories"], first_id=len(train.coco["images"]) + 1, role="test")
+    leaks = checks.find_leaks(train.thumbs, test.thumbs)
     if leaks:
-        listed = "; ".join(f"{a} = {b}" for a, b in leaks[:5])
+        listed = "; ".join(f"test {a.where} is train {b.where} (correlation {score:.2f})" for a, b, score in leaks[:5])
         raise cc.CocoError(
             f"{user['test']}: {len(leaks)} test image(s) are also in the train pool {user['train']} "
-            f"(same pixels): {listed}{' ...' if len(leaks) > 5 else ''}. A test image seen in training "
-            "inflates every number: remove them from one of the two files"
-        )
+            f"(the same picture, maybe re-encoded, resized or cropped): {listed}{' ...' if len(leaks) > 5 else ''}. "
+            "A test image seen in training inflates every number; fix: remove them from one of the two files")
     testsets.select_test_sets(test.coco, config["data"]["test_sets"], Path(user["test"]))

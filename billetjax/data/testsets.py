@@ -41,13 +41,13 @@ def select_test_sets(pool: dict, test_sets: list[dict], path: str | os.PathLike)
                 files = ", ".join(str(img.get("user_file_name", img["file_name"])) for img in lacking[:3])
                 raise cc.CocoError(
                     f"{path}: {label} filters on '{key}', which {len(lacking)} of {len(pool['images'])} "
-                    f"test images lack (e.g. {files}); add '{key}' to every image record or drop the set"
+                    f"test images lack (e.g. {files}); fix: add '{key}' to every image record, or drop the set"
                 )
         ids = [int(img["id"]) for img in pool["images"] if _matches(img, where)]
         if not ids:
             values = sorted({repr(img[k]) for img in pool["images"] for k in where})
             raise cc.CocoError(f"{path}: {label} selects no test image (filter {where}; the pool has "
-                               f"values {values}); fix the filter or add such images")
+                               f"values {values}); fix: correct the filter, or add such images")
         members.append(ids)
     return members
 
@@ -62,7 +62,7 @@ def make_test_sets(test_pool_json: str | os.PathLike, out_paths: list[str | os.P
     for n, (spec, ids, out) in enumerate(zip(test_sets, select_test_sets(pool, test_sets, test_pool_json),
                                              out_paths), 1):
         subset = cc.subset(pool, ids, json_from=test_pool_json, json_to=out)
-        subset["info"] = {**pool.get("info", {}), "description": f"test set {n}: {spec['name']}"}
+        subset["info"] = {**(pool.get("info") or {}), "description": f"test set {n}: {spec['name']}"}
         cc.save(out, subset)
         sites = cc.split_counts(subset, "site")
         by_site = ", ".join(f"{k} {v}" for k, v in sorted(sites.items(), key=lambda kv: str(kv[0])) if k is not None)

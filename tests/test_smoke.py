@@ -102,7 +102,7 @@ def test_the_answer_of_a_reference_at_the_floor(study):
     assert (comparisons["covers"].isin(["billets only (one seed)", "none"])).all()  # one seed
     summary = (tables / "replacement_summary.txt").read_text()
     assert summary.startswith("Primary endpoint (stated in the config before the study): TP on test set 1")
-    assert "No verdict on test set 1" in summary and "is non-inferior" not in summary
+    assert "No verdict on test set 1" in summary and "synthetic data is non-inferior" not in summary
     exchange = pd.read_csv(tables / "exchange_rate.csv", keep_default_na=False, na_values=[""])
     assert list(exchange.columns[: len(EXCHANGE_COLUMNS)]) == EXCHANGE_COLUMNS
     assert set(exchange["experiment"]) == {2, 3, 4, 5} and set(exchange["test_set"]) == {1, 2, 3, 4, 5}

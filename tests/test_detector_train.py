@@ -74,6 +74,7 @@ def _train(cfg, tmp_path, json_path):
     return summary, out
 
 
+@pytest.mark.slow
 def test_overfits_a_few_images(tmp_path, digit_set, detector_config, caplog):
     """A few billets are learnt to mAP@0.5 >= 0.95 (pycocotools), and predict writes COCO results,
     for one test set or several at once."""
@@ -115,6 +116,7 @@ def test_overfits_a_few_images(tmp_path, digit_set, detector_config, caplog):
     assert "4 distinct images of 2 test set(s)" in caplog.text
 
 
+@pytest.mark.slow
 def test_train_step_compiles_once(digit_set, detector_config):
     """Different batches and steps reuse one compiled step; evaluation compiles once as well."""
     from billetjax.detector import data as det_data
@@ -141,6 +143,7 @@ def test_train_step_compiles_once(digit_set, detector_config):
     assert fns.predict_fn._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_cropped_training_steps_on_windows_and_predicts_whole_images(tmp_path, digit_set, detector_config,
                                                                     caplog):
     """`augment.crop_px`: the step compiles once for the windows' shape, with anchors covering a
@@ -168,6 +171,7 @@ def test_cropped_training_steps_on_windows_and_predicts_whole_images(tmp_path, d
     assert training_size_px(detector_config(augment={"enabled": False, "crop_px": 96}), 128, boxes) == 128
 
 
+@pytest.mark.slow
 def test_bfloat16_mixed_precision_trains_close_to_float32(digit_set, detector_config):
     """`detector.precision: bfloat16` computes the layers in bfloat16 from the same float32
     weights: the FPN levels are bfloat16, the heads' outputs, losses, gradients, weights and
@@ -241,6 +245,7 @@ def test_experiments_with_other_anchor_sizes_share_one_program(digit_set, detect
     assert step_a == step_b and predict_a == predict_b
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tmp_path, digit_set, monkeypatch, detector_config):
     """A training killed after a checkpoint resumes there and ends with the weights of an unbroken
     run (same batches, same random keys)."""
@@ -387,6 +392,7 @@ def _edited_copy(monkeypatch, tmp_path, module_name: str) -> None:
     monkeypatch.setattr(module, "__file__", str(copy))
 
 
+@pytest.mark.slow
 def test_an_edit_of_a_module_the_training_runs_discards_its_state(tmp_path, digit_set, caplog,
                                                                     detector_config, monkeypatch):
     """Editing the detector's geometry, or a module outside the detector that the training runs

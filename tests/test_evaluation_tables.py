@@ -68,6 +68,7 @@ def test_testset_table_exact(study):
     assert 0.5 < first["mAP50"] < 1.0
     # Two identical seeds: no spread.
     assert first["n_seeds"] == 2 and first["TP_seed_sd"] == 0 and first["TP_seed_lo"] == pytest.approx(85.0)
+    assert first["interval_covers"] == "billets and seeds"  # two seeds: both parts of the variance
     assert first["n_characters"] == 200 and first["n_billets"] == 20
 
 

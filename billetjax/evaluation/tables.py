@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from billetjax.evaluation.bootstrap import bootstrap_intervals, seed_interval
+from billetjax.evaluation.bootstrap import resample_weights, seed_interval
 from billetjax.evaluation.evaluate import INTERVAL_METRICS, RUN_COLUMNS, TABLE_METRICS, load_metrics, metrics_from_counts
+from billetjax.evaluation.intervals import crossed_interval
 from billetjax.experiments import Experiment
 from billetjax.utils import stage_seed
 
@@ -32,9 +33,11 @@ def experiment_rows(experiments: Sequence[Experiment]) -> list[dict]:
 def testset_row(runs: list[dict], bootstrap_samples: int, bootstrap_seed: int) -> dict:
     """Metrics of one experiment on one test set over its seeds.
 
-    Point values are the mean over seeds; `{m}_lo`/`{m}_hi` the 95 % bootstrap interval over
-    billets of that mean (every seed resampled on the same billets); `{m}_seed_sd`, `_seed_lo`,
-    `_seed_hi` the spread over seeds (Student t; empty with one seed).
+    Point values are the mean over seeds; `{m}_lo`/`{m}_hi` the 95 % interval of that mean over
+    billets and seeds (`billetjax.evaluation.intervals.crossed_interval`: every seed resampled on
+    the same billets, plus the between-seed part; with one seed, billets only), and
+    `interval_covers` says which; `{m}_seed_sd`, `_seed_lo`, `_seed_hi` the spread over seeds
+    (Student t; empty with one seed).
     """
     image_ids = runs[0]["per_image"]["image_id"]
     for run in runs[1:]:
@@ -48,9 +51,13 @@ def testset_row(runs: list[dict], bootstrap_samples: int, bootstrap_seed: int) -
     counts = np.stack([np.asarray(r["per_image"]["counts"], dtype=np.float64).reshape(len(image_ids), -1) for r in runs])
     with_pattern = runs[0].get("id_pattern") is not None
     with_lexicon = bool(runs[0].get("lexicon"))
-    intervals = bootstrap_intervals(
-        counts, lambda t: metrics_from_counts(t, with_pattern, with_lexicon), bootstrap_samples, bootstrap_seed
-    )
+    weights = resample_weights(counts.shape[1], max(int(bootstrap_samples), 0), bootstrap_seed).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = metrics_from_counts(counts.sum(1), with_pattern, with_lexicon)  # metric -> [seeds]
+        resampled = metrics_from_counts(np.einsum("bn,snk->bsk", weights, counts), with_pattern, with_lexicon)
+    n_billets = int(counts[0, :, RUN_COLUMNS.index("has_gt")].sum())
+    intervals = {m: crossed_interval(np.asarray(values[m])[None], np.asarray(resampled[m])[:, None],
+                                     lambda y: y[:, 0], n_billets) for m in INTERVAL_METRICS}
     row: dict = {}
     spread: dict = {}
     # the read rates at the configured misread levels (`id_read_{variant}_at_{level}`), as evaluated
@@ -60,7 +67,8 @@ def testset_row(runs: list[dict], bootstrap_samples: int, bootstrap_seed: int) -
         row[metric] = mean
         spread.update({f"{metric}_seed_sd": sd, f"{metric}_seed_lo": lo, f"{metric}_seed_hi": hi})
     for metric in INTERVAL_METRICS:
-        row[f"{metric}_lo"], row[f"{metric}_hi"] = intervals[metric]
+        row[f"{metric}_lo"], row[f"{metric}_hi"] = intervals[metric].lo, intervals[metric].hi
+    row["interval_covers"] = intervals["TP"].covers
     row["n_seeds"] = len(runs)
     row.update(spread)
     counts0 = runs[0]["counts"]

@@ -291,7 +291,7 @@ def test_a_users_lexicon_goes_with_the_imported_test_pool(tmp_path, make_config)
             image[20:44, 20:34] = 30
             cc.write_image(folder / "images" / f"{i}.png", image)
             data["images"].append({"id": i, "file_name": f"images/{i}.png", "width": 96, "height": 64,
-                                   "visibility": "well", "site": "A", "billet_id": "0123", "batch": batch})
+                                   "visibility": "well", "site": "A", "billet_id": "0", "batch": batch})  # one boxed 0
             data["annotations"].append({"id": i, "image_id": i, "category_id": 1, "bbox": [20, 20, 14, 24],
                                         "segmentation": [[20, 20, 34, 20, 34, 44, 20, 44]], "iscrowd": 0, "area": 336})
         (folder / "result.json").write_text(__import__("json").dumps(data))

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-from billetjax.utils import atomic_write_bytes
+from billetjax.files import atomic_write_bytes
 from billetjax.vocabulary import DIGIT_CATEGORIES, VISIBILITY
 
 SOURCES = ("real", "synthetic")

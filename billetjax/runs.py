@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from billetjax.utils import atomic_write_bytes
+from billetjax.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +176,7 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# ----------------------------------------------------------------------------- atomic files
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` (UTF-8) to `path` whole or not at all (`utils.atomic_write_bytes`)."""
-    atomic_write_bytes(path, text.encode())
+# ----------------------------------------------------------------------------- history
 
 
 class History:

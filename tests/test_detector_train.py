@@ -33,7 +33,7 @@ def compilation_cache(tmp_path_factory):
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    from billetjax.utils import enable_jax_cache
+    from billetjax.runtime import enable_jax_cache
 
     keys = ["jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
             "jax_persistent_cache_min_entry_size_bytes"]

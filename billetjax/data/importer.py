@@ -43,7 +43,7 @@ from billetjax import coco as cc
 from billetjax.config import glyph_requirement
 from billetjax.data import checks, testsets
 from billetjax.glyphs import builtin_glyphs, load_glyph_set, require_glyphs
-from billetjax.utils import Progress
+from billetjax.runtime import Progress
 
 log = logging.getLogger(__name__)
 

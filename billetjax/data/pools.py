@@ -15,7 +15,8 @@ import numpy as np
 
 from billetjax import coco as cc
 from billetjax.data.importer import import_user_pools
-from billetjax.utils import Progress, stage_seed, worker_context
+from billetjax.runtime import Progress, worker_context
+from billetjax.seeds import stage_seed
 from billetjax.vocabulary import PARTIAL, POOR, SITE_A, SITE_B, SITES, VISIBILITY, WELL
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from billetjax.evaluation.bootstrap import LEVEL
-from billetjax.utils import stage_seed
+from billetjax.seeds import stage_seed
 
 logger = logging.getLogger(__name__)
 

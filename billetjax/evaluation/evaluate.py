@@ -17,7 +17,7 @@ from billetjax.evaluation.bootstrap import bootstrap_intervals
 from billetjax.evaluation.coco_map import map50
 from billetjax.evaluation.id_metrics import level_name, outcomes, read_at_misread, read_misread_curve
 from billetjax.evaluation.metrics import COUNT_COLUMNS, count_matrix, match_detections, percentages
-from billetjax.utils import stage_seed
+from billetjax.seeds import stage_seed
 
 logger = logging.getLogger(__name__)
 

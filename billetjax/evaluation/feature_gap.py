@@ -33,7 +33,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from billetjax import coco as cc
-from billetjax.utils import stage_seed
+from billetjax.seeds import stage_seed
 
 logger = logging.getLogger(__name__)
 

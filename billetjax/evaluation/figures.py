@@ -18,7 +18,7 @@ from billetjax import coco as cc  # noqa: E402
 from billetjax.evaluation.billet_id import read_billets  # noqa: E402
 from billetjax.evaluation.evaluate import load_detections  # noqa: E402
 from billetjax.evaluation.metrics import match_detections  # noqa: E402
-from billetjax.utils import save_figure  # noqa: E402
+from billetjax.figures import save_figure  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pandas as pd
 from billetjax.evaluation.bootstrap import bootstrap_intervals, seed_interval
 from billetjax.evaluation.evaluate import INTERVAL_METRICS, RUN_COLUMNS, TABLE_METRICS, load_metrics, metrics_from_counts
 from billetjax.experiments import Experiment
-from billetjax.utils import stage_seed
+from billetjax.seeds import stage_seed
 
 logger = logging.getLogger(__name__)
 

@@ -140,10 +140,11 @@ def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) ->
 def domain_gap_auc(
     real: np.ndarray,
     synthetic: np.ndarray,
-    folds: int = 5,
-    l2: float = 1.0,
-    n_samples: int = 1000,
-    seed: int = 0,
+    *,
+    folds: int,
+    l2: float,
+    n_samples: int,
+    seed: int,
     level: float = LEVEL,
 ) -> dict:
     """Held-out AUC of telling `synthetic` crops from `real` ones, with its bootstrap interval.

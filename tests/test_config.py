@@ -522,27 +522,3 @@ def test_load_config_lays_overlays_over_config_yaml_and_fills_defaults(tmp_path)
         row.get("images_fraction", 1.0) for row in DEFAULT["experiments"]["sets"]]
     with pytest.raises(cfg.ConfigError, match="image_size_px = 250"):
         cfg.load_config({"image_size_px": 250})
-
-
-def test_typed_sections_convert_and_name_a_missing_key():
-    """`typed` builds a stage's frozen dataclass: lists become tuples, numbers their field's
-    type, nested sections their dataclasses; a missing key is named with its path."""
-    import dataclasses
-
-    @dataclasses.dataclass(frozen=True)
-    class Inner:
-        pair: tuple[float, float]
-
-    @dataclasses.dataclass(frozen=True)
-    class Outer:
-        steps: int
-        rate: float
-        sizes: tuple[int, ...]
-        inner: Inner
-        maybe: Inner | None
-
-    built = cfg.typed(Outer, {"steps": 3, "rate": 1, "sizes": [1, 2], "inner": {"pair": [0, 1]}, "maybe": None}, "x")
-    assert built == Outer(3, 1.0, (1, 2), Inner((0.0, 1.0)), None)
-    assert isinstance(built.rate, float) and isinstance(built.inner.pair[0], float)
-    with pytest.raises(ValueError, match=r"config x\.inner lacks pair"):
-        cfg.typed(Outer, {"steps": 3, "rate": 1, "sizes": [], "inner": {}, "maybe": None}, "x")

@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from billetjax import runs
-from billetjax.config import typed
+from billetjax.sections import typed
 from billetjax.pix2pix.models import (
     DEFAULT_IMPL, Generator, Pix2PixConfig, create_discriminator, create_generator,
 )

@@ -18,7 +18,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-from billetjax.config import typed
+from billetjax.sections import typed
 from billetjax.glyphs import glyph, rasterise
 
 # Edges are split to this length (glyph heights) before the elastic field bends them.

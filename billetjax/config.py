@@ -143,7 +143,7 @@ def max_characters_per_image(config: Mapping[str, Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     if any(e.uses_real for e in rows):
         if config["data"]["source"] == "simulate":
-            from billetjax.data.simulate import MAX_ID_CHARACTERS
+            from billetjax.data.billet_ids import MAX_ID_CHARACTERS
 
             counts["real"] = MAX_ID_CHARACTERS
         else:
@@ -462,12 +462,23 @@ def evaluation_problems(config: Mapping[str, Any]) -> list[str]:
         if len(pattern["positions"]) > longest:
             out.append(f"evaluation.id_pattern.positions has {len(pattern['positions'])} entries but "
                        f"evaluation.id_pattern.length allows at most {longest} characters")
-    if config["data"]["source"] == "simulate":
-        # Letters in the simulated IDs (data.simulate.id_letters) need a pattern that allows them.
-        from billetjax.data.simulate import id_pattern_problems
-
-        out += id_pattern_problems(config)
+    # Letters in the simulated IDs (data.simulate.id_letters) need a pattern that allows them.
+    out += id_pattern_problems(config)
     return out
+
+
+def id_pattern_problems(config: Mapping[str, Any]) -> list[str]:
+    """Problems of `evaluation.id_pattern` with the simulated IDs (`data.simulate.id_letters`,
+    `IdScheme.pattern_problems`); none for `data.source: coco` (the user's IDs are theirs)."""
+    if config["data"]["source"] != "simulate":
+        return []
+    from billetjax.data.billet_ids import IdScheme
+
+    try:
+        scheme = IdScheme.from_config(config["data"]["simulate"])
+    except ValueError as err:
+        return [str(err)]
+    return scheme.pattern_problems(config["evaluation"]["id_pattern"])
 
 
 def problems_of_test_sets(config: Mapping[str, Any]) -> list[str]:

@@ -197,7 +197,7 @@ def test_anchor_quantiles_and_iou_thresholds_must_be_ordered():
 
 
 def test_simulator_exposes_its_longest_id():
-    from billetjax.data.simulate import MAX_ID_CHARACTERS, random_billet_id
+    from billetjax.data.billet_ids import MAX_ID_CHARACTERS, random_billet_id
 
     rng = np.random.default_rng(1)
     assert max(len(random_billet_id(rng)) for _ in range(400)) == MAX_ID_CHARACTERS == 12
@@ -522,3 +522,14 @@ def test_load_config_lays_overlays_over_config_yaml_and_fills_defaults(tmp_path)
         row.get("images_fraction", 1.0) for row in DEFAULT["experiments"]["sets"]]
     with pytest.raises(cfg.ConfigError, match="image_size_px = 250"):
         cfg.load_config({"image_size_px": 250})
+
+
+def test_id_pattern_problems_reads_the_config():
+    config = {"data": {"source": "simulate", "simulate": {"id_letters": "AB", "id_letter_positions": [0]}},
+              "evaluation": {"id_pattern": {"length": [11, 12], "positions": ["123456789"]}}}
+    assert len(cfg.id_pattern_problems(config)) == 1
+    config["evaluation"]["id_pattern"]["positions"] = ["AB"]
+    assert cfg.id_pattern_problems(config) == []
+    config["data"]["source"] = "coco"
+    config["evaluation"]["id_pattern"]["positions"] = ["123456789"]
+    assert cfg.id_pattern_problems(config) == []

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from billetjax import coco as cc
-from billetjax.data.simulate import (
+from billetjax.data.billet_ids import (
     HEAT_LENGTH, NEXT_HEAT_IN_LEXICON, DIGITS_ONLY, production_schedule, schedule_lexicon,
 )
 from billetjax.data.testsets import write_test_set_lexicons

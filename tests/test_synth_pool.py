@@ -286,7 +286,7 @@ def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path, config_w
     and a synthetic pool of those categories -> an experiment set mixing both (which refused pools
     whose categories differ)."""
     from billetjax.data.pools import render_pool
-    from billetjax.data.simulate import IdScheme
+    from billetjax.data.billet_ids import IdScheme
     from billetjax.experiments import make_experiment_set, table1
     from billetjax.synth.pool import real_categories
 

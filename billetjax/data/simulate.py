@@ -474,6 +474,8 @@ def _cut_marks(rng: np.random.Generator, face_px: int, kind: str) -> np.ndarray:
 def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
             billet_id: str | None, stamped: bool, with_id: bool,
             id_scheme: IdScheme | None = None) -> RenderedBillet:
+    """One billet (or, without `with_id`, a bare surface), step by step: camera and layout, the
+    face's relief with its stamps and flakes, lighting, colour, the camera image, the sensor."""
     if site not in SITE_LOOKS:
         raise ValueError(f"unknown site {site!r}; expected one of {SITES}")
     if visibility not in VISIBILITY_LOOKS:
@@ -484,7 +486,6 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     size = int(size_px)
     # Resolve thin stamp walls on small images; near the face's own size on big ones.
     face_px = max(int(round(size * _FACE_PX_PER_IMAGE_PX)), min(2 * size, _MIN_FACE_PX))
-    res = size / 256.0  # blur and noise sizes are given at 256 px
     if billet_id is None:
         billet_id = random_billet_id(rng, id_scheme)
     bad = [c for c in billet_id if not _has_glyph(c)]
@@ -499,8 +500,41 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     else:
         stamps, char_h, occluders = [], 0.11, []
 
-    # --- height field of the face (face units) ------------------------------------------
-    xx, yy = _grid(face_px)
+    relief = _surface_relief(rng, face_px, look, vis, face)
+    _stamp_relief(rng, relief.height, stamps, stamped, char_h, vis, face_px)
+    cover = _flake_relief(rng, relief.height, relief.rough, occluders, face_px)
+    diffuse, specular = _lighting(rng, relief.height, look, vis, roll, face_px)
+    albedo, gloss = _albedo(rng, face_px, relief, cover)
+    face_rgb = _face_colour(albedo, diffuse, specular, gloss, look)
+    out = _sensor(rng, _into_camera(rng, face_rgb, face, homography, look, size), look, vis, size)
+    characters = _annotate(stamps, face, occluders, homography, size)
+    return RenderedBillet(out, characters, billet_id if with_id else "", site, visibility)
+
+
+@dataclass
+class _Relief:
+    """The face's height field (face units) and the noise fields its colours follow."""
+
+    height: np.ndarray
+    rough: np.ndarray  # the fine roughness: also the steel's luminance and the flakes' tops
+    scale_noise: np.ndarray
+    scale_mask: np.ndarray  # mill-scale flakes, raised and dark
+    rust_mask: np.ndarray
+
+
+@dataclass
+class _Cover:
+    """Flakes, dirt and dust lying on the face: their coverage and colour in a window of it."""
+
+    mask: np.ndarray
+    albedo: np.ndarray
+    window: tuple[slice, slice]
+
+
+def _surface_relief(rng: np.random.Generator, face_px: int, look: SiteLook, vis: VisibilityLook,
+                    face: Polygon) -> _Relief:
+    """The bare face's height field: undulation, roughness, cutting marks, mill-scale flakes and the
+    rolled-off rim at the billet's edge; with the noise that places the scale and the rust."""
     und = vis.undulation
     height = _fractal(rng, face_px, base_cells=2, beta=2.0, finest_px=16.0) * np.float32(
         _uniform(rng, und))
@@ -523,8 +557,14 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     edge_dist = cv2.distanceTransform(face_mask, cv2.DIST_L2, 3) / np.float32(face_px)
     rim = np.float32(rng.uniform(0.015, 0.03))
     height -= np.float32(0.6) * rim * (1.0 - _smoothstep(edge_dist / rim)) ** 2
+    return _Relief(height, rough, scale_noise, scale_mask, rust_mask)
 
-    # --- stamps: punched depressions with bevelled walls --------------------------------
+
+def _stamp_relief(rng: np.random.Generator, height: np.ndarray, stamps: list[_Stamp], stamped: bool,
+                  char_h: float, vis: VisibilityLook, face_px: int) -> None:
+    """Stamps as depressions in `height` (in place): punched to depth with bevelled walls, a lip of
+    material pushed up around the die, worn ones smoothed. Unstamped (a matched blank): the same
+    draws, no depressions."""
     half_stroke = 0.5 * GLYPH_STROKE * char_h  # face units
     depth_map = np.zeros((face_px, face_px), np.float32)
     bevel = _uniform(rng, vis.bevel) * half_stroke
@@ -548,28 +588,36 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
         stamp_h = _blur(stamp_h, wear * face_px)
         height[r0:r1, c0:c1] += stamp_h
 
-    # --- occluders lying on the face: flakes and dirt fill the stamps -------------------
-    occ_mask = occ_albedo = None
-    if occluders:
-        (r0, r1), (c0, c1) = _face_window([p for p, _ in occluders], face_px, margin=0.01)
-        occ_mask = np.zeros((r1 - r0, c1 - c0), np.float32)
-        occ_albedo = np.zeros((r1 - r0, c1 - c0, 3), np.float32)
-        shift = np.array([c0, r0], np.float64) / face_px
-        for polygon, kind in occluders:
-            local = affinity.translate(polygon, -shift[0], -shift[1])
-            base = {"scale": [0.13, 0.13, 0.14], "dirt": [0.33, 0.24, 0.17],
-                    "dust": [0.44, 0.42, 0.40]}[kind]
-            colour = np.array(base) * rng.uniform(0.7, 1.3)
-            _fill(occ_mask, local, 1.0, face_px, antialiased=True)
-            _fill(occ_albedo, local, colour.tolist(), face_px)
-        # The flake sits on the surface: its top is flat-ish and higher than the face.
-        lump = np.float32(rng.uniform(0.004, 0.008))
-        top = lump + rough[r0:r1, c0:c1] * np.float32(0.0015)
-        soft = _blur(occ_mask, 0.0015 * face_px)
-        height[r0:r1, c0:c1] += (top - height[r0:r1, c0:c1]) * soft
-        occ_window = (slice(r0, r1), slice(c0, c1))
 
-    # --- shading -------------------------------------------------------------------------
+def _flake_relief(rng: np.random.Generator, height: np.ndarray, rough: np.ndarray, occluders,
+                  face_px: int) -> _Cover | None:
+    """Occluders lying on the face raise `height` (in place) to their flat-ish tops, filling the
+    stamps under them; their coverage and colour for the albedo (None without occluders)."""
+    if not occluders:
+        return None
+    (r0, r1), (c0, c1) = _face_window([p for p, _ in occluders], face_px, margin=0.01)
+    occ_mask = np.zeros((r1 - r0, c1 - c0), np.float32)
+    occ_albedo = np.zeros((r1 - r0, c1 - c0, 3), np.float32)
+    shift = np.array([c0, r0], np.float64) / face_px
+    for polygon, kind in occluders:
+        local = affinity.translate(polygon, -shift[0], -shift[1])
+        base = {"scale": [0.13, 0.13, 0.14], "dirt": [0.33, 0.24, 0.17],
+                "dust": [0.44, 0.42, 0.40]}[kind]
+        colour = np.array(base) * rng.uniform(0.7, 1.3)
+        _fill(occ_mask, local, 1.0, face_px, antialiased=True)
+        _fill(occ_albedo, local, colour.tolist(), face_px)
+    # The flake sits on the surface: its top is flat-ish and higher than the face.
+    lump = np.float32(rng.uniform(0.004, 0.008))
+    top = lump + rough[r0:r1, c0:c1] * np.float32(0.0015)
+    soft = _blur(occ_mask, 0.0015 * face_px)
+    height[r0:r1, c0:c1] += (top - height[r0:r1, c0:c1]) * soft
+    return _Cover(occ_mask, occ_albedo, (slice(r0, r1), slice(c0, c1)))
+
+
+def _lighting(rng: np.random.Generator, height: np.ndarray, look: SiteLook, vis: VisibilityLook,
+              roll: float, face_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Diffuse (Lambert, darkened in cavities) and specular shading of the height field under the
+    site's directional light, turned with the camera's roll."""
     height = _blur(height, 0.6 * face_px / 512.0)
     contrast = np.float32(_uniform(rng, vis.contrast))
     gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3, scale=contrast * face_px / 8.0)
@@ -594,7 +642,13 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     specular *= inv_norm
     np.maximum(specular, 0.0, out=specular)
     specular = cv2.pow(specular, 24.0)
-    # Cavities (below their surroundings) receive less light; a coarse blur is enough.
+    diffuse *= _cavity_occlusion(height, contrast, face_px)
+    return diffuse, specular
+
+
+def _cavity_occlusion(height: np.ndarray, contrast: np.float32, face_px: int) -> np.ndarray:
+    """Cavities (below their surroundings) receive less light: a factor from the height above a
+    coarse blur of it (a coarse blur is enough)."""
     small = cv2.resize(height, (face_px // 4, face_px // 4), interpolation=cv2.INTER_AREA)
     surround = cv2.resize(_blur(small, 0.012 * face_px / 4), (face_px, face_px),
                           interpolation=cv2.INTER_LINEAR)
@@ -602,31 +656,40 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     occlusion *= np.float32(50.0) * contrast
     occlusion += 1.0
     np.clip(occlusion, 0.4, 1.15, out=occlusion)
-    diffuse *= occlusion
+    return occlusion
 
-    # --- albedo --------------------------------------------------------------------------
+
+def _albedo(rng: np.random.Generator, face_px: int, relief: _Relief, cover: _Cover | None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The face's colour (steel with an oxide tint, dark scale, rust, what lies on it) and its
+    gloss (where the specular sheen shows)."""
     tint_noise = _cell_noise(rng, face_px, 4)
     steel = np.array([0.31, 0.305, 0.30], np.float32) * np.float32(rng.uniform(0.8, 1.15))
     oxide = np.array(rng.choice([[0.40, 0.33, 0.27], [0.30, 0.31, 0.38], [0.36, 0.34, 0.30]]),
                      np.float32)
     t = _smoothstep(0.5 + 0.5 * tint_noise)
     grain = _blur(rng.standard_normal((face_px, face_px)).astype(np.float32), 0.7)
-    luminance = 1.0 + 0.16 * rough + 0.07 * grain
+    luminance = 1.0 + 0.16 * relief.rough + 0.07 * grain
     albedo = steel + (oxide - steel) * t[..., None]
     albedo *= luminance[..., None]
     scale_col = np.array([0.19, 0.19, 0.2], np.float32) * np.float32(rng.uniform(0.8, 1.2))
-    albedo += (scale_col * luminance[..., None] - albedo) * scale_mask[..., None]
+    albedo += (scale_col * luminance[..., None] - albedo) * relief.scale_mask[..., None]
     rust_col = np.array([0.50, 0.30, 0.17], np.float32) * np.float32(rng.uniform(0.75, 1.15))
-    rust_w = rust_mask * (1 - 0.6 * scale_mask)
-    albedo += (rust_col * (1.0 + 0.25 * scale_noise + 0.1 * grain)[..., None] - albedo) \
+    rust_w = relief.rust_mask * (1 - 0.6 * relief.scale_mask)
+    albedo += (rust_col * (1.0 + 0.25 * relief.scale_noise + 0.1 * grain)[..., None] - albedo) \
         * rust_w[..., None]
-    gloss = (1.0 - rust_w) * (1.0 - 0.7 * scale_mask)
-    if occluders:
-        w = occ_mask[..., None]
-        region = albedo[occ_window]
-        region += (occ_albedo * luminance[occ_window][..., None] - region) * w
-        gloss[occ_window] *= 1.0 - occ_mask
+    gloss = (1.0 - rust_w) * (1.0 - 0.7 * relief.scale_mask)
+    if cover is not None:
+        w = cover.mask[..., None]
+        region = albedo[cover.window]
+        region += (cover.albedo * luminance[cover.window][..., None] - region) * w
+        gloss[cover.window] *= 1.0 - cover.mask
+    return albedo, gloss
 
+
+def _face_colour(albedo: np.ndarray, diffuse: np.ndarray, specular: np.ndarray, gloss: np.ndarray,
+                 look: SiteLook) -> np.ndarray:
+    """The lit face in face space, float RGB (`albedo` and `specular` are used up)."""
     light_rgb = np.array(look.light_rgb, np.float32)
     face_rgb = albedo
     face_rgb *= diffuse[..., None]
@@ -634,8 +697,13 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     specular *= np.float32(0.12)
     face_rgb += specular[..., None]
     face_rgb *= light_rgb
+    return face_rgb
 
-    # --- into the camera ------------------------------------------------------------------
+
+def _into_camera(rng: np.random.Generator, face_rgb: np.ndarray, face: Polygon, homography: np.ndarray,
+                 look: SiteLook, size: int) -> np.ndarray:
+    """The face warped into the camera image over its background, float RGB."""
+    face_px = face_rgb.shape[0]
     to_image = homography @ np.diag([1.0 / face_px, 1.0 / face_px, 1.0])
     # Shift by half a pixel both ways: OpenCV samples at integer pixel centres.
     centre_fix = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
@@ -645,8 +713,14 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     alpha = np.zeros((size, size), np.float32)
     _fill_image_space(alpha, _apply_homography(face, homography))
     background = _background(rng, look, size, homography)
-    image = warped * alpha[..., None] + background * (1 - alpha[..., None])
+    return warped * alpha[..., None] + background * (1 - alpha[..., None])
 
+
+def _sensor(rng: np.random.Generator, image: np.ndarray, look: SiteLook, vis: VisibilityLook,
+            size: int) -> np.ndarray:
+    """What the camera records: defocus, vignetting, exposure, colour cast, gamma, sensor noise
+    and (site B) JPEG compression; uint8 RGB."""
+    res = size / 256.0  # blur and noise sizes are given at 256 px
     blur = look.blur_px + _uniform(rng, vis.extra_blur_px)
     image = _blur(image, blur * res)
     ix, iy = _grid(size)
@@ -664,9 +738,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
         quality = int(rng.integers(look.jpeg_quality[0], look.jpeg_quality[1] + 1))
         ok, buffer = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         out = np.ascontiguousarray(cv2.imdecode(buffer, cv2.IMREAD_COLOR)[..., ::-1])
-
-    characters = _annotate(stamps, face, occluders, homography, size)
-    return RenderedBillet(out, characters, billet_id if with_id else "", site, visibility)
+    return out
 
 
 def _has_glyph(char: str) -> bool:

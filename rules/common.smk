@@ -7,8 +7,8 @@ from snakemake.utils import validate
 
 from billetjax import config as config_rules
 from billetjax.experiments import table1
-from billetjax.seeds import fit_root_seed as fit_root_seed_of
 from billetjax.runtime import jax_gpu_installed
+from billetjax.seeds import fit_root_seed as fit_root_seed_of
 
 validate(config, "../schemas/config.schema.yaml")
 # What the schema cannot say (NaN / inf, rules across keys): refused here, before any job.

@@ -285,8 +285,8 @@ def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path, config_w
     """A plant whose IDs have letters, end to end: a real pool with letter categories -> stamps
     and a synthetic pool of those categories -> an experiment set mixing both (which refused pools
     whose categories differ)."""
-    from billetjax.data.pools import render_pool
     from billetjax.data.billet_ids import IdScheme
+    from billetjax.data.pools import render_pool
     from billetjax.experiments import make_experiment_set, table1
     from billetjax.synth.pool import real_categories
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from billetjax.pix2pix.sample import render_stamps
 from billetjax.figures import save_figure
+from billetjax.pix2pix.sample import render_stamps
 
 
 def pick_samples(labels: np.ndarray, n: int) -> np.ndarray:

@@ -22,11 +22,11 @@ import optax
 from flax import nnx
 
 from billetjax import runs
-from billetjax.sections import typed
 from billetjax.pix2pix.models import (
     DEFAULT_IMPL, Generator, Pix2PixConfig, create_discriminator, create_generator,
 )
 from billetjax.pix2pix.sample import USE_RUNNING_STATS, masks_to_input, save_generator, to_unit
+from billetjax.sections import typed
 
 log = logging.getLogger(__name__)
 # orbax logs every save in detail through absl; keep our logs readable.

@@ -37,10 +37,10 @@ import shapely
 
 from billetjax import coco as cc
 from billetjax.glyphs import load_glyph_set, require_glyphs
-from billetjax.synth.embed import PARTIAL_MODES, EmbedParams, Stamp, annotation_of, compose_billet
-from billetjax.synth.masks import MaskParams, make_stamp_mask
 from billetjax.runtime import Progress, worker_context
 from billetjax.seeds import stage_seed
+from billetjax.synth.embed import PARTIAL_MODES, EmbedParams, Stamp, annotation_of, compose_billet
+from billetjax.synth.masks import MaskParams, make_stamp_mask
 from billetjax.vocabulary import DIGIT_CATEGORIES, PARTIAL, WELL
 
 log = logging.getLogger(__name__)

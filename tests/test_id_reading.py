@@ -294,12 +294,18 @@ def test_a_users_lexicon_goes_with_the_imported_test_pool(tmp_path, make_config)
         data = {"images": [], "annotations": [], "categories": CATEGORIES[:4]}
         for i, batch in enumerate(batches, 1):
             image = (rng.random((64, 96, 3)) * 40 + 150).astype(np.uint8)
-            image[20:44, 20:34] = 30
-            cc.write_image(folder / "images" / f"{i}.png", image)
             data["images"].append({"id": i, "file_name": f"images/{i}.png", "width": 96, "height": 64,
                                    "visibility": "well", "site": "A", "billet_id": "0123", "batch": batch})
-            data["annotations"].append({"id": i, "image_id": i, "category_id": 1, "bbox": [20, 20, 14, 24],
-                                        "segmentation": [[20, 20, 34, 20, 34, 44, 20, 44]], "iscrowd": 0, "area": 336})
+            # The ID's characters "0", "1", "2", "3" (category ids 1-4) side by side, placed apart in
+            # each image so that no test image passes for a training one.
+            y = 6 if split == "train" else 34
+            for k in range(4):
+                x = 4 * i + 20 * k + 2
+                image[y:y + 24, x:x + 14] = 30
+                data["annotations"].append({"id": 4 * i + k, "image_id": i, "category_id": k + 1,
+                                            "bbox": [x, y, 14, 24], "iscrowd": 0, "area": 336,
+                                            "segmentation": [[x, y, x + 14, y, x + 14, y + 24, x, y + 24]]})
+            cc.write_image(folder / "images" / f"{i}.png", image)
         (folder / "result.json").write_text(__import__("json").dumps(data))
         paths.update({split: str(folder / "result.json"), f"{split}_images": str(folder)})
     lexicon = tmp_path / "user" / "expected.csv"

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from billetjax.utils import use_cpu_xla_flags as _use_cpu_xla_flags
+from billetjax.runtime import use_cpu_xla_flags as _use_cpu_xla_flags
 
-# Before any stage imports JAX: XLA:CPU's fastest kernels for our models (billetjax.utils).
+# Before any stage imports JAX: XLA:CPU's fastest kernels for our models (billetjax.runtime).
 _use_cpu_xla_flags()

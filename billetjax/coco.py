@@ -12,12 +12,12 @@ import math
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, NoReturn
 
 import cv2
 import numpy as np
 
-from billetjax.utils import atomic_write_bytes
+from billetjax.files import atomic_write_bytes
 from billetjax.vocabulary import DIGIT_CATEGORIES, VISIBILITY
 
 SOURCES = ("real", "synthetic")
@@ -277,9 +277,30 @@ def validate(
     """Validate a COCO dict in place; see `load`. check_bounds: boxes inside their image (the
     importer checks that itself, after recognising boxes written in another convention)."""
 
-    def fail(record: str, problem: str) -> None:
+    def fail(record: str, problem: str) -> NoReturn:
         raise CocoError(f"{path}: {record}: {problem}")
 
+    _check_top_level(coco, fail)
+    category_ids = _check_categories(coco["categories"], categories, fail)
+    images: dict[int, dict] = {}
+    for i, img in enumerate(coco["images"]):
+        rec = _check_image(i, img, images, fail, require_extras=require_extras)
+        if check_images:
+            _check_image_file(rec, img, path, fail)
+        images[img["id"]] = img
+    annotation_ids: set[int] = set()
+    for i, ann in enumerate(coco["annotations"]):
+        rec = _check_annotation_ids(i, ann, annotation_ids, images, category_ids, fail)
+        annotation_ids.add(ann["id"])
+        _check_box(rec, ann["bbox"], images[ann["image_id"]], fail, check_bounds=check_bounds)
+        _check_segmentation(rec, ann.get("segmentation", []), fail)
+
+
+Fail = Callable[[str, str], NoReturn]  # raises CocoError naming the file, the record and the problem
+
+
+def _check_top_level(coco: Any, fail: Fail) -> None:
+    """A JSON object with the three lists."""
     if not isinstance(coco, dict):
         fail("top level", "expected a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):
@@ -288,7 +309,10 @@ def validate(
             fail("top level", f"'{key}' must be a list (found {found}); fix: export the file again with "
                               "images, annotations and categories")
 
-    cats = coco["categories"]
+
+def _check_categories(cats: list, categories: Iterable[str] | None, fail: Fail) -> set[int]:
+    """At least one category, each with its own non-negative integer id and its own name (one of
+    `categories` when given); returns the ids."""
     if not cats:
         fail("categories", "empty: at least one category is needed; fix: export the project's labels")
     seen_ids, seen_names = set(), set()
@@ -310,96 +334,111 @@ def validate(
             fail(rec, f"unknown category {cat['name']!r}; expected one of {sorted(allowed)}")
         seen_ids.add(cat["id"])
         seen_names.add(cat["name"])
+    return seen_ids
 
-    images: dict[int, dict] = {}
-    for i, img in enumerate(coco["images"]):
-        rec = f"images[{i}]"
-        if not isinstance(img, dict):
-            fail(rec, f"not an object (found {json.dumps(img)[:40]}); fix: remove it or export the file again")
-        for key in ("id", "file_name", "width", "height"):
-            if key not in img:
-                fail(rec, f"missing '{key}'; fix: every image record needs id, file_name, width and height")
-        if not is_integer(img["id"]):
-            fail(rec, f"image id {img['id']!r} must be an integer; fix: write ids as numbers, not strings")
-        if not isinstance(img["file_name"], str) or not img["file_name"]:
-            fail(rec, f"file_name {img['file_name']!r} must be a non-empty string; fix: name the image's file")
-        rec = f"images[{i}] (id {img['id']}, {img['file_name']})"
-        if img["id"] in images:
-            fail(rec, f"duplicate image id {img['id']} (also {images[img['id']]['file_name']}); fix: give "
-                      "each image its own id (export the project again rather than merging files by hand)")
-        if not (is_integer(img["width"]) and is_integer(img["height"])) or min(img["width"], img["height"]) < 1:
-            fail(rec, f"width/height must be positive integers, got {img['width']!r}x{img['height']!r}; "
-                      "fix: write the image file's size in pixels")
-        if "site" in img and (not isinstance(img["site"], str) or not img["site"]):
-            fail(rec, f"'site' must be a non-empty string, got {img['site']!r}")
-        if "visibility" in img and img["visibility"] not in VISIBILITY:
-            fail(rec, f"'visibility' must be one of {VISIBILITY}, got {img['visibility']!r}")
-        if "billet_id" in img and not isinstance(img["billet_id"], str):
-            fail(rec, f"'billet_id' must be a string, got {img['billet_id']!r}")
-        if require_extras:
-            if not isinstance(img.get("billet_id"), str):
-                fail(rec, f"'billet_id' must be a string, got {img.get('billet_id')!r}")
-            if img.get("source") not in SOURCES:
-                fail(rec, f"'source' must be one of {SOURCES}, got {img.get('source')!r}")
-        if check_images:
-            try:
-                pixels = read_image(image_path(path, img))
-            except CocoError as err:
-                fail(rec, str(err))
-            if pixels.shape[:2] != (img["height"], img["width"]):
-                fail(rec, f"image file is {pixels.shape[1]}x{pixels.shape[0]}, record says {img['width']}x{img['height']}")
-        images[img["id"]] = img
 
-    ann_ids = set()
-    for i, ann in enumerate(coco["annotations"]):
-        rec = f"annotations[{i}]"
-        if not isinstance(ann, dict):
-            fail(rec, f"not an object (found {json.dumps(ann)[:40]}); fix: remove it or export the file again")
-        for key in ("id", "image_id", "category_id", "bbox"):
-            if key not in ann:
-                fail(rec, f"missing '{key}'; fix: every annotation needs id, image_id, category_id and bbox")
-        for key in ("id", "image_id", "category_id"):
-            if not is_integer(ann[key]):
-                fail(rec, f"{key} {ann[key]!r} must be an integer; fix: write ids as numbers, not strings")
-        rec = f"annotations[{i}] (id {ann['id']}, image {ann['image_id']})"
-        if ann["id"] in ann_ids:
-            fail(rec, f"duplicate annotation id {ann['id']}; fix: give each annotation its own id "
-                      "(export the project again rather than merging files by hand)")
-        ann_ids.add(ann["id"])
-        img = images.get(ann["image_id"])
-        if img is None:
-            fail(rec, f"image_id {ann['image_id']} is not in images[]; fix: add the image record or "
-                      "remove the annotation")
-        if ann["category_id"] not in seen_ids:
-            fail(rec, f"unknown category_id {ann['category_id']}; the file defines {sorted(seen_ids)}; fix: "
-                      "add the category or correct the annotation's category_id")
-        if ann.get("iscrowd", 0) not in (0, False):
-            fail(rec, "iscrowd annotations (RLE masks of groups) are not characters; export each character "
-                      "as a box or polygon")
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
-            fail(rec, f"bbox must be [x, y, w, h] finite numbers, got {bbox!r}; fix: export boxes as four "
-                      "numbers in pixels")
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            fail(rec, f"bbox {bbox} has zero or negative area; fix: redraw the box or remove the annotation")
-        tol = 1.0  # a pixel of rounding at the border is not an error
-        if check_bounds and (x < -tol or y < -tol or x + w > img["width"] + tol or y + h > img["height"] + tol):
-            fail(rec, f"bbox {bbox} lies outside the image ({img['width']}x{img['height']}); fix: redraw "
-                      "the box inside the image, or correct the image's width/height")
-        seg = ann.get("segmentation", [])
-        if isinstance(seg, dict):
-            fail(rec, "segmentation is an RLE mask; export polygons or boxes (CVAT: draw polygons or "
-                      "rectangles, not masks)")
-        if not isinstance(seg, list):
-            fail(rec, f"segmentation must be a list of polygons [x1, y1, x2, y2, ...] (or [] for a box), got {str(seg)[:80]}")
-        for poly in seg:
-            if not isinstance(poly, list) or not all(is_number(v) for v in poly):
-                fail(rec, f"polygon coordinates must be finite numbers: {str(poly)[:80]}; fix: export "
-                          "numbers, not strings")
-            if len(poly) < 6 or len(poly) % 2:
-                fail(rec, f"polygon with fewer than 3 points (or an odd number of coordinates): {str(poly)[:80]}; "
-                          "fix: redraw the outline, or use segmentation [] for a box-only character")
+def _check_image(i: int, img: Any, images: dict[int, dict], fail: Fail, *, require_extras: bool) -> str:
+    """Image record `i`: an id of its own (not yet in `images`), a file name, a positive size, and
+    our keys (`site`, `visibility`, `billet_id`, `source`) well-formed where present or required;
+    returns the record's name for messages."""
+    rec = f"images[{i}]"
+    if not isinstance(img, dict):
+        fail(rec, f"not an object (found {json.dumps(img)[:40]}); fix: remove it or export the file again")
+    for key in ("id", "file_name", "width", "height"):
+        if key not in img:
+            fail(rec, f"missing '{key}'; fix: every image record needs id, file_name, width and height")
+    if not is_integer(img["id"]):
+        fail(rec, f"image id {img['id']!r} must be an integer; fix: write ids as numbers, not strings")
+    if not isinstance(img["file_name"], str) or not img["file_name"]:
+        fail(rec, f"file_name {img['file_name']!r} must be a non-empty string; fix: name the image's file")
+    rec = f"images[{i}] (id {img['id']}, {img['file_name']})"
+    if img["id"] in images:
+        fail(rec, f"duplicate image id {img['id']} (also {images[img['id']]['file_name']}); fix: give "
+                  "each image its own id (export the project again rather than merging files by hand)")
+    if not (is_integer(img["width"]) and is_integer(img["height"])) or min(img["width"], img["height"]) < 1:
+        fail(rec, f"width/height must be positive integers, got {img['width']!r}x{img['height']!r}; "
+                  "fix: write the image file's size in pixels")
+    if "site" in img and (not isinstance(img["site"], str) or not img["site"]):
+        fail(rec, f"'site' must be a non-empty string, got {img['site']!r}")
+    if "visibility" in img and img["visibility"] not in VISIBILITY:
+        fail(rec, f"'visibility' must be one of {VISIBILITY}, got {img['visibility']!r}")
+    if "billet_id" in img and not isinstance(img["billet_id"], str):
+        fail(rec, f"'billet_id' must be a string, got {img['billet_id']!r}")
+    if require_extras:
+        if not isinstance(img.get("billet_id"), str):
+            fail(rec, f"'billet_id' must be a string, got {img.get('billet_id')!r}")
+        if img.get("source") not in SOURCES:
+            fail(rec, f"'source' must be one of {SOURCES}, got {img.get('source')!r}")
+    return rec
+
+
+def _check_image_file(rec: str, img: dict, path: str | os.PathLike, fail: Fail) -> None:
+    """The image's file (beside the COCO file at `path`) decodes and has the size its record declares."""
+    try:
+        pixels = read_image(image_path(path, img))
+    except CocoError as err:
+        fail(rec, str(err))
+    if pixels.shape[:2] != (img["height"], img["width"]):
+        fail(rec, f"image file is {pixels.shape[1]}x{pixels.shape[0]}, record says {img['width']}x{img['height']}")
+
+
+def _check_annotation_ids(i: int, ann: Any, annotation_ids: set[int], images: dict[int, dict],
+                          category_ids: set[int], fail: Fail) -> str:
+    """Annotation record `i`: integer ids, its own id (not in `annotation_ids`), an image and a
+    category the file defines, no crowd; returns the record's name for messages."""
+    rec = f"annotations[{i}]"
+    if not isinstance(ann, dict):
+        fail(rec, f"not an object (found {json.dumps(ann)[:40]}); fix: remove it or export the file again")
+    for key in ("id", "image_id", "category_id", "bbox"):
+        if key not in ann:
+            fail(rec, f"missing '{key}'; fix: every annotation needs id, image_id, category_id and bbox")
+    for key in ("id", "image_id", "category_id"):
+        if not is_integer(ann[key]):
+            fail(rec, f"{key} {ann[key]!r} must be an integer; fix: write ids as numbers, not strings")
+    rec = f"annotations[{i}] (id {ann['id']}, image {ann['image_id']})"
+    if ann["id"] in annotation_ids:
+        fail(rec, f"duplicate annotation id {ann['id']}; fix: give each annotation its own id "
+                  "(export the project again rather than merging files by hand)")
+    if ann["image_id"] not in images:
+        fail(rec, f"image_id {ann['image_id']} is not in images[]; fix: add the image record or "
+                  "remove the annotation")
+    if ann["category_id"] not in category_ids:
+        fail(rec, f"unknown category_id {ann['category_id']}; the file defines {sorted(category_ids)}; fix: "
+                  "add the category or correct the annotation's category_id")
+    if ann.get("iscrowd", 0) not in (0, False):
+        fail(rec, "iscrowd annotations (RLE masks of groups) are not characters; export each character "
+                  "as a box or polygon")
+    return rec
+
+
+def _check_box(rec: str, bbox: Any, img: dict, fail: Fail, *, check_bounds: bool) -> None:
+    """[x, y, w, h] finite numbers of positive area, inside the image (to a pixel) with `check_bounds`."""
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
+        fail(rec, f"bbox must be [x, y, w, h] finite numbers, got {bbox!r}; fix: export boxes as four "
+                  "numbers in pixels")
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        fail(rec, f"bbox {bbox} has zero or negative area; fix: redraw the box or remove the annotation")
+    tol = 1.0  # a pixel of rounding at the border is not an error
+    if check_bounds and (x < -tol or y < -tol or x + w > img["width"] + tol or y + h > img["height"] + tol):
+        fail(rec, f"bbox {bbox} lies outside the image ({img['width']}x{img['height']}); fix: redraw "
+                  "the box inside the image, or correct the image's width/height")
+
+
+def _check_segmentation(rec: str, seg: Any, fail: Fail) -> None:
+    """A list of polygons of at least 3 points of finite numbers ([] for a box-only character)."""
+    if isinstance(seg, dict):
+        fail(rec, "segmentation is an RLE mask; export polygons or boxes (CVAT: draw polygons or "
+                  "rectangles, not masks)")
+    if not isinstance(seg, list):
+        fail(rec, f"segmentation must be a list of polygons [x1, y1, x2, y2, ...] (or [] for a box), got {str(seg)[:80]}")
+    for poly in seg:
+        if not isinstance(poly, list) or not all(is_number(v) for v in poly):
+            fail(rec, f"polygon coordinates must be finite numbers: {str(poly)[:80]}; fix: export "
+                      "numbers, not strings")
+        if len(poly) < 6 or len(poly) % 2:
+            fail(rec, f"polygon with fewer than 3 points (or an odd number of coordinates): {str(poly)[:80]}; "
+                      "fix: redraw the outline, or use segmentation [] for a box-only character")
 
 
 def split_counts(coco: dict, key: str) -> Counter:

@@ -5,7 +5,8 @@ fills in its default. `config.yaml` holds only the default study's own design (i
 its ID scheme), never a value the schema already gives (`tests/test_config.py` holds the two
 apart), and `docs/configuration.md` lists every key with its default, generated from the schema
 (`python -m billetjax.config_reference`). Outside Snakemake, `load_config` builds a config the
-way the workflow does; a stage turns its section into a frozen dataclass with `typed`.
+way the workflow does; a stage turns its section into a frozen dataclass with `typed`
+(`billetjax.sections`, standard library only, so that the detector can use it without this check).
 
 This module also checks what the schema cannot: values that are not finite numbers (YAML
 `.nan`, `.inf`, which pass `minimum`/`maximum`), and rules that tie keys together (the image size
@@ -20,19 +21,18 @@ Only stdlib at import time: the Snakemake process imports this module on every i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
-import types
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from billetjax.data.userdata import normalised_category_names, user_data_problems
 from billetjax.detector.geometry import BOTTLENECK_EXPANSION, backbone_strides, training_window_px
+from billetjax.sections import typed  # noqa: F401 (`billetjax.config.typed`, as stages outside the detector know it)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"
@@ -109,57 +109,6 @@ def load_config(*overlays: str | os.PathLike | Mapping[str, Any], base: str | os
     return config
 
 
-def typed(cls: type, values: Mapping[str, Any], path: str, **given: Any) -> Any:
-    """The frozen dataclass `cls` from a validated config section `values` (at key `path`, for
-    messages): every field is read from `values` by its name, unless given by keyword, and
-    converted to its annotated type (lists to tuples, nested sections to their dataclasses,
-    numbers to int or float). A missing key is refused with its path: the schema, which fills in
-    every default, was not applied."""
-    if not isinstance(values, Mapping):
-        raise ValueError(f"config {path} is {values!r}, not a mapping: {_VALIDATE}")
-    hints = get_type_hints(cls)
-    out = {}
-    for field in dataclasses.fields(cls):
-        if field.name in given:
-            out[field.name] = given[field.name]
-            continue
-        if field.name not in values:
-            raise ValueError(f"config {path} lacks {field.name}: {_VALIDATE}")
-        out[field.name] = _as_type(hints[field.name], values[field.name], f"{path}.{field.name}")
-    return cls(**out)
-
-
-_VALIDATE = f"validate the config against {SCHEMA.relative_to(ROOT)}, which fills in the defaults"
-
-
-def _as_type(kind: Any, value: Any, path: str) -> Any:
-    """`value` converted to the type annotation `kind` (see `typed`)."""
-    origin = get_origin(kind)
-    if origin in (Union, types.UnionType):
-        options = get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        kind = next(k for k in options if k is not type(None))
-        origin = get_origin(kind)
-    if dataclasses.is_dataclass(kind):
-        return typed(kind, value, path)
-    if origin is tuple:
-        args = get_args(kind)
-        each = args[0] if len(args) == 2 and args[1] is Ellipsis else None
-        items = list(value)
-        if each is None and len(args) != len(items):
-            raise ValueError(f"config {path} = {value!r}: expected {len(args)} values")
-        return tuple(_as_type(each if each is not None else a, v, f"{path}[{i}]")
-                     for i, (a, v) in enumerate(zip(args if each is None else [each] * len(items), items)))
-    if kind is float:
-        return float(value)
-    if kind is int and not isinstance(value, bool):
-        return int(value)
-    if kind is bool:
-        return bool(value)
-    return value
-
-
 # ----------------------------------------------------------------------------- helpers others use
 
 
@@ -194,7 +143,7 @@ def max_characters_per_image(config: Mapping[str, Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     if any(e.uses_real for e in rows):
         if config["data"]["source"] == "simulate":
-            from billetjax.data.simulate import MAX_ID_CHARACTERS
+            from billetjax.data.billet_ids import MAX_ID_CHARACTERS
 
             counts["real"] = MAX_ID_CHARACTERS
         else:
@@ -513,12 +462,23 @@ def evaluation_problems(config: Mapping[str, Any]) -> list[str]:
         if len(pattern["positions"]) > longest:
             out.append(f"evaluation.id_pattern.positions has {len(pattern['positions'])} entries but "
                        f"evaluation.id_pattern.length allows at most {longest} characters")
-    if config["data"]["source"] == "simulate":
-        # Letters in the simulated IDs (data.simulate.id_letters) need a pattern that allows them.
-        from billetjax.data.simulate import id_pattern_problems
-
-        out += id_pattern_problems(config)
+    # Letters in the simulated IDs (data.simulate.id_letters) need a pattern that allows them.
+    out += id_pattern_problems(config)
     return out
+
+
+def id_pattern_problems(config: Mapping[str, Any]) -> list[str]:
+    """Problems of `evaluation.id_pattern` with the simulated IDs (`data.simulate.id_letters`,
+    `IdScheme.pattern_problems`); none for `data.source: coco` (the user's IDs are theirs)."""
+    if config["data"]["source"] != "simulate":
+        return []
+    from billetjax.data.billet_ids import IdScheme
+
+    try:
+        scheme = IdScheme.from_config(config["data"]["simulate"])
+    except ValueError as err:
+        return [str(err)]
+    return scheme.pattern_problems(config["evaluation"]["id_pattern"])
 
 
 def problems_of_test_sets(config: Mapping[str, Any]) -> list[str]:

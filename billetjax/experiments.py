@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from billetjax import coco as cc
-from billetjax.utils import stage_seed
+from billetjax.seeds import stage_seed
 from billetjax.vocabulary import HARD_VISIBILITY, UNKNOWN
 
 log = logging.getLogger(__name__)

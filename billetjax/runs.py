@@ -27,6 +27,7 @@ The fingerprint file and the history CSV are written atomically (a temporary fil
 
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import importlib
@@ -41,9 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from billetjax.utils import atomic_write_bytes
+from billetjax.files import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+# The package whose modules can shape a training (`trajectory_modules` never leaves it).
+PACKAGE = "billetjax"
 
 FINGERPRINT_FILE = "fingerprint.json"
 # Libraries whose numerics shape a trajectory: a resumed run continues with the versions it began with.
@@ -90,6 +94,52 @@ def implementation(modules: Sequence[str], libraries: Sequence[str] = LIBRARIES)
         except importlib.metadata.PackageNotFoundError:
             out[lib] = "absent"
     return out
+
+
+def trajectory_modules(root: str) -> tuple[str, ...]:
+    """Every module of `billetjax` whose code a training runs: `root` (the trainer's module) and,
+    transitively, every module it imports, read from their source (imports inside functions
+    included), with the packages above them (their `__init__` runs on import); sorted.
+
+    A trainer hashes their source into its fingerprint (`implementation`), so an edit of any of
+    them restarts a training instead of resuming a state that other code made. Reading the
+    imports, not a list, keeps a module added later covered. What a training reads as data (the
+    experiment sets, the stamp pairs) is hashed as data, so the code that wrote it needs no place
+    here."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        name = todo.pop()
+        path = None if name in seen else _module_source(name)
+        if path is None:  # seen, or a name inside a module (`from m import f`)
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package `level - 1` steps above this one's
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            todo.extend(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
+    return tuple(sorted(seen))
+
+
+def _module_source(name: str) -> Path | None:
+    """The source file of module `name` of this package (`a/b.py` or `a/b/__init__.py`), found
+    without importing it; None when `name` is no module."""
+    path = Path(__file__).resolve().parents[1].joinpath(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _canonical(obj: Any) -> str:
@@ -176,12 +226,7 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# ----------------------------------------------------------------------------- atomic files
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` (UTF-8) to `path` whole or not at all (`utils.atomic_write_bytes`)."""
-    atomic_write_bytes(path, text.encode())
+# ----------------------------------------------------------------------------- history
 
 
 class History:

@@ -7,8 +7,8 @@ from snakemake.utils import validate
 
 from billetjax import config as config_rules
 from billetjax.experiments import table1
-from billetjax.utils import fit_root_seed as fit_root_seed_of
-from billetjax.utils import jax_gpu_installed
+from billetjax.runtime import jax_gpu_installed
+from billetjax.seeds import fit_root_seed as fit_root_seed_of
 
 validate(config, "../schemas/config.schema.yaml")
 # What the schema cannot say (NaN / inf, rules across keys): refused here, before any job.
@@ -88,7 +88,7 @@ def fit_of(seed):
 
 
 def fit_root_seed(fit):
-    """The root seed of a synthesis fit's GAN, stamps and pool (billetjax.utils.fit_root_seed)."""
+    """The root seed of a synthesis fit's GAN, stamps and pool (billetjax.seeds.fit_root_seed)."""
     return fit_root_seed_of(config["seed"], int(fit), config["synth"]["per_seed"])
 
 

@@ -14,7 +14,7 @@ rule detector_train:
         config=config_for("detector"),
         state_dir="results/detector/exp{experiment}/seed{seed}/state",
     # One thread: on a CPU, trainings side by side use the cores better than one training on all
-    # of them (billetjax.utils.limit_cpu_threads); `--set-threads detector_train=N` gives more.
+    # of them (billetjax.runtime.limit_cpu_threads); `--set-threads detector_train=N` gives more.
     threads: 1
     resources:
         gpu=JAX_GPUS,

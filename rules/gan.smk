@@ -18,7 +18,7 @@ rule gan_train:
         state_dir=lambda wildcards: f"results/gan/fit{wildcards.fit}/state",
     # One thread, as the detector's trainings: at the default sizes pix2pix's step runs as fast
     # with XLA's one-thread flag as without (XLA still overlaps independent operations), and the
-    # training beside it keeps most of its core (billetjax.utils.limit_cpu_threads);
+    # training beside it keeps most of its core (billetjax.runtime.limit_cpu_threads);
     # `--set-threads gan_train=N` gives more.
     threads: 1
     resources:

@@ -2,7 +2,7 @@
 
 from billetjax.evaluation.comparisons import write_comparison_table
 from billetjax.experiments import table1
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 config = snakemake.params.config

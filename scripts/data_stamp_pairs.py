@@ -1,6 +1,8 @@
 """Crop the stamp pairs (image, polygon mask) that pix2pix trains on (paper Figure 1)."""
 
-from billetjax.utils import log_to, stage_seed
+from billetjax.runtime import log_to
+
+from billetjax.seeds import stage_seed
 
 log_to(snakemake.log[0])
 

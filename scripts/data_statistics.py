@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 

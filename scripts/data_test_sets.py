@@ -1,6 +1,6 @@
 """Cut the test sets (Table 2, data.test_sets) from the real test pool, each with its lexicon."""
 
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 

@@ -1,6 +1,8 @@
 """Train one Faster R-CNN (experiment x seed) and write its weights and training history."""
 
-from billetjax.utils import enable_jax_cache, limit_cpu_threads, log_to, run_seed
+from billetjax.runtime import enable_jax_cache, limit_cpu_threads, log_to
+
+from billetjax.seeds import run_seed
 
 log_to(snakemake.log[0])
 limit_cpu_threads(snakemake.threads)

@@ -2,7 +2,7 @@
 bank (rule domain_gap)."""
 
 from billetjax.evaluation.domain_gap import write_domain_gap_table
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 config = snakemake.params.config

@@ -1,7 +1,7 @@
 """Metrics of one experiment × seed × test set from its detections (rule evaluate_detections)."""
 
 from billetjax.evaluation.evaluate import evaluate_files
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 config = snakemake.params.config

@@ -1,6 +1,6 @@
 """Write one experiment's training and validation sets (Table 1)."""
 
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 

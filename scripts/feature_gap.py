@@ -1,7 +1,7 @@
 """results/tables/domain_gap_features.csv: the synthetic characters against the real ones in the
 all-real detector's feature space (rule feature_gap)."""
 
-from billetjax.utils import enable_jax_cache, limit_cpu_threads, log_to
+from billetjax.runtime import enable_jax_cache, limit_cpu_threads, log_to
 
 log_to(snakemake.log[0])
 limit_cpu_threads(snakemake.threads)

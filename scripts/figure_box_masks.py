@@ -1,6 +1,6 @@
 """Draw a sample of the stamp masks segmented from box-only annotations beside their crops."""
 
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 

@@ -1,7 +1,7 @@
 """results/figures/detections_gallery.png: worst and best billets with detections by outcome."""
 
 from billetjax.evaluation.figures import detections_gallery
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 evaluation = snakemake.params.config["evaluation"]

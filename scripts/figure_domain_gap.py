@@ -2,7 +2,7 @@
 it (rule figure_domain_gap)."""
 
 from billetjax.evaluation.figures import domain_gap_figure
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 params = snakemake.params

@@ -1,6 +1,6 @@
 """Draw real billet samples per site and visibility class with their boxes."""
 
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 

@@ -1,6 +1,6 @@
 """The GAN's loss curves from results/gan/history.csv."""
 
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 

@@ -1,6 +1,8 @@
 """Figure 4: validation masks, targets and one generator checkpoint's synthesis."""
 
-from billetjax.utils import enable_jax_cache, log_to, stage_seed
+from billetjax.runtime import enable_jax_cache, log_to
+
+from billetjax.seeds import stage_seed
 
 log_to(snakemake.log[0])
 enable_jax_cache()

@@ -1,6 +1,6 @@
 """The read–misread curves of whole-ID reading (table of every run, figure of one experiment)."""
 
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 

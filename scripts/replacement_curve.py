@@ -4,7 +4,7 @@ replacement_curve)."""
 from billetjax.evaluation.comparisons import write_replacement_summary
 from billetjax.evaluation.figures import replacement_curve_figure
 from billetjax.experiments import table1
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 params = snakemake.params

@@ -1,6 +1,6 @@
 """Draw synthetic billets with their boxes, well and partially visible (Figure 9)."""
 
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 

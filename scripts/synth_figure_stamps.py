@@ -1,6 +1,6 @@
 """Draw a strip of masks and their rendered stamps from one stamp bank."""
 
-from billetjax.utils import log_to
+from billetjax.runtime import log_to
 
 log_to(snakemake.log[0])
 

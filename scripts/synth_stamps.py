@@ -6,7 +6,7 @@ processes, so the workers never carry a JAX runtime.
 
 # Guarded: worker processes start by 'spawn', which re-imports this script as __mp_main__.
 if __name__ == "__main__":
-    from billetjax.utils import log_to
+    from billetjax.runtime import log_to
 
     log_to(snakemake.log[0])
 

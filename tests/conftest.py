@@ -26,6 +26,22 @@ def make_config():
     return build
 
 
+@pytest.fixture
+def edit_module(tmp_path):
+    """A function: `edit_module(monkeypatch, "billetjax.x")` points the module's `__file__` at a
+    copy of its source with one more comment line, so that to whoever reads the module's source it
+    has been edited (until `monkeypatch` undoes it)."""
+    import importlib
+
+    def edit(monkeypatch, module_name: str) -> None:
+        module = importlib.import_module(module_name)
+        copy = tmp_path / f"{module_name}.py"
+        copy.write_text(Path(module.__file__).read_text() + "# an edit\n")
+        monkeypatch.setattr(module, "__file__", str(copy))
+
+    return edit
+
+
 @pytest.fixture(scope="session")
 def table1_of(make_config):
     """A function: Table 1 (`billetjax.experiments.table1`) of config.yaml with this `experiments`

@@ -197,7 +197,7 @@ def test_anchor_quantiles_and_iou_thresholds_must_be_ordered():
 
 
 def test_simulator_exposes_its_longest_id():
-    from billetjax.data.simulate import MAX_ID_CHARACTERS, random_billet_id
+    from billetjax.data.billet_ids import MAX_ID_CHARACTERS, random_billet_id
 
     rng = np.random.default_rng(1)
     assert max(len(random_billet_id(rng)) for _ in range(400)) == MAX_ID_CHARACTERS == 12
@@ -524,25 +524,12 @@ def test_load_config_lays_overlays_over_config_yaml_and_fills_defaults(tmp_path)
         cfg.load_config({"image_size_px": 250})
 
 
-def test_typed_sections_convert_and_name_a_missing_key():
-    """`typed` builds a stage's frozen dataclass: lists become tuples, numbers their field's
-    type, nested sections their dataclasses; a missing key is named with its path."""
-    import dataclasses
-
-    @dataclasses.dataclass(frozen=True)
-    class Inner:
-        pair: tuple[float, float]
-
-    @dataclasses.dataclass(frozen=True)
-    class Outer:
-        steps: int
-        rate: float
-        sizes: tuple[int, ...]
-        inner: Inner
-        maybe: Inner | None
-
-    built = cfg.typed(Outer, {"steps": 3, "rate": 1, "sizes": [1, 2], "inner": {"pair": [0, 1]}, "maybe": None}, "x")
-    assert built == Outer(3, 1.0, (1, 2), Inner((0.0, 1.0)), None)
-    assert isinstance(built.rate, float) and isinstance(built.inner.pair[0], float)
-    with pytest.raises(ValueError, match=r"config x\.inner lacks pair"):
-        cfg.typed(Outer, {"steps": 3, "rate": 1, "sizes": [], "inner": {}, "maybe": None}, "x")
+def test_id_pattern_problems_reads_the_config():
+    config = {"data": {"source": "simulate", "simulate": {"id_letters": "AB", "id_letter_positions": [0]}},
+              "evaluation": {"id_pattern": {"length": [11, 12], "positions": ["123456789"]}}}
+    assert len(cfg.id_pattern_problems(config)) == 1
+    config["evaluation"]["id_pattern"]["positions"] = ["AB"]
+    assert cfg.id_pattern_problems(config) == []
+    config["data"]["source"] = "coco"
+    config["evaluation"]["id_pattern"]["positions"] = ["123456789"]
+    assert cfg.id_pattern_problems(config) == []

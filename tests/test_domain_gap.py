@@ -61,20 +61,21 @@ def test_weighted_auc_against_brute_force():
 
 def test_same_pool_is_indistinguishable():
     pool = stamp_pool(400, seed=1)
-    result = domain_gap_auc(pool[:200], pool[200:], folds=5, n_samples=500, seed=0)
+    result = domain_gap_auc(pool[:200], pool[200:], folds=5, l2=1.0, n_samples=500, seed=0)
     assert abs(result["auc"] - 0.5) < 0.08
     assert result["lo"] < 0.5 < result["hi"]
     assert (result["n_real"], result["n_synthetic"]) == (200, 200)
 
 
 def test_different_pool_is_separable():
-    result = domain_gap_auc(stamp_pool(150, seed=1), stamp_pool(150, seed=2, smooth=True), n_samples=500, seed=0)
+    result = domain_gap_auc(stamp_pool(150, seed=1), stamp_pool(150, seed=2, smooth=True), folds=5, l2=1.0,
+                            n_samples=500, seed=0)
     assert result["auc"] > 0.97 and result["lo"] > 0.9
 
 
 def test_too_few_stamps_are_refused():
     with pytest.raises(ValueError, match="folds = 5"):
-        domain_gap_auc(stamp_pool(3, 0), stamp_pool(20, 1), folds=5)
+        domain_gap_auc(stamp_pool(3, 0), stamp_pool(20, 1), folds=5, l2=1.0, n_samples=0, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from billetjax.evaluation.bootstrap import bootstrap_intervals, resample_weights
 from billetjax.evaluation.metrics import iou_xywh, percentages
 
 CATEGORIES = [{"id": d + 1, "name": str(d)} for d in range(10)]
+# The paper's IoU (§3.2) and our operating point, as the config's defaults set them.
+THRESHOLDS = {"iou_threshold": 0.5, "score_threshold": 0.5}
 
 
 def gt(images: dict[int, list[tuple[list[float], int]]], billet_ids: dict[int, str] | None = None) -> dict:
@@ -69,7 +71,7 @@ def test_hand_computed_metrics():
 
 
 def test_tie_goes_to_earlier_annotation_and_score_order_is_stable():
-    matches = {mt.image_id: mt for mt in match_detections(HAND_GT, HAND_DETECTIONS)}
+    matches = {mt.image_id: mt for mt in match_detections(HAND_GT, HAND_DETECTIONS, **THRESHOLDS)}
     assert list(matches[4].det_match) == [0]
     assert list(matches[4].det_outcome) == ["MC"]
     # Image 5: the 0.9 detection (second in the file) is taken first.
@@ -77,7 +79,7 @@ def test_tie_goes_to_earlier_annotation_and_score_order_is_stable():
     assert list(matches[5].det_outcome) == ["MC", "FP"]
     # Equal scores keep file order: the first of two identical detections gets the box.
     same = [det(7, [0, 0, 10, 10], 9, 0.8), det(7, [0, 0, 10, 10], 10, 0.8)]
-    (m7,) = [mt for mt in match_detections(HAND_GT, same) if mt.image_id == 7]
+    (m7,) = [mt for mt in match_detections(HAND_GT, same, **THRESHOLDS) if mt.image_id == 7]
     assert list(m7.det_outcome) == ["MC", "FP"]
 
 
@@ -129,7 +131,7 @@ def test_count_matrix_by_hand():
         [1, 0, 0, 1, 1, 0, 1],  # image 6: IoU 1/3 -> FP
         [1, 1, 0, 0, 1, 1, 1],  # image 7: read completely
     ]
-    np.testing.assert_array_equal(count_matrix(match_detections(HAND_GT, HAND_DETECTIONS)), expected)
+    np.testing.assert_array_equal(count_matrix(match_detections(HAND_GT, HAND_DETECTIONS, **THRESHOLDS)), expected)
 
 
 def test_percentages_of_hand_totals():
@@ -205,7 +207,7 @@ def test_read_billets_plain_with_duplicates_and_low_scores():
     dets.append(det(1, [layout[0][0][0] + 1, *layout[0][0][1:]], 8, 0.6))  # duplicate: de-duplicated
     dets.append(det(1, [180, 80, 10, 16], 3, 0.2))                         # below threshold
     dets += [det(2, b, int(ch) + 1, 0.9) for b, ch in layout if ch != "5"]  # one character missed
-    records = read_billets(g, dets)
+    records = read_billets(g, dets, score_threshold=THRESHOLDS["score_threshold"])
     assert [r["read"] for r in records] == ["12345678901", "1234678901"]
     assert [r["correct"] for r in records] == [True, False]
     assert records[0]["read_pattern"] is None and records[0]["read_lexicon"] is None
@@ -248,7 +250,7 @@ def test_pattern_reading_uses_class_scores_in_read_billets():
         det(1, [24, 10, 10, 16], 1, 0.9),  # no class_scores: its label and score
     ]
     pattern = IdPattern.from_config({"positions": ["1", "0"]}, [str(d) for d in range(10)])
-    (record,) = read_billets(g, dets, pattern=pattern)
+    (record,) = read_billets(g, dets, score_threshold=THRESHOLDS["score_threshold"], pattern=pattern)
     assert record["read"] == "70" and not record["correct"]
     assert record["read_pattern"] == "10" and record["correct_pattern"]
 
@@ -272,7 +274,7 @@ def test_bootstrap_deterministic_and_contains_point():
     images = {i: [([10 * j, 0, 8, 8], 1) for j in range(5)] for i in range(1, 41)}
     g = gt(images)
     dets = [det(a["image_id"], a["bbox"], a["category_id"], 0.9) for a in g["annotations"] if rng.random() < 0.7]
-    counts = count_matrix(match_detections(g, dets))
+    counts = count_matrix(match_detections(g, dets, **THRESHOLDS))
     point = percentages(counts.sum(axis=0))
     a = bootstrap_intervals(counts, percentages, 500, seed=7)
     b = bootstrap_intervals(counts, percentages, 500, seed=7)

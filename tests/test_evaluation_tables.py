@@ -118,7 +118,9 @@ def test_figures(study):
     assert_png(folder / "figures" / "training_curves.png")
 
     det_path = folder / "exp1" / "seed0" / "testset3.json"
-    detections_gallery(study["gt"], det_path, folder / "figures" / "gallery.png", n_billets=3, title="test")
+    detections_gallery(study["gt"], det_path, folder / "figures" / "gallery.png",
+                       iou_threshold=EVALUATION["iou_threshold"], score_threshold=EVALUATION["score_threshold"],
+                       n_billets=3, title="test")
     assert_png(folder / "figures" / "gallery.png")
 
 

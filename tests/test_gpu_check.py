@@ -1,5 +1,5 @@
-"""`make gpu-check` (tests/gpu/check.sh) where no GPU is lent: the script parses, and its summary
-(tests/gpu/summary.py) states the issue's goals and failed steps from hand-made step results."""
+"""`make gpu-check` (tests/gpu/check.sh) on a machine without a GPU: the script parses, and its summary
+(tests/gpu/summary.py) states the speed goals and failed steps from hand-made step results."""
 
 from __future__ import annotations
 

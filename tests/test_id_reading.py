@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from billetjax import coco as cc
-from billetjax.data.simulate import (
+from billetjax.data.billet_ids import (
     HEAT_LENGTH, NEXT_HEAT_IN_LEXICON, DIGITS_ONLY, production_schedule, schedule_lexicon,
 )
 from billetjax.data.testsets import write_test_set_lexicons
@@ -22,6 +22,7 @@ PLANT = {"rows": [6, [5, 6]], "positions": ["123456789", *["0123456789"] * 5, "1
 TRUTH = "84351371823"
 READING = {"iou_threshold": 0.5, "score_threshold": 0.5, "bootstrap_samples": 0, "id_pattern": PLANT,
            "id_reading": {"min_confidence": 0.6, "miss_probability": 0.05, "misread_levels_pct": [0.0, 20.0]}}
+SCORE, MISS = READING["score_threshold"], READING["id_reading"]["miss_probability"]
 
 
 def stamped(billet_id: str) -> list[tuple[list[float], str]]:
@@ -68,7 +69,7 @@ def extra_digit(image_id: int) -> list[dict]:
 def test_grammar_removes_an_extra_digit():
     gt = coco(billet(1, TRUTH))
     pattern = IdPattern.from_config(PLANT, NAMES)
-    (record,) = read_billets(gt, extra_digit(1), 0.5, pattern)
+    (record,) = read_billets(gt, extra_digit(1), score_threshold=SCORE, pattern=pattern)
     assert record["read_plain"] == "848351371823" and not record["correct_plain"]
     assert record["read_pattern"] == TRUTH and record["correct_pattern"]
     # The first row holds 7 boxes for 6 places: one is dropped. Dropping the extra '8' weighs
@@ -76,19 +77,20 @@ def test_grammar_removes_an_extra_digit():
     assert record["confidence_pattern"] == pytest.approx(0.3 * 0.95 / (0.3 * 0.95 + 6 * 0.05 * 0.7))
     # Without rows a 12-character ID is as valid as an 11-character one: the extra digit stays.
     lengths_only = IdPattern.from_config({"length": [11, 12], "positions": PLANT["positions"]}, NAMES)
-    assert read_billets(gt, extra_digit(1), 0.5, lengths_only)[0]["read_pattern"] == "848351371823"
+    assert read_billets(gt, extra_digit(1), score_threshold=SCORE, pattern=lengths_only)[0]["read_pattern"] == "848351371823"
 
 
 def test_grammar_without_enough_characters_has_no_reading():
     gt = coco(billet(1, TRUTH))
     pattern = IdPattern.from_config(PLANT, NAMES)
-    (record,) = read_billets(gt, clean(1, TRUTH)[1:], 0.5, pattern)  # the first character missed
+    (record,) = read_billets(gt, clean(1, TRUTH)[1:], score_threshold=SCORE, pattern=pattern)  # the first character missed
     assert record["read_pattern"] is None and record["confidence_pattern"] == 0.0
 
 
 def test_grammar_drops_a_spurious_row_whole():
     dets = clean(1, TRUTH) + [det(1, [60.0, 85.0, 12.0, 12.0], "1", 0.55)]  # a scratch below the ID
-    (record,) = read_billets(coco(billet(1, TRUTH)), dets, 0.5, IdPattern.from_config(PLANT, NAMES))
+    (record,) = read_billets(coco(billet(1, TRUTH)), dets, score_threshold=SCORE,
+                             pattern=IdPattern.from_config(PLANT, NAMES))
     assert record["read_pattern"] == TRUTH
 
 
@@ -106,7 +108,8 @@ def unreadable_twice(image_id: int) -> list[dict]:
 def test_lexicon_recovers_a_billet_with_two_unreadable_characters():
     lexicon = {"843513": [TRUTH, "84351371824", "84351381823", "84351471823", "84351361823"]}
     gt = coco(billet(1, TRUTH, batch="843513"))
-    (record,) = read_billets(gt, unreadable_twice(1), 0.5, IdPattern.from_config(PLANT, NAMES), lexicon)
+    (record,) = read_billets(gt, unreadable_twice(1), score_threshold=SCORE,
+                             pattern=IdPattern.from_config(PLANT, NAMES), lexicon=lexicon, miss_probability=MISS)
     assert record["read_pattern"] is None  # 10 characters for 11 places
     assert record["read_lexicon"] == TRUTH and record["correct_lexicon"]
     # Every distractor contradicts a character read at 0.95: dropping that box (0.05) and missing
@@ -115,17 +118,19 @@ def test_lexicon_recovers_a_billet_with_two_unreadable_characters():
     assert record["confidence_lexicon"] == pytest.approx(1 / (1 + 4 * 0.0025 / 0.95), abs=1e-4)
     # A distractor that differs only where nothing was read ties with the truth: rejected.
     tie = {"843513": [TRUTH, "84351371723"]}
-    (record,) = read_billets(gt, unreadable_twice(1), 0.5, None, tie)
+    (record,) = read_billets(gt, unreadable_twice(1), score_threshold=SCORE, lexicon=tie, miss_probability=MISS)
     assert record["confidence_lexicon"] == pytest.approx(0.5, abs=1e-4)
     # An image whose batch has no lexicon entry is read by the grammar.
     other = coco(billet(1, TRUTH, batch="999999"))
-    (record,) = read_billets(other, extra_digit(1), 0.5, IdPattern.from_config(PLANT, NAMES), lexicon)
+    (record,) = read_billets(other, extra_digit(1), score_threshold=SCORE,
+                             pattern=IdPattern.from_config(PLANT, NAMES), lexicon=lexicon, miss_probability=MISS)
     assert record["read_lexicon"] == record["read_pattern"] == TRUTH
 
 
 def test_a_billet_without_detections():
     gt = coco(billet(1, TRUTH, batch="h"))
-    (record,) = read_billets(gt, [], 0.5, IdPattern.from_config(PLANT, NAMES), {"h": [TRUTH, "84351371824"]})
+    (record,) = read_billets(gt, [], score_threshold=SCORE, pattern=IdPattern.from_config(PLANT, NAMES),
+                             lexicon={"h": [TRUTH, "84351371824"]}, miss_probability=MISS)
     assert (record["read_plain"], record["confidence_plain"]) == (None, 0.0)
     assert record["read_pattern"] is None
     # every candidate missed whole: a tie between the two
@@ -154,7 +159,8 @@ def test_reject_option_refuses_an_ambiguous_reading():
     gt = coco(billet(1, TRUTH), billet(2, TRUTH))
     ambiguous = [det(1, box, ch, 0.95, [0.5 if d in (5, 6) else 0.0 for d in range(10)]) if k == 3
                  else det(1, box, ch, 0.95) for k, (box, ch) in enumerate(stamped(TRUTH))]
-    records = read_billets(gt, ambiguous + clean(2, TRUTH), 0.5, IdPattern.from_config(PLANT, NAMES))
+    records = read_billets(gt, ambiguous + clean(2, TRUTH), score_threshold=SCORE,
+                           pattern=IdPattern.from_config(PLANT, NAMES))
     assert [r["confidence_pattern"] for r in records] == pytest.approx([0.5, 1.0])
     correct = np.array([r["correct_pattern"] for r in records])
     confidence = np.array([r["confidence_pattern"] for r in records])
@@ -288,12 +294,18 @@ def test_a_users_lexicon_goes_with_the_imported_test_pool(tmp_path, make_config)
         data = {"images": [], "annotations": [], "categories": CATEGORIES[:4]}
         for i, batch in enumerate(batches, 1):
             image = (rng.random((64, 96, 3)) * 40 + 150).astype(np.uint8)
-            image[20:44, 20:34] = 30
-            cc.write_image(folder / "images" / f"{i}.png", image)
             data["images"].append({"id": i, "file_name": f"images/{i}.png", "width": 96, "height": 64,
-                                   "visibility": "well", "site": "A", "billet_id": "0", "batch": batch})  # one boxed 0
-            data["annotations"].append({"id": i, "image_id": i, "category_id": 1, "bbox": [20, 20, 14, 24],
-                                        "segmentation": [[20, 20, 34, 20, 34, 44, 20, 44]], "iscrowd": 0, "area": 336})
+                                   "visibility": "well", "site": "A", "billet_id": "0123", "batch": batch})
+            # The ID's characters "0", "1", "2", "3" (category ids 1-4) side by side, placed apart in
+            # each image so that no test image passes for a training one.
+            y = 6 if split == "train" else 34
+            for k in range(4):
+                x = 4 * i + 20 * k + 2
+                image[y:y + 24, x:x + 14] = 30
+                data["annotations"].append({"id": 4 * i + k, "image_id": i, "category_id": k + 1,
+                                            "bbox": [x, y, 14, 24], "iscrowd": 0, "area": 336,
+                                            "segmentation": [[x, y, x + 14, y, x + 14, y + 24, x, y + 24]]})
+            cc.write_image(folder / "images" / f"{i}.png", image)
         (folder / "result.json").write_text(__import__("json").dumps(data))
         paths.update({split: str(folder / "result.json"), f"{split}_images": str(folder)})
     lexicon = tmp_path / "user" / "expected.csv"

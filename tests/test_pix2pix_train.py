@@ -162,6 +162,52 @@ def test_other_stamp_pairs_retrain_from_step_0(pairs, tmp_path, caplog, tiny):
     assert own == generators(tmp_path / "fresh", tiny)
 
 
+def test_trajectory_modules_are_every_billetjax_module_the_training_loads():
+    """The modules whose source pix2pix's fingerprint hashes, read from the imports, hold every
+    billetjax module that importing its training loads (in a fresh interpreter: the reference),
+    the layers' ops among them, and nothing of the detector or the simulator."""
+    import subprocess
+    import sys
+
+    from billetjax.runs import trajectory_modules
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, billetjax.pix2pix.train; "
+         "print(*sorted(m for m in sys.modules if m.split('.')[0] == 'billetjax'))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    hashed = trajectory_modules("billetjax.pix2pix.train")
+    assert hashed == tuple(sorted(hashed)) and set(loaded) <= set(hashed), set(loaded) - set(hashed)
+    assert {"billetjax.pix2pix.models", "billetjax.pix2pix.ops", "billetjax.pix2pix.sample",
+            "billetjax.runs", "billetjax.sections"} <= set(hashed)
+    assert not [m for m in hashed if m.startswith(("billetjax.detector", "billetjax.data", "billetjax.config"))]
+
+
+def test_an_edit_of_a_module_the_training_runs_discards_its_state(pairs, tmp_path, caplog, tiny, monkeypatch,
+                                                                    edit_module):
+    """Editing a module pix2pix's training runs (its layers' ops, the models, the config typing,
+    the checkpoint store) changes the fingerprint; a kept state is then deleted and the training
+    starts from step 0 instead of resuming."""
+    from billetjax.pix2pix.models import DEFAULT_IMPL
+    from billetjax.pix2pix.train import fingerprint
+
+    base = fingerprint(tiny, SEED, DEFAULT_IMPL, *pairs).digest
+    for name in ("billetjax.pix2pix.ops", "billetjax.pix2pix.models", "billetjax.sections", "billetjax.runs"):
+        with monkeypatch.context() as patch:
+            edit_module(patch, name)
+            assert fingerprint(tiny, SEED, DEFAULT_IMPL, *pairs).digest != base, name
+    assert fingerprint(tiny, SEED, DEFAULT_IMPL, *pairs).digest == base
+
+    train(*pairs, tmp_path / "run", tiny, seed=SEED)
+    first = generators(tmp_path / "run", tiny)
+    edit_module(monkeypatch, "billetjax.pix2pix.ops")
+    trained = []
+    with caplog.at_level(logging.WARNING):
+        train(*pairs, tmp_path / "run", tiny, seed=SEED, on_step=trained.append)
+    assert "holds the state of another run; changed: implementation source" in caplog.text
+    assert "resuming" not in caplog.text and trained == [1, 2, 3, 4]
+    assert generators(tmp_path / "run", tiny) == first  # the edit was a comment: the same run again
+
+
 # orbax's restore leaves an asyncio callback behind when it fails: harmless here.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_corrupt_last_checkpoint_starts_afresh(pairs, tmp_path, caplog, tiny):

@@ -66,7 +66,7 @@ def test_file_hashes_see_content_and_names(tmp_path):
     assert runs.files_sha256([a, b]) != h
     this = runs.implementation(["billetjax.runs"])
     assert this == runs.implementation(["billetjax.runs"]) and set(this) >= {"source", "jax", "flax"}
-    assert this != runs.implementation(["billetjax.utils"])
+    assert this != runs.implementation(["billetjax.seeds"])
 
 
 def state_of(n, value=0.0):

@@ -195,7 +195,7 @@ def test_silhouette_of_keeps_parts():
 
 def test_stamps_stay_on_the_billet_face(mask_params, embed_params):
     """A bright face on a dark background: every character lands on the face, none on the dark."""
-    from billetjax.synth.embed import face_region
+    from billetjax.synth.layout import face_region
 
     rng = np.random.default_rng(9)
     surface = np.full((256, 256, 3), 20, np.uint8)

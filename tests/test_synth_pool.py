@@ -282,11 +282,11 @@ def test_pool_refuses_banks_of_other_categories(mixed_pool, tmp_path):
 
 
 def test_letters_of_a_simulated_pool_reach_the_experiment_set(tmp_path, config_with):
-    """The issue's path: IDs with letters -> a real pool with letter categories -> stamps and a
-    synthetic pool of those categories -> an experiment set mixing both (which refused pools whose
-    categories differ)."""
+    """A plant whose IDs have letters, end to end: a real pool with letter categories -> stamps
+    and a synthetic pool of those categories -> an experiment set mixing both (which refused pools
+    whose categories differ)."""
+    from billetjax.data.billet_ids import IdScheme
     from billetjax.data.pools import render_pool
-    from billetjax.data.simulate import IdScheme
     from billetjax.experiments import make_experiment_set, table1
     from billetjax.synth.pool import real_categories
 

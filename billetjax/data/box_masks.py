@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from billetjax.utils import save_figure
+from billetjax.figures import save_figure
 
 # Overlay colour of the mask on its crop, and how strongly it tints the crop.
 OVERLAY_RGB = np.array([255, 40, 40], np.float32)

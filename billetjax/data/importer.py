@@ -43,7 +43,8 @@ from billetjax import coco as cc
 from billetjax.config import glyph_requirement
 from billetjax.data import checks, testsets
 from billetjax.glyphs import builtin_glyphs, load_glyph_set, require_glyphs
-from billetjax.utils import Progress
+from billetjax.runtime import Progress
+from billetjax.sections import typed
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,8 @@ class ImportOptions:
 
     @classmethod
     def from_config(cls, config: dict) -> "ImportOptions":
-        user = config["data"]["coco"]
-        return cls(size_px=int(config["image_size_px"]), fit=user["fit"], orientation=user["orientation"],
-                   bit_depth=user["bit_depth"], max_pixels=int(user["max_pixels"]))
+        """From a validated config: its `data.coco` section and `image_size_px`."""
+        return typed(cls, config["data"]["coco"], "data.coco", size_px=int(config["image_size_px"]))
 
 
 # ----------------------------------------------------------------------------- files and pixels

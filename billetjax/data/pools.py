@@ -15,7 +15,8 @@ import numpy as np
 
 from billetjax import coco as cc
 from billetjax.data.importer import import_user_pools
-from billetjax.utils import Progress, stage_seed, worker_context
+from billetjax.runtime import Progress, worker_context
+from billetjax.seeds import stage_seed
 from billetjax.vocabulary import PARTIAL, POOR, SITE_A, SITE_B, SITES, VISIBILITY, WELL
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def worker_init() -> None:
 
 def _render_one(args: tuple) -> tuple[int, dict, list[dict]]:
     """Render one billet into `folder`; returns (index, image record, annotation stubs)."""
-    from billetjax.data.simulate import random_billet_id, render_billet
+    from billetjax.data.billet_ids import random_billet_id
+    from billetjax.data.simulate import render_billet
 
     index, seed, site, visibility, size_px, folder, prefix, id_scheme, billet_id, batch = args
     rng = np.random.default_rng(seed)
@@ -121,13 +123,13 @@ def render_pool(plan: list[tuple[str, str]], json_path: str | os.PathLike, image
                 id_scheme=None, billets=None) -> dict:
     """Render every billet of `plan` and write the COCO file; returns the COCO dict.
 
-    `id_scheme` (`billetjax.data.simulate.IdScheme`; None: digits only) says which characters the
+    `id_scheme` (`billetjax.data.billet_ids.IdScheme`; None: digits only) says which characters the
     IDs carry and so the categories (digits 1-10, letters after). `billets`: the imaged
     `ScheduledBillet`s of a production schedule, one per plan entry, whose IDs are stamped and
     whose heat becomes the image's `batch`; None: independent random IDs, no batch. Each image
     has its own derived seed, so the bytes do not depend on the number of workers.
     """
-    from billetjax.data.simulate import DIGITS_ONLY
+    from billetjax.data.billet_ids import DIGITS_ONLY
 
     id_scheme = id_scheme or DIGITS_ONLY
     if billets is not None and len(billets) != len(plan):
@@ -179,7 +181,7 @@ def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: 
 
     The IDs of each pool come from a production schedule: consecutive images share heats, so a
     pool's `batch` (heat) attribute and the lexicon carry the plant's ID systematics."""
-    from billetjax.data.simulate import IdScheme, production_schedule, schedule_lexicon
+    from billetjax.data.billet_ids import IdScheme, production_schedule, schedule_lexicon
 
     sim = config["data"]["simulate"]
     sets = sim["test_pool"]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from billetjax import coco as cc
-from billetjax.utils import save_figure
+from billetjax.figures import save_figure
 from billetjax.vocabulary import UNKNOWN, VISIBILITY
 
 

@@ -32,9 +32,8 @@ stamps: docs/architecture.md, "Design choices"):
   below `VISIBLE_FRACTION_MIN` of its full area, or whose visible part spans less than
   `VISIBLE_HEIGHT_MIN` of its height, is not annotated (a person would not box it).
 
-The stamped ID is 11 characters as a rule, 12 now and then (`TWELVE_CHARACTER_FRACTION`), in two
-rows (`id_rows`): a heat number and a strand/sequence number. It is digits by default; an
-`IdScheme` (`data.simulate.id_letters`) puts capital letters at chosen positions.
+The stamped ID (`billetjax.data.billet_ids`: 11 or 12 characters in two rows, digits unless an
+`IdScheme` puts letters at chosen positions) is drawn with `random_billet_id` unless given.
 `RenderedBillet.billet_id` is the full stamped string in reading order, including characters
 that ended up hidden; `characters` holds only the annotated (visible enough) ones, in reading
 order, each with its position `index` in `billet_id`.
@@ -56,10 +55,9 @@ from shapely import affinity
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.ops import unary_union
 
+from billetjax.data.billet_ids import IdScheme, id_rows, random_billet_id
 from billetjax.glyphs import GLYPH_STROKE, GLYPH_WIDTH, glyph, polygon_rings
-from billetjax.vocabulary import (
-    DIGITS, LETTERS, PARTIAL, POOR, SITE_A, SITE_B, SITES, VISIBILITY, WELL, character_categories,
-)
+from billetjax.vocabulary import PARTIAL, POOR, SITE_A, SITE_B, SITES, VISIBILITY, WELL
 
 # A character covered over more than 70 % of its area is left unannotated ...
 VISIBLE_FRACTION_MIN = 0.30
@@ -68,15 +66,6 @@ VISIBLE_FRACTION_MIN = 0.30
 VISIBLE_HEIGHT_MIN = 0.45
 # Pieces of a visible character smaller than this fraction of its area are dropped as slivers.
 SLIVER_FRACTION = 0.03
-# Share of billets stamped with 12 instead of 11 characters (paper §2.3.1: "in some cases 12").
-TWELVE_CHARACTER_FRACTION = 0.10
-# An ID is a heat number of HEAT_LENGTH characters (the first row), then a strand digit and a
-# sequence number (the second row): ID_LENGTHS[0] characters as a rule, ID_LENGTHS[1] for
-# TWELVE_CHARACTER_FRACTION of the billets. No simulated image carries more characters than
-# MAX_ID_CHARACTERS (what detector.max_boxes must hold; billetjax.config checks it).
-HEAT_LENGTH = 6
-ID_LENGTHS = (11, 12)
-MAX_ID_CHARACTERS = max(ID_LENGTHS)
 # Face-space canvas: at least this many pixels, so that a stamp wall spans a few pixels.
 _MIN_FACE_PX = 512
 _SHIFT = 4  # fixed-point bits for cv2.fillPoly
@@ -182,197 +171,6 @@ class RenderedBillet:
     billet_id: str                      # the full stamped ID, in reading order
     site: str
     visibility: str
-
-
-# ----------------------------------------------------------------------------- IDs
-
-
-# The simulated plant's ID scheme as evaluation.id_pattern describes it: heat number (plant digit
-# 1-9, year digit, running number), then strand (1-8) and sequence number.
-PLANT_POSITIONS = ("123456789", *[DIGITS] * (HEAT_LENGTH - 1), "12345678")
-
-
-@dataclass(frozen=True)
-class IdScheme:
-    """The characters the simulated plant stamps: digits, and letters at some ID positions
-    (`data.simulate.id_letters`, `id_letter_positions`).
-
-    `letters` empty (`DIGITS_ONLY`, the default study) gives the digits-only IDs, drawn exactly as
-    before letters existed. With letters, every position of `letter_positions` (0 = the first
-    character) is a letter, each of `letters` equally likely; the other positions stay digits.
-    """
-
-    letters: str
-    letter_positions: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        bad = sorted({c for c in self.letters if c not in LETTERS})
-        if bad:
-            raise ValueError(f"data.simulate.id_letters: {bad} are not capital letters A-Z")
-        far = [p for p in self.letter_positions if not 0 <= p < ID_LENGTHS[0]]
-        if far:
-            raise ValueError(f"data.simulate.id_letter_positions {far}: positions run from 0 to "
-                             f"{ID_LENGTHS[0] - 1} (IDs have {ID_LENGTHS[0]} or {ID_LENGTHS[1]} characters)")
-        # One order whatever the config's: categories and draws do not depend on it.
-        object.__setattr__(self, "letters", "".join(sorted(set(self.letters))))
-        object.__setattr__(self, "letter_positions", tuple(sorted(set(int(p) for p in self.letter_positions))))
-
-    @classmethod
-    def from_config(cls, simulate: dict) -> "IdScheme":
-        """From `data.simulate` of a validated config (`id_letters`, `id_letter_positions`)."""
-        return cls(simulate["id_letters"], tuple(simulate["id_letter_positions"]))
-
-    @property
-    def alphabet(self) -> str:
-        """Every character the IDs can carry: the digits, then the letters."""
-        return DIGITS + self.letters
-
-    def categories(self) -> list[dict]:
-        """COCO categories of the simulated pools: "0"-"9" as ids 1-10, the letters from 11 on."""
-        return character_categories(self.alphabet)
-
-    def id_pattern(self) -> dict:
-        """`evaluation.id_pattern` for the simulated plant: the default study's, letters where they go."""
-        positions = list(PLANT_POSITIONS)
-        if self.letters:
-            positions += [DIGITS] * (max(self.letter_positions) + 1 - len(positions))
-            for p in self.letter_positions:
-                positions[p] = self.letters
-        return {"rows": [HEAT_LENGTH, [n - HEAT_LENGTH for n in ID_LENGTHS]], "positions": positions}
-
-    def pattern_problems(self, pattern: dict | None) -> list[str]:
-        """Why `evaluation.id_pattern` cannot read these IDs (empty when it can, or is null).
-
-        A letter position whose allowed characters lack some letter would make every billet with
-        that letter there unreadable; a pattern character the IDs never carry is no category, which
-        the evaluation refuses. Both are caught here, when the workflow is parsed.
-        """
-        if pattern is None:
-            return []
-        positions = list(pattern.get("positions") or [])
-        rest = pattern.get("alphabet") or self.alphabet
-        out = []
-        foreign = sorted(set("".join(positions) + rest) - set(self.alphabet))
-        if foreign:
-            out.append(f"evaluation.id_pattern allows {foreign}, which the simulated IDs never carry (no such "
-                       f"category; data.simulate.id_letters is {self.letters!r}): add them to "
-                       "data.simulate.id_letters or drop them from the pattern")
-        for p in self.letter_positions if self.letters else ():
-            allowed = positions[p] if p < len(positions) else rest
-            lacking = [c for c in self.letters if c not in allowed]
-            if lacking:
-                out.append(
-                    f"evaluation.id_pattern allows {allowed!r} at position {p}, but data.simulate.id_letters "
-                    f"stamps a letter there ({self.letters!r}; data.simulate.id_letter_positions "
-                    f"{list(self.letter_positions)}), so IDs with {lacking} there could never be read; "
-                    f"use e.g. evaluation.id_pattern: {self.id_pattern()}, or null")
-        return out
-
-
-# The digits-only IDs of the default study (no letters anywhere).
-DIGITS_ONLY = IdScheme(letters="", letter_positions=())
-
-
-def id_pattern_problems(config: dict) -> list[str]:
-    """For a schema-validated config: problems of `evaluation.id_pattern` with the simulated IDs
-    (`data.simulate.id_letters`); none for `data.source: coco` (the user's IDs are theirs)."""
-    if config["data"]["source"] != "simulate":
-        return []
-    try:
-        scheme = IdScheme.from_config(config["data"]["simulate"])
-    except ValueError as err:
-        return [str(err)]
-    return scheme.pattern_problems(config["evaluation"]["id_pattern"])
-
-
-def random_billet_id(rng: np.random.Generator, scheme: IdScheme | None = None) -> str:
-    """An 11-character billet ID (heat number of 6 + sequence of 5), 12 characters ~10 % of the time.
-
-    With `scheme.letters`, its letter positions then get a letter each (drawn after the digits, so
-    digits-only IDs take the same draws as ever).
-    """
-    twelve = rng.random() < TWELVE_CHARACTER_FRACTION
-    # Heat number: a plant digit, a year digit and a running number; then strand + sequence.
-    heat = [int(rng.integers(1, 10)), int(rng.integers(0, 10))] + list(rng.integers(0, 10, HEAT_LENGTH - 2))
-    length = ID_LENGTHS[1] if twelve else ID_LENGTHS[0]
-    sequence = [int(rng.integers(1, 9))] + list(rng.integers(0, 10, length - HEAT_LENGTH - 1))
-    billet_id = "".join(DIGITS[int(d)] for d in heat + sequence)
-    if scheme is None or not scheme.letters:
-        return billet_id
-    chars = list(billet_id)
-    for p in scheme.letter_positions:
-        chars[p] = scheme.letters[int(rng.integers(len(scheme.letters)))]
-    return "".join(chars)
-
-
-# The simulated plant's production (docs/id-reading.md). Billets come in heats: every billet of a
-# heat carries the heat number (plant digit, year digit, a running heat counter: consecutive heats
-# differ in its last digits), then the strand it was cast on (1 + k mod the heat's strands for its
-# k-th billet) and that strand's running sequence number (4 digits; 5 in the heats of the
-# 12-character format, TWELVE_CHARACTER_FRACTION of them).
-HEAT_BILLETS = (12, 24)         # billets per heat, drawn uniformly
-HEAT_STRANDS = (4, 8)           # strands a heat is cast into, drawn uniformly
-SKIPPED_FRACTION = 0.25         # billets passing the camera unrecorded: in the lexicon, not the pool
-NEXT_HEAT_IN_LEXICON = 3        # a heat's lexicon also expects the next heat's first billets
-
-
-@dataclass(frozen=True)
-class ScheduledBillet:
-    """One billet of the simulated production: its heat, its ID, and whether it was imaged."""
-
-    heat: str
-    billet_id: str
-    imaged: bool
-
-
-def production_schedule(rng: np.random.Generator, n_imaged: int,
-                        scheme: IdScheme | None = None) -> list[ScheduledBillet]:
-    """The production of one camera: heats of consecutive billets until `n_imaged` are imaged
-    (SKIPPED_FRACTION of each heat passes unrecorded; so do the last heat's billets after the
-    `n_imaged`-th), in casting order.
-
-    With `scheme.letters`, its letter positions get a letter: per heat inside the heat number,
-    per billet after it.
-    """
-    plant, year = int(rng.integers(1, 10)), int(rng.integers(0, 10))
-    counter = int(rng.integers(0, 10 ** (HEAT_LENGTH - 2) - 1000))
-    out: list[ScheduledBillet] = []
-    imaged = 0
-    while imaged < n_imaged:
-        heat_digits = f"{plant}{year}{counter:0{HEAT_LENGTH - 2}d}"
-        counter += 1
-        heat_letters = {p: scheme.letters[int(rng.integers(len(scheme.letters)))]
-                        for p in (scheme.letter_positions if scheme and scheme.letters else ()) if p < HEAT_LENGTH}
-        heat = "".join(heat_letters.get(p, c) for p, c in enumerate(heat_digits))
-        digits = ID_LENGTHS[1 if rng.random() < TWELVE_CHARACTER_FRACTION else 0] - HEAT_LENGTH - 1
-        strands = int(rng.integers(HEAT_STRANDS[0], HEAT_STRANDS[1] + 1))
-        starts = rng.integers(0, 10 ** digits - 100, size=strands)
-        for k in range(int(rng.integers(HEAT_BILLETS[0], HEAT_BILLETS[1] + 1))):
-            chars = list(f"{heat}{1 + k % strands}{starts[k % strands] + k // strands:0{digits}d}")
-            for p in (scheme.letter_positions if scheme and scheme.letters else ()):
-                if p >= HEAT_LENGTH:
-                    chars[p] = scheme.letters[int(rng.integers(len(scheme.letters)))]
-            seen = imaged < n_imaged and rng.random() >= SKIPPED_FRACTION
-            imaged += seen
-            out.append(ScheduledBillet(heat, "".join(chars), bool(seen)))
-    return out
-
-
-def schedule_lexicon(schedule: list[ScheduledBillet]) -> list[tuple[str, str]]:
-    """(batch, billet_id) rows of the expected IDs: per heat, all its billets (imaged or skipped)
-    and the first NEXT_HEAT_IN_LEXICON billets of the next heat (distractors)."""
-    heats = list(dict.fromkeys(b.heat for b in schedule))
-    by_heat = {h: [b.billet_id for b in schedule if b.heat == h] for h in heats}
-    rows = []
-    for k, heat in enumerate(heats):
-        following = by_heat[heats[k + 1]][:NEXT_HEAT_IN_LEXICON] if k + 1 < len(heats) else []
-        rows += [(heat, billet_id) for billet_id in by_heat[heat] + following]
-    return rows
-
-
-def id_rows(billet_id: str) -> list[str]:
-    """The stamped rows of an ID: the first six characters, then the rest."""
-    return [billet_id[:HEAT_LENGTH], billet_id[HEAT_LENGTH:]] if len(billet_id) > HEAT_LENGTH else [billet_id]
 
 
 # ----------------------------------------------------------------------------- noise helpers
@@ -676,6 +474,8 @@ def _cut_marks(rng: np.random.Generator, face_px: int, kind: str) -> np.ndarray:
 def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
             billet_id: str | None, stamped: bool, with_id: bool,
             id_scheme: IdScheme | None = None) -> RenderedBillet:
+    """One billet (or, without `with_id`, a bare surface), step by step: camera and layout, the
+    face's relief with its stamps and flakes, lighting, colour, the camera image, the sensor."""
     if site not in SITE_LOOKS:
         raise ValueError(f"unknown site {site!r}; expected one of {SITES}")
     if visibility not in VISIBILITY_LOOKS:
@@ -686,7 +486,6 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     size = int(size_px)
     # Resolve thin stamp walls on small images; near the face's own size on big ones.
     face_px = max(int(round(size * _FACE_PX_PER_IMAGE_PX)), min(2 * size, _MIN_FACE_PX))
-    res = size / 256.0  # blur and noise sizes are given at 256 px
     if billet_id is None:
         billet_id = random_billet_id(rng, id_scheme)
     bad = [c for c in billet_id if not _has_glyph(c)]
@@ -701,8 +500,41 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     else:
         stamps, char_h, occluders = [], 0.11, []
 
-    # --- height field of the face (face units) ------------------------------------------
-    xx, yy = _grid(face_px)
+    relief = _surface_relief(rng, face_px, look, vis, face)
+    _stamp_relief(rng, relief.height, stamps, stamped, char_h, vis, face_px)
+    cover = _flake_relief(rng, relief.height, relief.rough, occluders, face_px)
+    diffuse, specular = _lighting(rng, relief.height, look, vis, roll, face_px)
+    albedo, gloss = _albedo(rng, face_px, relief, cover)
+    face_rgb = _face_colour(albedo, diffuse, specular, gloss, look)
+    out = _sensor(rng, _into_camera(rng, face_rgb, face, homography, look, size), look, vis, size)
+    characters = _annotate(stamps, face, occluders, homography, size)
+    return RenderedBillet(out, characters, billet_id if with_id else "", site, visibility)
+
+
+@dataclass
+class _Relief:
+    """The face's height field (face units) and the noise fields its colours follow."""
+
+    height: np.ndarray
+    rough: np.ndarray  # the fine roughness: also the steel's luminance and the flakes' tops
+    scale_noise: np.ndarray
+    scale_mask: np.ndarray  # mill-scale flakes, raised and dark
+    rust_mask: np.ndarray
+
+
+@dataclass
+class _Cover:
+    """Flakes, dirt and dust lying on the face: their coverage and colour in a window of it."""
+
+    mask: np.ndarray
+    albedo: np.ndarray
+    window: tuple[slice, slice]
+
+
+def _surface_relief(rng: np.random.Generator, face_px: int, look: SiteLook, vis: VisibilityLook,
+                    face: Polygon) -> _Relief:
+    """The bare face's height field: undulation, roughness, cutting marks, mill-scale flakes and the
+    rolled-off rim at the billet's edge; with the noise that places the scale and the rust."""
     und = vis.undulation
     height = _fractal(rng, face_px, base_cells=2, beta=2.0, finest_px=16.0) * np.float32(
         _uniform(rng, und))
@@ -725,8 +557,14 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     edge_dist = cv2.distanceTransform(face_mask, cv2.DIST_L2, 3) / np.float32(face_px)
     rim = np.float32(rng.uniform(0.015, 0.03))
     height -= np.float32(0.6) * rim * (1.0 - _smoothstep(edge_dist / rim)) ** 2
+    return _Relief(height, rough, scale_noise, scale_mask, rust_mask)
 
-    # --- stamps: punched depressions with bevelled walls --------------------------------
+
+def _stamp_relief(rng: np.random.Generator, height: np.ndarray, stamps: list[_Stamp], stamped: bool,
+                  char_h: float, vis: VisibilityLook, face_px: int) -> None:
+    """Stamps as depressions in `height` (in place): punched to depth with bevelled walls, a lip of
+    material pushed up around the die, worn ones smoothed. Unstamped (a matched blank): the same
+    draws, no depressions."""
     half_stroke = 0.5 * GLYPH_STROKE * char_h  # face units
     depth_map = np.zeros((face_px, face_px), np.float32)
     bevel = _uniform(rng, vis.bevel) * half_stroke
@@ -750,28 +588,36 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
         stamp_h = _blur(stamp_h, wear * face_px)
         height[r0:r1, c0:c1] += stamp_h
 
-    # --- occluders lying on the face: flakes and dirt fill the stamps -------------------
-    occ_mask = occ_albedo = None
-    if occluders:
-        (r0, r1), (c0, c1) = _face_window([p for p, _ in occluders], face_px, margin=0.01)
-        occ_mask = np.zeros((r1 - r0, c1 - c0), np.float32)
-        occ_albedo = np.zeros((r1 - r0, c1 - c0, 3), np.float32)
-        shift = np.array([c0, r0], np.float64) / face_px
-        for polygon, kind in occluders:
-            local = affinity.translate(polygon, -shift[0], -shift[1])
-            base = {"scale": [0.13, 0.13, 0.14], "dirt": [0.33, 0.24, 0.17],
-                    "dust": [0.44, 0.42, 0.40]}[kind]
-            colour = np.array(base) * rng.uniform(0.7, 1.3)
-            _fill(occ_mask, local, 1.0, face_px, antialiased=True)
-            _fill(occ_albedo, local, colour.tolist(), face_px)
-        # The flake sits on the surface: its top is flat-ish and higher than the face.
-        lump = np.float32(rng.uniform(0.004, 0.008))
-        top = lump + rough[r0:r1, c0:c1] * np.float32(0.0015)
-        soft = _blur(occ_mask, 0.0015 * face_px)
-        height[r0:r1, c0:c1] += (top - height[r0:r1, c0:c1]) * soft
-        occ_window = (slice(r0, r1), slice(c0, c1))
 
-    # --- shading -------------------------------------------------------------------------
+def _flake_relief(rng: np.random.Generator, height: np.ndarray, rough: np.ndarray, occluders,
+                  face_px: int) -> _Cover | None:
+    """Occluders lying on the face raise `height` (in place) to their flat-ish tops, filling the
+    stamps under them; their coverage and colour for the albedo (None without occluders)."""
+    if not occluders:
+        return None
+    (r0, r1), (c0, c1) = _face_window([p for p, _ in occluders], face_px, margin=0.01)
+    occ_mask = np.zeros((r1 - r0, c1 - c0), np.float32)
+    occ_albedo = np.zeros((r1 - r0, c1 - c0, 3), np.float32)
+    shift = np.array([c0, r0], np.float64) / face_px
+    for polygon, kind in occluders:
+        local = affinity.translate(polygon, -shift[0], -shift[1])
+        base = {"scale": [0.13, 0.13, 0.14], "dirt": [0.33, 0.24, 0.17],
+                "dust": [0.44, 0.42, 0.40]}[kind]
+        colour = np.array(base) * rng.uniform(0.7, 1.3)
+        _fill(occ_mask, local, 1.0, face_px, antialiased=True)
+        _fill(occ_albedo, local, colour.tolist(), face_px)
+    # The flake sits on the surface: its top is flat-ish and higher than the face.
+    lump = np.float32(rng.uniform(0.004, 0.008))
+    top = lump + rough[r0:r1, c0:c1] * np.float32(0.0015)
+    soft = _blur(occ_mask, 0.0015 * face_px)
+    height[r0:r1, c0:c1] += (top - height[r0:r1, c0:c1]) * soft
+    return _Cover(occ_mask, occ_albedo, (slice(r0, r1), slice(c0, c1)))
+
+
+def _lighting(rng: np.random.Generator, height: np.ndarray, look: SiteLook, vis: VisibilityLook,
+              roll: float, face_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Diffuse (Lambert, darkened in cavities) and specular shading of the height field under the
+    site's directional light, turned with the camera's roll."""
     height = _blur(height, 0.6 * face_px / 512.0)
     contrast = np.float32(_uniform(rng, vis.contrast))
     gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3, scale=contrast * face_px / 8.0)
@@ -796,7 +642,13 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     specular *= inv_norm
     np.maximum(specular, 0.0, out=specular)
     specular = cv2.pow(specular, 24.0)
-    # Cavities (below their surroundings) receive less light; a coarse blur is enough.
+    diffuse *= _cavity_occlusion(height, contrast, face_px)
+    return diffuse, specular
+
+
+def _cavity_occlusion(height: np.ndarray, contrast: np.float32, face_px: int) -> np.ndarray:
+    """Cavities (below their surroundings) receive less light: a factor from the height above a
+    coarse blur of it (a coarse blur is enough)."""
     small = cv2.resize(height, (face_px // 4, face_px // 4), interpolation=cv2.INTER_AREA)
     surround = cv2.resize(_blur(small, 0.012 * face_px / 4), (face_px, face_px),
                           interpolation=cv2.INTER_LINEAR)
@@ -804,31 +656,40 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     occlusion *= np.float32(50.0) * contrast
     occlusion += 1.0
     np.clip(occlusion, 0.4, 1.15, out=occlusion)
-    diffuse *= occlusion
+    return occlusion
 
-    # --- albedo --------------------------------------------------------------------------
+
+def _albedo(rng: np.random.Generator, face_px: int, relief: _Relief, cover: _Cover | None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The face's colour (steel with an oxide tint, dark scale, rust, what lies on it) and its
+    gloss (where the specular sheen shows)."""
     tint_noise = _cell_noise(rng, face_px, 4)
     steel = np.array([0.31, 0.305, 0.30], np.float32) * np.float32(rng.uniform(0.8, 1.15))
     oxide = np.array(rng.choice([[0.40, 0.33, 0.27], [0.30, 0.31, 0.38], [0.36, 0.34, 0.30]]),
                      np.float32)
     t = _smoothstep(0.5 + 0.5 * tint_noise)
     grain = _blur(rng.standard_normal((face_px, face_px)).astype(np.float32), 0.7)
-    luminance = 1.0 + 0.16 * rough + 0.07 * grain
+    luminance = 1.0 + 0.16 * relief.rough + 0.07 * grain
     albedo = steel + (oxide - steel) * t[..., None]
     albedo *= luminance[..., None]
     scale_col = np.array([0.19, 0.19, 0.2], np.float32) * np.float32(rng.uniform(0.8, 1.2))
-    albedo += (scale_col * luminance[..., None] - albedo) * scale_mask[..., None]
+    albedo += (scale_col * luminance[..., None] - albedo) * relief.scale_mask[..., None]
     rust_col = np.array([0.50, 0.30, 0.17], np.float32) * np.float32(rng.uniform(0.75, 1.15))
-    rust_w = rust_mask * (1 - 0.6 * scale_mask)
-    albedo += (rust_col * (1.0 + 0.25 * scale_noise + 0.1 * grain)[..., None] - albedo) \
+    rust_w = relief.rust_mask * (1 - 0.6 * relief.scale_mask)
+    albedo += (rust_col * (1.0 + 0.25 * relief.scale_noise + 0.1 * grain)[..., None] - albedo) \
         * rust_w[..., None]
-    gloss = (1.0 - rust_w) * (1.0 - 0.7 * scale_mask)
-    if occluders:
-        w = occ_mask[..., None]
-        region = albedo[occ_window]
-        region += (occ_albedo * luminance[occ_window][..., None] - region) * w
-        gloss[occ_window] *= 1.0 - occ_mask
+    gloss = (1.0 - rust_w) * (1.0 - 0.7 * relief.scale_mask)
+    if cover is not None:
+        w = cover.mask[..., None]
+        region = albedo[cover.window]
+        region += (cover.albedo * luminance[cover.window][..., None] - region) * w
+        gloss[cover.window] *= 1.0 - cover.mask
+    return albedo, gloss
 
+
+def _face_colour(albedo: np.ndarray, diffuse: np.ndarray, specular: np.ndarray, gloss: np.ndarray,
+                 look: SiteLook) -> np.ndarray:
+    """The lit face in face space, float RGB (`albedo` and `specular` are used up)."""
     light_rgb = np.array(look.light_rgb, np.float32)
     face_rgb = albedo
     face_rgb *= diffuse[..., None]
@@ -836,8 +697,13 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     specular *= np.float32(0.12)
     face_rgb += specular[..., None]
     face_rgb *= light_rgb
+    return face_rgb
 
-    # --- into the camera ------------------------------------------------------------------
+
+def _into_camera(rng: np.random.Generator, face_rgb: np.ndarray, face: Polygon, homography: np.ndarray,
+                 look: SiteLook, size: int) -> np.ndarray:
+    """The face warped into the camera image over its background, float RGB."""
+    face_px = face_rgb.shape[0]
     to_image = homography @ np.diag([1.0 / face_px, 1.0 / face_px, 1.0])
     # Shift by half a pixel both ways: OpenCV samples at integer pixel centres.
     centre_fix = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
@@ -847,8 +713,14 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
     alpha = np.zeros((size, size), np.float32)
     _fill_image_space(alpha, _apply_homography(face, homography))
     background = _background(rng, look, size, homography)
-    image = warped * alpha[..., None] + background * (1 - alpha[..., None])
+    return warped * alpha[..., None] + background * (1 - alpha[..., None])
 
+
+def _sensor(rng: np.random.Generator, image: np.ndarray, look: SiteLook, vis: VisibilityLook,
+            size: int) -> np.ndarray:
+    """What the camera records: defocus, vignetting, exposure, colour cast, gamma, sensor noise
+    and (site B) JPEG compression; uint8 RGB."""
+    res = size / 256.0  # blur and noise sizes are given at 256 px
     blur = look.blur_px + _uniform(rng, vis.extra_blur_px)
     image = _blur(image, blur * res)
     ix, iy = _grid(size)
@@ -866,9 +738,7 @@ def _render(rng: np.random.Generator, site: str, visibility: str, size_px: int,
         quality = int(rng.integers(look.jpeg_quality[0], look.jpeg_quality[1] + 1))
         ok, buffer = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         out = np.ascontiguousarray(cv2.imdecode(buffer, cv2.IMREAD_COLOR)[..., ::-1])
-
-    characters = _annotate(stamps, face, occluders, homography, size)
-    return RenderedBillet(out, characters, billet_id if with_id else "", site, visibility)
+    return out
 
 
 def _has_glyph(char: str) -> bool:

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from billetjax import coco as cc
-from billetjax.utils import Progress, stage_seed
+from billetjax.runtime import Progress
+from billetjax.seeds import stage_seed
 from billetjax.vocabulary import POOR, SITE_A, SITE_B, UNKNOWN, WELL
 
 log = logging.getLogger(__name__)
@@ -328,7 +329,7 @@ def make_surfaces(config: dict, train_pool_json: str | os.PathLike, out_dir: str
             from concurrent.futures import ProcessPoolExecutor
 
             from billetjax.data.pools import worker_init
-            from billetjax.utils import worker_context
+            from billetjax.runtime import worker_context
 
             with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(), initializer=worker_init) as pool:
                 list(pool.map(_render_surface, jobs, chunksize=4))

@@ -23,6 +23,7 @@ from flax import nnx, serialization
 
 from billetjax.detector import anchors as anchors_lib
 from billetjax.detector.geometry import backbone_strides, training_window_px
+from billetjax.sections import VALIDATE_HINT, typed
 
 # Keys a spec written before they existed lacks, and the value such a detector had: every
 # detector trained before `detector.model.block` and `detector.precision` existed had basic
@@ -150,40 +151,20 @@ class DetectorConfig:
     def from_config(cls, section: Mapping[str, Any]) -> DetectorConfig:
         """Build from the `detector` section of a config validated against the schema (which
         fills in the defaults); a missing key is refused with its name."""
-        values = {}
-        for f in dataclasses.fields(cls):
-            value = _require(section, f.name, "detector")
-            kind = _SECTIONS[f.name] if f.name in _SECTIONS else None
-            if kind is AugmentConfig and not _require(value, "enabled", "detector.augment"):
-                value = None
-            elif kind is not None:
-                value = _build(kind, value, f"detector.{f.name}")
-            values[f.name] = value
-        return _build(cls, values, "detector")
+        given = {}
+        augment = section.get("augment") if isinstance(section, Mapping) else None
+        if isinstance(augment, Mapping):
+            if "enabled" not in augment:
+                raise ValueError(f"config detector.augment lacks enabled: {VALIDATE_HINT}")
+            if not augment["enabled"]:
+                given["augment"] = None
+        return typed(cls, section, "detector", **given)
 
     def to_config(self) -> dict[str, Any]:
         """The section as plain data (JSON-able; `augment: {enabled: false}` when off)."""
         out = dataclasses.asdict(self)
         out["augment"] = {"enabled": False} if self.augment is None else {"enabled": True, **out["augment"]}
         return out
-
-
-_SECTIONS = {"model": ArchitectureConfig, "anchors": AnchorConfig, "rpn": RPNConfig,
-             "roi": RoIConfig, "inference": InferenceConfig, "augment": AugmentConfig}
-_VALIDATE = "validate the config against schemas/config.schema.yaml, which fills in the defaults"
-
-
-def _require(values: Mapping[str, Any], key: str, path: str):
-    if key not in values:
-        raise ValueError(f"config {path} lacks {key}: {_VALIDATE}")
-    return values[key]
-
-
-def _build(cls, values: Any, path: str):
-    """`cls` from a mapping that holds every one of its fields (lists become tuples)."""
-    if not isinstance(values, Mapping):
-        raise ValueError(f"config {path} is {values!r}, not a mapping: {_VALIDATE}")
-    return cls(**{f.name: _frozen(_require(values, f.name, path)) for f in dataclasses.fields(cls)})
 
 
 def _frozen(value):

@@ -8,7 +8,6 @@ A killed training resumes from the latest orbax checkpoint in its `state/` folde
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import logging
@@ -45,8 +44,6 @@ HISTORY_COLUMNS = ["step", "loss", "rpn_cls", "rpn_box", "roi_cls", "roi_box", "
 # a state at step s of a 900-step run is not on the trajectory of a 1200-step run; a change of
 # `steps` restarts the training.
 RESUMABLE_KEYS = frozenset({"eval_every", "checkpoint_every", "inference"})
-# The package whose modules can shape a training (`trajectory_modules` never leaves it).
-PACKAGE = "billetjax"
 
 
 def make_optimizer(cfg: DetectorConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -246,7 +243,7 @@ def train(train_json: str | os.PathLike, val_json: str | os.PathLike, params_out
 
 def fingerprint(train_json, val_json, cfg: DetectorConfig, image_size_px: int, seed: int) -> runs.Fingerprint:
     """What a detector state depends on: the `detector` section and image size, the seed, the
-    implementation (the source of every `trajectory_modules()` and the numeric libraries'
+    implementation (the source of every `runs.trajectory_modules` and the numeric libraries'
     versions), and the SHA-256 of both COCO files and of every image file they reference
     (one hash per set over the files' names and hashes: the experiments' JSON files keep their
     bytes when only the images behind them change, e.g. a retrained GAN's synthetic images)."""
@@ -258,51 +255,6 @@ def fingerprint(train_json, val_json, cfg: DetectorConfig, image_size_px: int, s
                                   "sha256": runs.files_sha256(cc.image_path(path, r) for r in records)}
     return runs.Fingerprint(
         config={**cfg.to_config(), "image_size_px": image_size_px}, resumable=RESUMABLE_KEYS,
-        seed=seed, implementation=runs.implementation(trajectory_modules()), data=data)
+        seed=seed, implementation=runs.implementation(runs.trajectory_modules(__name__)), data=data)
 
 
-def trajectory_modules(root: str = __name__) -> tuple[str, ...]:
-    """Every module of `billetjax` whose code a training runs: `root` (this module) and,
-    transitively, every module it imports, read from their source (imports inside functions
-    included), with the packages above them (their `__init__` runs on import); sorted.
-
-    Their source is part of the fingerprint, so an edit of any of them restarts a training
-    instead of resuming a state that other code made: the detector's own modules, its geometry,
-    the COCO reader and the visibility classes that decide the batches, the checkpoint store,
-    the validation mAP in the history. Reading the imports, not a list, keeps a module added
-    later covered. What the training reads as data (the experiment sets and their images) is
-    hashed as data, so the code that wrote it needs no place here."""
-    seen: set[str] = set()
-    todo = [root]
-    while todo:
-        name = todo.pop()
-        path = None if name in seen else _module_source(name)
-        if path is None:  # seen, or a name inside a module (`from m import f`)
-            continue
-        seen.add(name)
-        parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:  # relative: from the package `level - 1` steps above this one's
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([base] if base else []))
-                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            todo.extend(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
-    return tuple(sorted(seen))
-
-
-def _module_source(name: str) -> Path | None:
-    """The source file of module `name` of this package (`a/b.py` or `a/b/__init__.py`), found
-    without importing it; None when `name` is no module."""
-    path = Path(__file__).resolve().parents[2].joinpath(*name.split("."))
-    for candidate in (path / "__init__.py", path.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None

@@ -279,10 +279,11 @@ VARIANTS = ("plain", "pattern", "lexicon")
 def read_billets(
     coco_gt: dict,
     detections: list[dict],
-    score_threshold: float = 0.5,
+    *,
+    score_threshold: float,
     pattern: IdPattern | None = None,
     lexicon: dict[str, list[str]] | None = None,
-    miss_probability: float = 0.05,
+    miss_probability: float | None = None,
 ) -> list[dict]:
     """Per image: the ID read by each decoder (`billetjax.evaluation.id_decoder`) with its
     confidence, and whether it equals `billet_id`.
@@ -294,6 +295,9 @@ def read_billets(
     """
     from billetjax.evaluation.id_decoder import GrammarDecoder, LexiconDecoder, plain_reading
 
+    if lexicon and miss_probability is None:
+        raise ValueError("read_billets: a lexicon needs the detector's miss_probability "
+                         "(evaluation.id_reading.miss_probability)")
     check_detections(coco_gt, detections)
     categories = sorted(coco_gt["categories"], key=lambda c: int(c["id"]))
     category_ids = [int(c["id"]) for c in categories]

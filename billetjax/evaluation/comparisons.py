@@ -43,7 +43,7 @@ from billetjax.evaluation.bootstrap import LEVEL, resample_weights
 from billetjax.evaluation.evaluate import RUN_COLUMNS, load_metrics, metrics_from_counts
 from billetjax.evaluation.intervals import Estimate, crossed_interval, holm
 from billetjax.experiments import Experiment
-from billetjax.utils import stage_seed
+from billetjax.seeds import stage_seed
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from billetjax.evaluation.bootstrap import LEVEL
-from billetjax.utils import stage_seed
+from billetjax.seeds import stage_seed
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +140,11 @@ def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) ->
 def domain_gap_auc(
     real: np.ndarray,
     synthetic: np.ndarray,
-    folds: int = 5,
-    l2: float = 1.0,
-    n_samples: int = 1000,
-    seed: int = 0,
+    *,
+    folds: int,
+    l2: float,
+    n_samples: int,
+    seed: int,
     level: float = LEVEL,
 ) -> dict:
     """Held-out AUC of telling `synthetic` crops from `real` ones, with its bootstrap interval.

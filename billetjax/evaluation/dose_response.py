@@ -19,7 +19,7 @@ import seaborn as sns  # noqa: E402
 from billetjax.evaluation.comparisons import RunsOnTestSet  # noqa: E402
 from billetjax.evaluation.exchange import fit_curve, curve_rows, priced_rows  # noqa: E402
 from billetjax.experiments import Experiment  # noqa: E402
-from billetjax.utils import save_figure  # noqa: E402
+from billetjax.figures import save_figure  # noqa: E402
 
 logger = logging.getLogger(__name__)
 GRID_POINTS = 25

@@ -17,7 +17,7 @@ from billetjax.evaluation.bootstrap import bootstrap_intervals
 from billetjax.evaluation.coco_map import map50
 from billetjax.evaluation.id_metrics import level_name, outcomes, read_at_misread, read_misread_curve
 from billetjax.evaluation.metrics import COUNT_COLUMNS, count_matrix, match_detections, percentages
-from billetjax.utils import stage_seed
+from billetjax.seeds import stage_seed
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,9 @@ def evaluate(
     lexicon = lexicon or None
     present = {"plain": True, "pattern": pattern is not None, "lexicon": lexicon is not None}
 
-    matches = match_detections(coco_gt, detections, iou_t, score_t)
-    billets = read_billets(coco_gt, detections, score_t, pattern, lexicon, float(reading["miss_probability"]))
+    matches = match_detections(coco_gt, detections, iou_threshold=iou_t, score_threshold=score_t)
+    billets = read_billets(coco_gt, detections, score_threshold=score_t, pattern=pattern, lexicon=lexicon,
+                           miss_probability=float(reading["miss_probability"]))
     has_id = np.array([r["has_id"] for r in billets], dtype=bool)
     ids = [has_id, *(np.array([r[f"correct_{v}"] for r in billets], dtype=bool) for v in VARIANTS)]
     point = []

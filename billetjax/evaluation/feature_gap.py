@@ -33,7 +33,8 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from billetjax import coco as cc
-from billetjax.utils import stage_seed
+from billetjax.evaluation.bootstrap import LEVEL
+from billetjax.seeds import stage_seed
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def kid(real: np.ndarray, synthetic: np.ndarray) -> float:
 
 
 def kid_interval(real: np.ndarray, synthetic: np.ndarray, n_resamples: int, seed: int,
-                 level: float = 0.95) -> tuple[float, float]:
+                 level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of KID over resamples (with replacement) of both sets' characters;
     a resample drops repeated draws of one character (the unbiased estimate needs distinct items)."""
     rng = np.random.default_rng(seed)

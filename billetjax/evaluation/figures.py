@@ -18,7 +18,7 @@ from billetjax import coco as cc  # noqa: E402
 from billetjax.evaluation.billet_id import read_billets  # noqa: E402
 from billetjax.evaluation.evaluate import load_detections  # noqa: E402
 from billetjax.evaluation.metrics import match_detections  # noqa: E402
-from billetjax.utils import save_figure  # noqa: E402
+from billetjax.figures import save_figure  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +143,10 @@ def detections_gallery(
     gt_path: str | os.PathLike,
     detections_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    iou_threshold: float = 0.5,
-    score_threshold: float = 0.5,
-    n_billets: int = 3,
+    *,
+    iou_threshold: float,
+    score_threshold: float,
+    n_billets: int,
     title: str = "",
 ) -> None:
     """Worst and best billets of a test set with each box coloured by its outcome.
@@ -155,8 +156,8 @@ def detections_gallery(
     """
     coco_gt = cc.load(gt_path, require_extras=False)
     detections = load_detections(detections_path)
-    matches = match_detections(coco_gt, detections, iou_threshold, score_threshold)
-    reads = {r["image_id"]: r for r in read_billets(coco_gt, detections, score_threshold)}
+    matches = match_detections(coco_gt, detections, iou_threshold=iou_threshold, score_threshold=score_threshold)
+    reads = {r["image_id"]: r for r in read_billets(coco_gt, detections, score_threshold=score_threshold)}
     names = cc.category_names(coco_gt)
     images = {int(img["id"]): img for img in coco_gt["images"]}
     worst, best = _billet_order(matches, n_billets)

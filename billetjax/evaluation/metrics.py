@@ -127,8 +127,9 @@ def check_detections(coco_gt: dict, detections: list[dict], source: str = "detec
 def match_detections(
     coco_gt: dict,
     detections: list[dict],
-    iou_threshold: float = 0.5,
-    score_threshold: float = 0.5,
+    *,
+    iou_threshold: float,
+    score_threshold: float,
 ) -> list[ImageMatch]:
     """Match detections to ground truth per image (docs/architecture.md, "Metrics"); one `ImageMatch`
     per GT image, in file order."""
@@ -193,7 +194,8 @@ def digit_metrics(
     Count keys: `n_characters` (G), `n_billets` (images with ground truth), `n_images`,
     `n_detections` (kept by the score threshold), `TP_n`, `MC_n`, `FN_n`, `FP_n`, `CB_n`.
     """
-    totals = count_matrix(match_detections(coco_gt, detections, iou_threshold, score_threshold)).sum(axis=0)
+    totals = count_matrix(match_detections(coco_gt, detections, iou_threshold=iou_threshold,
+                                           score_threshold=score_threshold)).sum(axis=0)
     if totals.size == 0:
         totals = np.zeros(len(COUNT_COLUMNS), dtype=np.int64)
     col = dict(zip(COUNT_COLUMNS, (int(v) for v in totals)))

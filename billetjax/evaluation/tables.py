@@ -15,7 +15,7 @@ from billetjax.evaluation.bootstrap import resample_weights, seed_interval
 from billetjax.evaluation.evaluate import INTERVAL_METRICS, RUN_COLUMNS, TABLE_METRICS, load_metrics, metrics_from_counts
 from billetjax.evaluation.intervals import crossed_interval
 from billetjax.experiments import Experiment
-from billetjax.utils import stage_seed
+from billetjax.seeds import stage_seed
 
 logger = logging.getLogger(__name__)
 

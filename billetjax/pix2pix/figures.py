@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from billetjax.figures import save_figure
 from billetjax.pix2pix.sample import render_stamps
-from billetjax.utils import save_figure
 
 
 def pick_samples(labels: np.ndarray, n: int) -> np.ndarray:

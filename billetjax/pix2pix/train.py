@@ -22,11 +22,11 @@ import optax
 from flax import nnx
 
 from billetjax import runs
-from billetjax.config import typed
 from billetjax.pix2pix.models import (
     DEFAULT_IMPL, Generator, Pix2PixConfig, create_discriminator, create_generator,
 )
 from billetjax.pix2pix.sample import USE_RUNNING_STATS, masks_to_input, save_generator, to_unit
+from billetjax.sections import typed
 
 log = logging.getLogger(__name__)
 # orbax logs every save in detail through absl; keep our logs readable.
@@ -78,8 +78,6 @@ _COMPILED: dict = {}
 # checkpoint. Checkpointing and logging do not touch the state. Every other key changes the
 # trajectory (model, batch, optimiser, augmentation) and restarts the run.
 RESUMABLE_KEYS = frozenset({"steps", "checkpoint_every", "log_every"})
-# The modules whose code defines the trajectory (their source is part of the fingerprint).
-TRAJECTORY_MODULES = ("billetjax.pix2pix.train", "billetjax.pix2pix.models", "billetjax.pix2pix.sample")
 
 
 # ----------------------------------------------------------------------------- data
@@ -265,7 +263,7 @@ def fingerprint(cfg: TrainConfig, seed: int, impl: str, train_path: str | Path,
     that mixes two validation sets would be wrong as well)."""
     return runs.Fingerprint(
         config={**asdict(cfg), "impl": impl}, resumable=RESUMABLE_KEYS, seed=seed,
-        implementation=runs.implementation(TRAJECTORY_MODULES),
+        implementation=runs.implementation(runs.trajectory_modules(__name__)),
         data={role: {"path": str(path), "sha256": runs.file_sha256(path)}
               for role, path in (("train pairs", train_path), ("val pairs", val_path))},
     )

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from billetjax import coco as cc
-from billetjax.utils import save_figure
+from billetjax.figures import save_figure
 from billetjax.vocabulary import PARTIAL, WELL
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-from billetjax.config import typed
 from billetjax.glyphs import glyph, rasterise
+from billetjax.sections import typed
 
 # Edges are split to this length (glyph heights) before the elastic field bends them.
 SEGMENT_LENGTH = 0.02

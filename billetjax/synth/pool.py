@@ -37,9 +37,10 @@ import shapely
 
 from billetjax import coco as cc
 from billetjax.glyphs import load_glyph_set, require_glyphs
+from billetjax.runtime import Progress, worker_context
+from billetjax.seeds import stage_seed
 from billetjax.synth.embed import PARTIAL_MODES, EmbedParams, Stamp, annotation_of, compose_billet
 from billetjax.synth.masks import MaskParams, make_stamp_mask
-from billetjax.utils import Progress, stage_seed, worker_context
 from billetjax.vocabulary import DIGIT_CATEGORIES, PARTIAL, WELL
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def make_bank(config: dict, method: str, out_npz: str | os.PathLike, size_px: in
     if method == "gan":
         # JAX is loaded only now, after the mask workers are done.
         from billetjax.pix2pix import render_stamps
-        from billetjax.utils import enable_jax_cache
+        from billetjax.runtime import enable_jax_cache
 
         enable_jax_cache()
 

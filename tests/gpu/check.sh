@@ -13,7 +13,7 @@
 # Environment: VENV (default .venv), OUT (default logs/gpu-check), STEPS (default 300).
 # REHEARSE=1 runs the same sequence on the CPU at toy sizes without installing (the smoke run as
 # `snakemake -n`, 1-round benchmarks, 2 steps of the smoke preset's models), to check the script
-# and the summary where no GPU is lent; its summary says backend "cpu" and proves nothing about GPUs.
+# and the summary on a machine without a GPU; its summary says backend "cpu" and proves nothing about GPUs.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-# The issue's goals on one H100 for the paper preset (issue 15), shown beside the figures.
+# The speed goals on one H100 for the paper preset (README.md, "The GPU path"), shown beside the figures.
 GOALS = {"paper_detector": ("images_per_s", 40.0), "paper_pix2pix": ("steps_per_s", 100.0)}
 
 

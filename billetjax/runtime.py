@@ -1,46 +1,14 @@
-"""Small helpers every stage shares: derived seeds, logging to a Snakemake log, the JAX cache."""
+"""How a stage's process runs: its log, its progress lines, its CPU threads and XLA flags, JAX's
+compilation cache, whether JAX has a GPU, and how it starts worker processes."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import sys
 import time
 from pathlib import Path
-
-
-def stage_seed(root_seed: int, *names: object) -> int:
-    """A 63-bit seed for one stage (and sub-task) derived from the config's root seed.
-
-    Hashing the names keeps stages independent: adding a stage never shifts another's randomness.
-    """
-    text = "/".join([str(int(root_seed)), *map(str, names)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-# Trainers whose run seed is reduced to 31 bits (a non-negative int32), as it always was; the GAN's
-# keeps stage_seed's 63 bits. Changing either would change that trainer's weights.
-INT31_SEEDED_STAGES = frozenset({"detector"})
-
-
-def run_seed(root_seed: int, stage: str, repeat: int | None = None) -> int:
-    """The seed of one training run of `stage` ("gan", "detector"), the one seed policy the scripts use.
-
-    `repeat` is the run's entry of `experiments.seeds` (the GAN trains once: None). The experiment
-    never enters: at one seed every experiment starts from the same weights, so experiments differ
-    by their data alone.
-    """
-    seed = stage_seed(root_seed, stage) if repeat is None else stage_seed(root_seed, stage, int(repeat))
-    return seed % 2**31 if stage in INT31_SEEDED_STAGES else seed
-
-
-def fit_root_seed(root_seed: int, fit: int, per_seed: bool) -> int:
-    """The root seed of synthesis fit `fit` (its GAN, stamp banks and pool). With one fit for the
-    study (`synth.per_seed: false`) it is the config's root seed; with a fit per detector seed each
-    fit has its own, derived from both, so that fits differ in every random choice."""
-    return int(root_seed) if not per_seed else stage_seed(root_seed, "synthesis-fit", int(fit)) % 2**31
 
 
 def log_to(path: str | os.PathLike | None, level: int = logging.INFO) -> logging.Logger:
@@ -61,6 +29,26 @@ def log_to(path: str | os.PathLike | None, level: int = logging.INFO) -> logging
     root.addHandler(handler)
     logging.captureWarnings(True)
     return root
+
+
+class Progress:
+    """Logs `done/total`, rate and ETA at most every `every_s` seconds."""
+
+    def __init__(self, total: int, what: str, logger: logging.Logger, every_s: float = 10.0):
+        self.total, self.what, self.logger, self.every_s = total, what, logger, every_s
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int, extra: str = "") -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s and done < self.total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        self.logger.info(
+            "%s %d/%d (%.1f/s, ETA %.0f s)%s", self.what, done, self.total, rate, eta,
+            f" {extra}" if extra else "",
+        )
 
 
 def enable_jax_cache(path: str | os.PathLike | None = None) -> Path:
@@ -154,56 +142,9 @@ def jax_gpu_installed() -> bool:
     return any(GPU_PLUGIN.fullmatch(d.metadata["Name"] or "") for d in metadata.distributions())
 
 
-class Progress:
-    """Logs `done/total`, rate and ETA at most every `every_s` seconds."""
-
-    def __init__(self, total: int, what: str, logger: logging.Logger, every_s: float = 10.0):
-        self.total, self.what, self.logger, self.every_s = total, what, logger, every_s
-        self.start = self.last = time.perf_counter()
-
-    def update(self, done: int, extra: str = "") -> None:
-        now = time.perf_counter()
-        if now - self.last < self.every_s and done < self.total:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        self.logger.info(
-            "%s %d/%d (%.1f/s, ETA %.0f s)%s", self.what, done, self.total, rate, eta,
-            f" {extra}" if extra else "",
-        )
-
-
 def worker_context():
     """Processes started by 'spawn': forking a parent whose OpenCV (or JAX) threads are running
     can deadlock the child, and the parent may be a test run or a notebook that used them."""
     import multiprocessing
 
     return multiprocessing.get_context("spawn")
-
-
-def save_figure(fig, path: str | os.PathLike, dpi: int = 110, **savefig_kwargs) -> Path:
-    """Write a matplotlib figure (making its folder) and close it; returns the path."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, **savefig_kwargs)
-    plt.close(fig)
-    return path
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file whole or not at all: a temporary file beside it, flushed, then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"{path}: could not write the file ({err.strerror or err})") from err

@@ -1,33 +1,10 @@
-"""Seeds: one stage's seed from the root seed, and the seed policy of the training runs."""
-
-import hashlib
-
-from billetjax.utils import run_seed, stage_seed
-
-
-def sha_seed(text: str) -> int:
-    """stage_seed by hand: the first 8 bytes of SHA-256 of "root/name/...", little-endian, 63 bits."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-def test_stage_seed_hashes_the_names():
-    assert stage_seed(2022, "gan") == sha_seed("2022/gan")
-    assert stage_seed(2022, "detector", 1) == sha_seed("2022/detector/1")
-    assert stage_seed(2022, "gan") != stage_seed(2023, "gan")
-
-
-def test_run_seeds_of_the_gan_and_the_detector():
-    # The GAN's seed has 63 bits (as gan_train.py always passed it), the detector's 31 (as
-    # detector_train.py always reduced it); the detector's depends on the repeat, never on the experiment.
-    assert run_seed(2022, "gan") == sha_seed("2022/gan") > 2**31
-    assert run_seed(2022, "detector", 0) == sha_seed("2022/detector/0") % 2**31
-    assert run_seed(5, "detector", 1) == sha_seed("5/detector/1") % 2**31 != run_seed(5, "detector", 0)
+"""The process a stage runs in: XLA:CPU flags and threads, and whether JAX has a GPU."""
 
 
 def test_a_one_thread_job_gets_xla_without_intra_op_threads(monkeypatch):
     import os
 
-    from billetjax.utils import SINGLE_THREAD_XLA_FLAGS, limit_cpu_threads
+    from billetjax.runtime import SINGLE_THREAD_XLA_FLAGS, limit_cpu_threads
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=true")
     limit_cpu_threads(2)
@@ -42,7 +19,7 @@ def test_a_one_thread_job_gets_xla_without_intra_op_threads(monkeypatch):
 def test_importing_billetjax_sets_the_cpu_flags_unless_the_user_named_them(monkeypatch):
     import os
 
-    from billetjax.utils import CPU_XLA_FLAGS, use_cpu_xla_flags
+    from billetjax.runtime import CPU_XLA_FLAGS, use_cpu_xla_flags
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     use_cpu_xla_flags()
@@ -61,7 +38,7 @@ def test_the_installed_jaxlib_accepts_the_flags_we_set():
     import subprocess
     import sys
 
-    from billetjax.utils import CPU_XLA_FLAGS, SINGLE_THREAD_XLA_FLAGS
+    from billetjax.runtime import CPU_XLA_FLAGS, SINGLE_THREAD_XLA_FLAGS
 
     code = ("import os, billetjax, jax, jax.numpy as jnp; x = jnp.arange(16.0).reshape(4, 4); "
             "print(os.environ['XLA_FLAGS']); print(float(jax.jit(lambda a: (a @ a).sum())(x)))")
@@ -84,17 +61,17 @@ def test_the_installed_jaxlib_accepts_the_flags_we_set():
 def test_gpu_detection_follows_the_override_and_the_installed_plugins(monkeypatch):
     import pytest
 
-    from billetjax import utils
+    from billetjax import runtime
 
     monkeypatch.setenv("BILLETJAX_GPUS", "1")
-    assert utils.jax_gpu_installed() is True
+    assert runtime.jax_gpu_installed() is True
     monkeypatch.setenv("BILLETJAX_GPUS", "0")
-    assert utils.jax_gpu_installed() is False
+    assert runtime.jax_gpu_installed() is False
     monkeypatch.setenv("BILLETJAX_GPUS", "yes")
     with pytest.raises(ValueError, match="BILLETJAX_GPUS must be 0 or 1"):
-        utils.jax_gpu_installed()
+        runtime.jax_gpu_installed()
     monkeypatch.delenv("BILLETJAX_GPUS")
     for name in ("jax-cuda12-pjrt", "jax_cuda12_plugin", "jax-rocm60-pjrt", "jax-cuda13-plugin"):
-        assert utils.GPU_PLUGIN.fullmatch(name), name
+        assert runtime.GPU_PLUGIN.fullmatch(name), name
     for name in ("jax", "jaxlib", "jax-cuda12", "flax"):
-        assert not utils.GPU_PLUGIN.fullmatch(name), name
+        assert not runtime.GPU_PLUGIN.fullmatch(name), name

@@ -5,7 +5,8 @@ fills in its default. `config.yaml` holds only the default study's own design (i
 its ID scheme), never a value the schema already gives (`tests/test_config.py` holds the two
 apart), and `docs/configuration.md` lists every key with its default, generated from the schema
 (`python -m billetjax.config_reference`). Outside Snakemake, `load_config` builds a config the
-way the workflow does; a stage turns its section into a frozen dataclass with `typed`
+way the workflow does; a stage turns its section into a frozen dataclass with
+`billetjax.sections.typed`
 (`billetjax.sections`, standard library only, so that the detector can use it without this check).
 
 This module also checks what the schema cannot: values that are not finite numbers (YAML
@@ -32,7 +33,6 @@ from typing import Any
 
 from billetjax.data.userdata import normalised_category_names, user_data_problems
 from billetjax.detector.geometry import BOTTLENECK_EXPANSION, backbone_strides, training_window_px
-from billetjax.sections import typed  # noqa: F401 (`billetjax.config.typed`, as stages outside the detector know it)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "config.schema.yaml"

@@ -6,8 +6,8 @@ its ID scheme), never a value the schema already gives (`tests/test_config.py` h
 apart), and `docs/configuration.md` lists every key with its default, generated from the schema
 (`python -m billetjax.config_reference`). Outside Snakemake, `load_config` builds a config the
 way the workflow does; a stage turns its section into a frozen dataclass with
-`billetjax.sections.typed`
-(`billetjax.sections`, standard library only, so that the detector can use it without this check).
+`billetjax.sections.typed` (standard library only, so that the detector can use it without this
+check).
 
 This module also checks what the schema cannot: values that are not finite numbers (YAML
 `.nan`, `.inf`, which pass `minimum`/`maximum`), and rules that tie keys together (the image size

@@ -17,6 +17,7 @@ include: "rules/synth.smk"
 include: "rules/experiments.smk"
 include: "rules/detector.smk"
 include: "rules/evaluate.smk"
+include: "rules/read.smk"
 
 
 rule all:

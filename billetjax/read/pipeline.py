@@ -91,8 +91,12 @@ def detect_frames(reader: Reader, images: str | os.PathLike | list, workers: int
         for i, prepared in enumerate(pending):
             keep = np.flatnonzero(dets["valid"][i])
             square = dets["boxes"][i, keep].astype(np.float64)
+            boxes = prepared.frame_map.to_original(square)
+            # A box wholly in the padding has no area left in the frame: it found nothing there.
+            inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            keep, square, boxes = keep[inside], square[inside], boxes[inside]
             readings[index_of[id(prepared)]] = FrameReading(
-                prepared, prepared.frame_map.to_original(square), square, dets["scores"][i, keep].astype(np.float64),
+                prepared, boxes, square, dets["scores"][i, keep].astype(np.float64),
                 dets["labels"][i, keep].astype(np.int64) - 1, dets["class_scores"][i, keep].astype(np.float64))
         pending.clear()
 

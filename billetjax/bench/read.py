@@ -8,7 +8,9 @@ shared, noisy machine slows both alike) we time
   `python -m billetjax.bench detector` times it (its `ours_inference_images_per_s`);
 - reading: `billetjax.read.read_frames` on the folder: listing, decoding (EXIF, bit depth),
   fitting to the square, the exported reader's inference, mapping the boxes back, ID decoding and
-  writing every output file (the gallery figure included),
+  writing every output file (the gallery included), with decoding as `read_frames` does it
+  (`decode_workers`: in turn with the detector on a CPU, on threads beside it on an accelerator)
+  and the other way, for comparison,
 
 and report medians and their ratio (the goal: reading at 80 % or more of the inference rate),
 with the phases of the last reading round. The last printed line is JSON:
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from billetjax.detector.predict import load_detector, make_predict_fn
     from billetjax.read import ReadOptions, detect_frames, load_reader
+    from billetjax.read.pipeline import decode_workers
     from billetjax.read.export import export_reader
     from billetjax.read.outputs import write_outputs
 
@@ -110,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
         reader_compile_s = time.perf_counter() - t0
         steps = max(1, args.frames // batch)
 
-        inference, reader_inference, reading, phases = [], [], [], {}
+        # the default (decode_workers: in turn on a CPU, threads on an accelerator) and the other way
+        default = decode_workers()
+        modes = {"default": default, "threads" if default == 0 else "in_turn": 2 if default == 0 else 0}
+        inference, reader_inference, phases = [], [], {}
+        reading = {m: [] for m in modes}
         for r in range(args.rounds):
             t0 = time.perf_counter()
             for _ in range(steps):
@@ -121,22 +128,30 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(steps):
                 reader.detect_batch(images)
             reader_inference.append(steps * batch / (time.perf_counter() - t0))
-            timings: dict = {}
-            t0 = time.perf_counter()
-            root, readings = detect_frames(reader, frames, timings=timings)
-            t1 = time.perf_counter()
-            write_outputs(readings, reader, ReadOptions.from_config(config["read"]), tmp / "out", root)
-            t2 = time.perf_counter()
-            reading.append(args.frames / (t2 - t0))
-            phases = {"detect_loop_s": round(t1 - t0, 3), "waiting_for_decode_s": round(timings["decode_wait_s"], 3),
-                      "inference_s": round(timings["inference_s"], 3), "postprocess_and_write_s": round(t2 - t1, 3)}
+            for mode, workers in modes.items():
+                timings: dict = {}
+                t0 = time.perf_counter()
+                root, readings = detect_frames(reader, frames, workers=workers, timings=timings)
+                t1 = time.perf_counter()
+                write_outputs(readings, reader, ReadOptions.from_config(config["read"]), tmp / "out", root)
+                t2 = time.perf_counter()
+                reading[mode].append(args.frames / (t2 - t0))
+                phases[mode] = {"detect_loop_s": round(t1 - t0, 3),
+                                "waiting_for_decode_s": round(timings["decode_wait_s"], 3),
+                                "waiting_for_detector_s": round(timings["detector_wait_s"], 3),
+                                "postprocess_and_write_s": round(t2 - t1, 3)}
             print(f"round {r + 1}: inference {inference[-1]:.2f} images/s, exported reader {reader_inference[-1]:.2f}, "
-                  f"reading end to end {reading[-1]:.2f} ({phases})", flush=True)
-    inf, rd, rinf = statistics.median(inference), statistics.median(reading), statistics.median(reader_inference)
+                  "reading end to end " + ", ".join(f"{reading[m][-1]:.2f} ({m})" for m in modes), flush=True)
+    inf, rinf = statistics.median(inference), statistics.median(reader_inference)
+    rd = {m: statistics.median(v) for m, v in reading.items()}
+    other = next(m for m in modes if m != "default")
     line = {
-        "read_images_per_s": round(rd, 2),
+        "read_images_per_s": round(rd["default"], 2),
         "inference_images_per_s": round(inf, 2),
-        "ratio": round(rd / inf, 3),
+        "ratio": round(rd["default"] / inf, 3),
+        "decode_workers": default,
+        f"read_images_per_s_{other}": round(rd[other], 2),
+        f"ratio_{other}": round(rd[other] / inf, 3),
         "reader_inference_images_per_s": round(rinf, 2),
         "reader_to_inference_ratio": round(rinf / inf, 3),
         "frames": args.frames,
@@ -144,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         "image_size_px": size,
         "batch_size": batch,
         "rounds": args.rounds,
-        "phases_last_round": phases,
+        "phases_last_round": phases,  # per mode
         "inference_compile_s": round(compile_s, 2),
         "reader_compile_s": round(reader_compile_s, 2),
         "export_s": round(export_s, 2),

@@ -1,57 +1,74 @@
 """The gallery of the least certain readings: the frames at the top of `to_label_first.csv`,
-displayed upright with their characters boxed (the weakest in red) and their reading."""
+displayed upright with their characters boxed (the weakest in red) and their reading.
+
+Drawn with OpenCV, not matplotlib: it is written on every read of a folder, and a figure's
+fixed cost (most of a second) would be a large part of reading a small folder.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
-import matplotlib
+import cv2
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.patches as mpatches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from billetjax.data.importer import decode_frame  # noqa: E402
-from billetjax.read.pipeline import FrameReading, preprocessing_options  # noqa: E402
-from billetjax.read.reader import Reader  # noqa: E402
-from billetjax.utils import save_figure  # noqa: E402
+from billetjax.data.importer import decode_frame
+from billetjax.read.pipeline import FrameReading, preprocessing_options
+from billetjax.read.reader import Reader
+from billetjax.utils import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 COLUMNS = 3
-DPI = 110
+TILE_WIDTH_PX = 480
+CAPTION_PX = 44
+GREEN, RED, WHITE, DARK = (60, 220, 60), (235, 40, 40), (255, 255, 255), (30, 30, 30)  # RGB
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _tile(r: FrameReading, reader: Reader, threshold: float) -> np.ndarray:
+    """One frame at TILE_WIDTH_PX wide with its characters and a caption of its reading."""
+    pixels = decode_frame(r.frame.file, preprocessing_options(reader)).pixels
+    scale = TILE_WIDTH_PX / pixels.shape[1]
+    image = cv2.resize(pixels, (TILE_WIDTH_PX, max(1, round(pixels.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    keep = np.flatnonzero(r.scores >= threshold)
+    weakest = keep[np.argmin(r.scores[keep])] if len(keep) else -1
+    for j in keep:
+        x1, y1, x2, y2 = (int(round(v * scale)) for v in r.boxes[j])
+        colour = RED if j == weakest else GREEN
+        cv2.rectangle(image, (x1, y1), (x2, y2), colour, 1)
+        cv2.putText(image, f"{reader.categories[r.labels[j]]['name']} {r.scores[j]:.2f}", (x1, max(8, y1 - 2)), FONT,
+                    0.33, colour, 1, cv2.LINE_AA)
+    g = r.reading
+    weakest_txt = f"{g['min_score']:.2f}" if g["min_score"] is not None else "-"
+    valid = {True: ", valid", False: ", fails pattern", None: ""}[g["id_valid"]]
+    caption = np.full((CAPTION_PX, TILE_WIDTH_PX, 3), DARK, np.uint8)
+    cv2.putText(caption, r.frame.name[-60:], (4, 16), FONT, 0.42, WHITE, 1, cv2.LINE_AA)
+    cv2.putText(caption, f"'{g['billet_id']}' ({g['decoder']}{valid}) conf {g['confidence']:.2f}, weakest "
+                f"{weakest_txt}", (4, 36), FONT, 0.42, WHITE, 1, cv2.LINE_AA)
+    return np.vstack([caption, image])
 
 
 def least_certain_gallery(readings: list[FrameReading], ranking: list[dict], reader: Reader, frames: int,
                           out_path: str | os.PathLike) -> None:
-    """Draw the first `frames` frames of the ranking that were read (a figure saying so when none was)."""
+    """Draw the first `frames` frames of the ranking that were read as a PNG grid (a tile saying
+    so when none was)."""
     by_name = {r.frame.name: r for r in readings}
     shown = [by_name[row["file"]] for row in ranking if row["status"] == "read"][:frames]
     threshold = float(reader.meta["reading"]["score_threshold"])
-    opts = preprocessing_options(reader)
-    cols = max(1, min(COLUMNS, len(shown)))
-    rows = max(1, -(-len(shown) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    if not shown:
-        axes[0, 0].text(0.5, 0.5, "no frame was read", ha="center", va="center")
-    for ax, r in zip(axes.ravel(), shown):
-        pixels = decode_frame(r.frame.file, opts).pixels
-        ax.imshow(pixels)
-        keep = np.flatnonzero(r.scores >= threshold)
-        weakest = keep[np.argmin(r.scores[keep])] if len(keep) else -1
-        for j in keep:
-            x1, y1, x2, y2 = r.boxes[j]
-            colour = "red" if j == weakest else "lime"
-            ax.add_patch(mpatches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, ec=colour))
-            ax.text(x1, y1, f"{reader.categories[r.labels[j]]['name']} {r.scores[j]:.2f}", color=colour,
-                    fontsize=6, va="bottom")
-        g = r.reading
-        weakest_txt = f"{g['min_score']:.2f}" if g["min_score"] is not None else "-"
-        valid = {True: ", valid", False: ", fails pattern", None: ""}[g["id_valid"]]
-        ax.set_title(f"{r.frame.name}\n'{g['billet_id']}' ({g['decoder']}{valid}, conf {g['confidence']:.2f}, "
-                     f"weakest {weakest_txt})", fontsize=7)
-    fig.suptitle("Least certain readings (to label first)", fontsize=9)
-    log.info("wrote %s", save_figure(fig, out_path, dpi=DPI, bbox_inches="tight"))
+    tiles = [_tile(r, reader, threshold) for r in shown]
+    if not tiles:
+        tile = np.full((CAPTION_PX, TILE_WIDTH_PX, 3), DARK, np.uint8)
+        cv2.putText(tile, "no frame was read", (4, 26), FONT, 0.5, WHITE, 1, cv2.LINE_AA)
+        tiles = [tile]
+    height = max(t.shape[0] for t in tiles)
+    tiles = [np.vstack([t, np.full((height - t.shape[0], TILE_WIDTH_PX, 3), 255, np.uint8)]) for t in tiles]
+    cols = min(COLUMNS, len(tiles))
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % cols)
+    grid = np.vstack([np.hstack(tiles[k:k + cols]) for k in range(0, len(tiles), cols)])
+    ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{out_path}: OpenCV could not encode the gallery")
+    atomic_write_bytes(Path(out_path), png.tobytes())
+    log.info("wrote %s (%d frames)", out_path, len(shown))

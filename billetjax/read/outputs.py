@@ -148,14 +148,17 @@ def coco_results(readings: list[FrameReading], reader: Reader) -> list[dict]:
     category ids and `class_scores` (ascending category id); `image_id` = the file's position + 1."""
     categories = reader.categories
     order = np.argsort([c["id"] for c in categories], kind="stable")
+    ids = np.array([int(c["id"]) for c in categories])
     results = []
     for i, r in enumerate(readings):
-        for j in range(len(r.scores)):
-            x1, y1, x2, y2 = (round(float(v), DECIMALS) for v in r.boxes[j])
-            results.append({"image_id": i + 1, "category_id": int(categories[r.labels[j]]["id"]),
-                            "bbox": [x1, y1, round(x2 - x1, DECIMALS), round(y2 - y1, DECIMALS)],
-                            "score": round(float(r.scores[j]), 5),
-                            "class_scores": [round(float(r.class_scores[j][k]), 5) for k in order]})
+        if not len(r.scores):
+            continue
+        xywh = np.round(np.concatenate([r.boxes[:, :2], r.boxes[:, 2:] - r.boxes[:, :2]], axis=1), DECIMALS).tolist()
+        scores = np.round(r.scores, 5).tolist()
+        class_scores = np.round(r.class_scores[:, order], 5).tolist()
+        for j, category in enumerate(ids[r.labels].tolist()):
+            results.append({"image_id": i + 1, "category_id": category, "bbox": xywh[j], "score": scores[j],
+                            "class_scores": class_scores[j]})
     return results
 
 
@@ -229,7 +232,8 @@ def labelstudio_tasks(readings: list[FrameReading], reader: Reader, options: Rea
 
 
 def write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, json.dumps(value, indent=1).encode())
+    """Compact JSON (a folder of frames makes thousands of records), written atomically."""
+    atomic_write_bytes(path, json.dumps(value, separators=(",", ":")).encode())
 
 
 def write_outputs(readings: list[FrameReading], reader: Reader, options: ReadOptions, out_dir: str | os.PathLike,

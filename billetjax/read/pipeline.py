@@ -2,8 +2,8 @@
 characters in batches (`reader`), bring the boxes back to the displayed frames, decode whole IDs
 (`billetjax.evaluation.billet_id`), and write what the plant and its annotators use (`outputs`).
 
-Frames are decoded on worker threads while the detector runs (OpenCV and Pillow release the GIL),
-so decoding hides behind inference. No Flax, optax or orbax here: the reader runs on its own.
+On an accelerator, frames are decoded on worker threads while the detector runs (OpenCV and
+Pillow release the GIL); on a CPU, decoding and detection take turns (`decode_workers`). No Flax, optax or orbax here: the reader runs on its own.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -68,13 +68,39 @@ def preprocessing_options(reader: Reader) -> ImportOptions:
                          bit_depth=pre["bit_depth"], max_pixels=int(pre["max_pixels"]))
 
 
-def detect_frames(reader: Reader, images: str | os.PathLike | list, workers: int = 2,
+class _Inline:
+    """An executor that runs each task as it is submitted (decoding in the calling thread)."""
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def decode_workers() -> int:
+    """Threads that decode frames while the detector runs: none on a CPU, where the detector's
+    program already uses every core and decoding beside it slows it more than it saves (the
+    read benchmark measured it), two where it runs on an accelerator."""
+    import jax
+
+    return 0 if jax.default_backend() == "cpu" else 2
+
+
+def detect_frames(reader: Reader, images: str | os.PathLike | list, workers: int | None = None,
                   timings: dict | None = None, keep_squares: bool = False) -> tuple[Path, list[FrameReading]]:
     """`(root, readings)` of every file of a folder (or of the files given), in file order, with
     detections (all the detector keeps) in the displayed frames; no ID decoding yet.
 
-    timings: where given, filled with seconds spent waiting for decoding and in inference;
-    keep_squares: keep each frame's square (the detector's input) on its `PreparedFrame`."""
+    timings: where given, filled with the seconds spent waiting for decoding and for the detector;
+    keep_squares: keep each frame's square (the detector's input) on its `PreparedFrame`;
+    workers: decoding threads (0: decode and detect in turn); None: `decode_workers()`."""
+    workers = decode_workers() if workers is None else int(workers)
     root, files = list_frames(images)
     opts = preprocessing_options(reader)
     bits = folder_bit_depth(files, opts)
@@ -83,12 +109,18 @@ def detect_frames(reader: Reader, images: str | os.PathLike | list, workers: int
     waiting, inferring = 0.0, 0.0
     pending: list[PreparedFrame] = []
 
-    def flush():
+    inflight: list = []  # (frames, launched) of the batch the detector is running
+
+    def finish():
+        """Wait for the batch in flight and keep its detections, in the displayed frames."""
         nonlocal inferring
+        if not inflight:
+            return
+        batch, launched = inflight.pop()
         t0 = time.perf_counter()
-        dets = reader.detect_batch(np.stack([p.square for p in pending]))
+        dets = reader.fetch(launched)
         inferring += time.perf_counter() - t0
-        for i, prepared in enumerate(pending):
+        for i, prepared in enumerate(batch):
             keep = np.flatnonzero(dets["valid"][i])
             square = dets["boxes"][i, keep].astype(np.float64)
             boxes = prepared.frame_map.to_original(square)
@@ -98,10 +130,22 @@ def detect_frames(reader: Reader, images: str | os.PathLike | list, workers: int
             readings[index_of[id(prepared)]] = FrameReading(
                 prepared, boxes, square, dets["scores"][i, keep].astype(np.float64),
                 dets["labels"][i, keep].astype(np.int64) - 1, dets["class_scores"][i, keep].astype(np.float64))
+
+    def flush():
+        """Start the detector on the pending frames, then finish the batch before (which ran
+        while these were decoded)."""
+        nonlocal inferring
+        t0 = time.perf_counter()
+        launched = reader.launch(np.stack([p.square for p in pending]))
+        inferring += time.perf_counter() - t0
+        finish()
+        inflight.append((list(pending), launched))
         pending.clear()
+        if not workers:  # in turn: nothing decodes while the detector runs
+            finish()
 
     index_of: dict[int, int] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with (ThreadPoolExecutor(max_workers=workers) if workers else _Inline()) as pool:
         queued = deque()
         todo = iter(zip(files, names))
         ahead = PREFETCH_BATCHES * reader.batch_size
@@ -123,11 +167,12 @@ def detect_frames(reader: Reader, images: str | os.PathLike | list, workers: int
                 flush()
         if pending:
             flush()
+        finish()
     if not keep_squares:
         for r in readings:
             r.frame.square = None
     if timings is not None:
-        timings.update(decode_wait_s=waiting, inference_s=inferring)
+        timings.update(decode_wait_s=waiting, detector_wait_s=inferring)
     n_read = sum(r.frame.status == "read" for r in readings)
     log.info("%s: %d files, %d read, %d not (%s)", root, len(readings), n_read, len(readings) - n_read,
              ", ".join(sorted({r.frame.status for r in readings if r.frame.status != "read"})) or "none")

@@ -57,9 +57,9 @@ class Reader:
     def __post_init__(self):
         self._call = jax.jit(self.exported.call)
 
-    def detect_batch(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Detections of up to `batch_size` squares uint8[n, S, S, 3]: numpy arrays `[n, max_detections, ...]`
-        (`boxes` [x1, y1, x2, y2] on the square, `scores`, `labels` 1..K, `valid`, `class_scores`)."""
+    def launch(self, images: np.ndarray) -> tuple[int, dict]:
+        """Start the program on up to `batch_size` squares uint8[n, S, S, 3] and return at once
+        (JAX dispatches asynchronously); `fetch` waits for the detections."""
         images = np.asarray(images)
         n = len(images)
         if images.shape[1:] != (self.size_px, self.size_px, 3) or images.dtype != np.uint8:
@@ -69,8 +69,18 @@ class Reader:
             raise ValueError(f"{self.path}: a batch holds 1 to {self.batch_size} images, got {n}")
         if n < self.batch_size:  # the program's batch is fixed: pad with the last image
             images = np.concatenate([images, np.repeat(images[-1:], self.batch_size - n, axis=0)])
-        out = jax.device_get(self._call(*self.weights, images))
-        return {k: np.asarray(v)[:n] for k, v in out.items()}
+        return n, self._call(*self.weights, images)
+
+    @staticmethod
+    def fetch(launched: tuple[int, dict]) -> dict[str, np.ndarray]:
+        """The detections of a `launch`: numpy arrays `[n, max_detections, ...]` (`boxes` [x1, y1,
+        x2, y2] on the square, `scores`, `labels` 1..K, `valid`, `class_scores`)."""
+        n, out = launched
+        return {k: np.asarray(v)[:n] for k, v in jax.device_get(out).items()}
+
+    def detect_batch(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Detections of up to `batch_size` squares (`launch`, then `fetch`)."""
+        return self.fetch(self.launch(images))
 
     def detect(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """`detect_batch` over any number of squares, in batches."""

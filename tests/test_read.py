@@ -353,3 +353,22 @@ def test_command_line_reads_with_a_reader_and_refuses_a_missing_detector(tmp_pat
     assert missing.returncode != 0
     assert "no trained detector of experiment 2, seed 0" in missing.stderr
     assert "snakemake results/detector/exp2/seed0/reader/reader.json" in missing.stderr
+
+
+def test_sixteen_bit_frames_are_read_at_the_folders_bit_depth(tmp_path, pad_detector):
+    """Frames of a 12-bit camera in 16-bit PNGs: the folder's values fit 12 bits, so every frame
+    is shifted by 4 (a dark frame stays dark), as the import does for a data set."""
+    from billetjax.read import detect_frames, load_reader
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    grey = [render_frame(6, i, size=FRAME).pixels("12-in-16") for i in range(2)]
+    grey[1] = grey[1] // 4  # a dark frame: its own largest value would fit 10 bits
+    for i, g in enumerate(grey):
+        cv2.imwrite(str(frames / f"g{i}.png"), g)
+    _, readings = detect_frames(load_reader(pad_detector[1]), frames, keep_squares=True)
+    for r, g in zip(readings, grey):
+        assert r.frame.status == "read", r.frame.message
+        eight = cv2.cvtColor((g >> 4).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+        resized = cv2.resize(eight, (128, 72), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(r.frame.square[28:100], resized)

@@ -224,7 +224,8 @@ def test_a_folder_without_files_is_refused(tmp_path, pad_detector):
 # A task as Label Studio's guide "Import pre-annotated data" shows it (Basic Label Studio JSON
 # format, `predictions` of an image task with RectangleLabels, values in percent of the
 # original size), for a labelling config <Image name="image" value="$image"/> and
-# <RectangleLabels name="label" toName="image">.
+# <RectangleLabels name="label" toName="image">. (label-studio-sdk, which could parse it, pulls
+# about 70 packages and 110 MB, nltk and a code generator among them: too heavy for the test extra.)
 LABEL_STUDIO_TASK = json.loads("""
 {"data": {"image": "/data/upload/1/frame.jpg"},
  "predictions": [{"model_version": "one", "score": 0.5,

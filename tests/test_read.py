@@ -9,7 +9,6 @@ the geometry and the plumbing, which must hold whatever the detector finds.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import subprocess
 import sys
@@ -373,3 +372,11 @@ def test_sixteen_bit_frames_are_read_at_the_folders_bit_depth(tmp_path, pad_dete
         eight = cv2.cvtColor((g >> 4).astype(np.uint8), cv2.COLOR_GRAY2RGB)
         resized = cv2.resize(eight, (128, 72), interpolation=cv2.INTER_AREA)
         np.testing.assert_array_equal(r.frame.square[28:100], resized)
+
+
+def test_read_options_defaults_are_the_schemas(make_config):
+    """`ReadOptions()` (reading from Python without a config, e.g. with a travelled reader) holds
+    the schema's defaults of the `read` section, so the two cannot drift apart."""
+    from billetjax.read import ReadOptions
+
+    assert ReadOptions() == ReadOptions.from_config(make_config()["read"])

@@ -5,7 +5,8 @@ truncated file is refused), 16-bit samples to 8 bits by the folder's bit depth, 
 orientation applied (the displayed frame), the pixel cap, and `fit` (pad or crop) to the square
 the detector was trained on. `FrameMap` keeps the geometry, so every box found on the square is
 given in the displayed frame's pixels (COCO's convention: pixel edges, x right, y down).
-A file that cannot be used gets a status that says why (`STATUSES`) and is never dropped.
+A file that cannot be used gets a status that says why (the importer's `FRAME_PROBLEMS`: empty,
+too_large, corrupt, unsupported; a usable one: read) and is never dropped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from billetjax.data.importer import (
-    FRAME_PROBLEMS,
     FrameError,
     ImportOptions,
     data_set_bit_depth,
@@ -27,10 +27,6 @@ from billetjax.data.importer import (
 )
 
 log = logging.getLogger(__name__)
-
-# The status of a file in reads.csv: "read", or why it was not (the importer's FrameError reasons).
-STATUSES = {"read": "decoded, preprocessed and read by the detector", **FRAME_PROBLEMS}
-
 
 class ReadError(ValueError):
     """Input the reader refuses as a whole (no folder, no files); the message names it and the fix."""

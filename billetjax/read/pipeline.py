@@ -31,7 +31,8 @@ PREFETCH_BATCHES = 2
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """What the read stage takes from the config's `read` section (the rest is the reader's own)."""
+    """What the read stage takes from the config's `read` section (the rest is the reader's own).
+    The defaults are the schema's, for reading without a config (a test holds them equal)."""
 
     lexicon: str | None = None  # CSV of expected IDs (docs/id-reading.md)
     gallery_frames: int = 6

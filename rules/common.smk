@@ -155,6 +155,15 @@ READ_OUTPUTS = ["reads.csv", "detections.json", "labelstudio_tasks.json", "cvat_
                 "to_label_first.csv", "least_certain.png"]
 
 
+def reader_config():
+    """What an exported reader records of the config: the frames' preprocessing (data.coco) and
+    the reading's thresholds and ID grammar (evaluation), and nothing else, so that editing
+    another key does not export and read again."""
+    evaluation = config["evaluation"]
+    return {"image_size_px": config["image_size_px"], "data": {"coco": config["data"]["coco"]},
+            "evaluation": {key: evaluation[key] for key in ("score_threshold", "id_pattern", "id_reading")}}
+
+
 def read_images(wildcards):
     """The folder of frames to read (read.images); refused by name when it is not set."""
     if not config["read"]["images"]:

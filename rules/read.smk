@@ -10,7 +10,7 @@ rule reader_export:
     output:
         expand("results/detector/exp{{experiment}}/seed{{seed}}/reader/{name}", name=READER_FILES),
     params:
-        config=config_for("data", "evaluation"),
+        config=reader_config(),
     threads: 1
     log:
         "logs/read/reader_export_exp{experiment}_seed{seed}.log",

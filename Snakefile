@@ -1,6 +1,7 @@
 # billetjax: how much GAN-made synthetic training data can replace real data (Faltings et al. 2022).
 # The stages, one file each under rules/: data -> gan -> synth -> experiments -> detector ->
-# evaluate -> report. Run `snakemake --cores 8 --resources gpu=1`; see README.md.
+# evaluate -> report; then, where read.images is set, reading new frames (rules/read.smk).
+# Run `snakemake --cores 8 --resources gpu=1`; see README.md.
 
 from snakemake.utils import min_version
 
@@ -17,6 +18,7 @@ include: "rules/synth.smk"
 include: "rules/experiments.smk"
 include: "rules/detector.smk"
 include: "rules/evaluate.smk"
+include: "rules/read.smk"
 
 
 rule all:

@@ -77,6 +77,7 @@ def problems(config: Mapping[str, Any]) -> list[str]:
         *synth_problems(config),
         *experiment_problems(config),
         *evaluation_problems(config),
+        *read_problems(config),
         *problems_of_test_sets(config),
         *user_data_problems(config),
     ]
@@ -479,6 +480,26 @@ def id_pattern_problems(config: Mapping[str, Any]) -> list[str]:
     except ValueError as err:
         return [str(err)]
     return scheme.pattern_problems(config["evaluation"]["id_pattern"])
+
+
+def read_problems(config: Mapping[str, Any]) -> list[str]:
+    """The frames to read (`read.images`) exist, and the detector that reads them is one the study
+    trains (`read.experiment` a row of experiments.sets); a lexicon file exists."""
+    read = config["read"]
+    out = []
+    n_sets = len(config["experiments"]["sets"])
+    if not 1 <= read["experiment"] <= n_sets:
+        out.append(f"read.experiment = {read['experiment']}, but experiments.sets has {n_sets} rows; pick 1..{n_sets}")
+    seeds = list(config["experiments"]["seeds"])
+    if read["images"] is not None and read["seed"] not in seeds:
+        out.append(f"read.seed = {read['seed']} is not one of experiments.seeds {seeds}; pick the seed of a "
+                   "detector the study trains")
+    if read["images"] is not None and not Path(read["images"]).is_dir():
+        out.append(f"read.images = {read['images']!r}: no such folder; fix: point it at the folder of frames to "
+                   "read (or set it to null)")
+    if read["lexicon"] is not None and not Path(read["lexicon"]).is_file():
+        out.append(f"read.lexicon = {read['lexicon']!r}: no such file; fix: give the CSV of expected IDs, or null")
+    return out
 
 
 def problems_of_test_sets(config: Mapping[str, Any]) -> list[str]:

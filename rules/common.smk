@@ -144,3 +144,41 @@ def synth_stamp_geometry():
 def synth_glyph_inputs(wildcards):
     """The plant's own glyph file (synth.glyphs) when set, so that editing it remakes the stamps."""
     return [config["synth"]["glyphs"]] if config["synth"]["glyphs"] else []
+
+
+# --- read stage (rules/read.smk) ---
+
+# The reader's files (billetjax.read.reader) and what reading a folder writes (billetjax.read.outputs);
+# plain lists here so that the Snakemake process does not import JAX.
+READER_FILES = ["reader.json", "inference.stablehlo", "weights.npz"]
+READ_OUTPUTS = ["reads.csv", "detections.json", "labelstudio_tasks.json", "cvat_coco.json",
+                "to_label_first.csv", "least_certain.png"]
+
+
+def reader_config():
+    """What an exported reader records of the config: the frames' preprocessing (data.coco) and
+    the reading's thresholds and ID grammar (evaluation), and nothing else, so that editing
+    another key does not export and read again."""
+    evaluation = config["evaluation"]
+    return {"image_size_px": config["image_size_px"], "data": {"coco": config["data"]["coco"]},
+            "evaluation": {key: evaluation[key] for key in ("score_threshold", "id_pattern", "id_reading")}}
+
+
+def read_images(wildcards):
+    """The folder of frames to read (read.images); refused by name when it is not set."""
+    if not config["read"]["images"]:
+        raise ValueError("results/read/ needs frames to read: read.images is not set; fix: set read.images to "
+                         "the folder of frames in your config file (read: {images: path/to/frames})")
+    return config["read"]["images"]
+
+
+def read_lexicon(wildcards):
+    """The lexicon of expected IDs, where one is given (read.lexicon)."""
+    return [config["read"]["lexicon"]] if config["read"]["lexicon"] else []
+
+
+def read_reader_files(wildcards):
+    """The exported reader of the detector that reads (read.experiment, read.seed)."""
+    read = config["read"]
+    return expand("results/detector/exp{experiment}/seed{seed}/reader/{name}", experiment=read["experiment"],
+                  seed=read["seed"], name=READER_FILES)

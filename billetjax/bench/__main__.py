@@ -1,7 +1,8 @@
-"""`python -m billetjax.bench pix2pix|detector|steps|ocr-peer [options]`: run one benchmark; its
-last line is JSON. `pix2pix` and `detector` time ours against PyTorch; `steps` runs N training
+"""`python -m billetjax.bench pix2pix|detector|steps|ocr-peer|read [options]`: run one benchmark;
+its last line is JSON. `pix2pix` and `detector` time ours against PyTorch; `steps` runs N training
 steps of a config's model alone (the GPU check's throughput); `ocr-peer` scores a zero-shot
-general OCR's whole-ID reading on the test sets beside ours."""
+general OCR's whole-ID reading on the test sets beside ours; `read` times reading a folder of
+frames end to end against the detector's inference alone."""
 
 import importlib
 import sys
@@ -11,6 +12,7 @@ BENCHMARKS = {
     "detector": "billetjax.bench.detector",
     "steps": "billetjax.bench.steps",
     "ocr-peer": "billetjax.bench.ocr_peer",
+    "read": "billetjax.bench.read",
 }
 
 

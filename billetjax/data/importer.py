@@ -124,6 +124,23 @@ def apply_exif_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops[orientation](pixels))
 
 
+class FrameError(cc.CocoError):
+    """A frame that cannot be decoded; `reason` says why in one word (`FRAME_PROBLEMS`)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# Why a frame cannot be decoded: the `reason` of a FrameError.
+FRAME_PROBLEMS = {
+    "empty": "the file has 0 bytes",
+    "too_large": "more pixels than data.coco.max_pixels",
+    "corrupt": "truncated, damaged or not an image",
+    "unsupported": "an image, but of a kind we cannot use (sample type, channels, bit depth)",
+}
+
+
 @dataclass
 class Frame:
     """A user's image decoded: upright 8-bit RGB pixels and what was done to get them."""
@@ -178,6 +195,8 @@ def decode_frame(path: Path, opts: ImportOptions, data_set_bits: int | None = No
     it, `data.coco.bit_depth`, else the smallest that holds this frame's values.
     """
     data = path.read_bytes()
+    if not data:
+        raise FrameError(f"{path}: the file is empty (0 bytes); fix: copy or export the image again", "empty")
     # Pillow's own limit would refuse a large frame at open() with a message about bombs; the
     # header's size is checked against data.coco.max_pixels below instead.
     Image.MAX_IMAGE_PIXELS = None
@@ -185,30 +204,31 @@ def decode_frame(path: Path, opts: ImportOptions, data_set_bits: int | None = No
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             if width * height > opts.max_pixels:
-                raise cc.CocoError(
+                raise FrameError(
                     f"{path}: {width}x{height} = {width * height / 1e6:.0f} MP exceeds data.coco.max_pixels "
-                    f"({opts.max_pixels / 1e6:.0f} MP); fix: downscale the frames or raise the limit"
-                )
+                    f"({opts.max_pixels / 1e6:.0f} MP); fix: downscale the frames or raise the limit",
+                    "too_large")
             orientation = int(im.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
             im.load()  # a full decode: a truncated or corrupt file raises here
-    except cc.CocoError:
+    except FrameError:
         raise
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError... by format
-        raise cc.CocoError(f"{path}: the image does not decode completely (truncated or corrupt: {err}); fix: "
-                           "copy or export the image again") from None
+        raise FrameError(f"{path}: the image does not decode completely (truncated or corrupt: {err}); fix: "
+                         "copy or export the image again", "corrupt") from None
     if orientation not in range(1, 9):
         log.warning("%s: EXIF orientation %d is not 1-8; taken as 1", path, orientation)
         orientation = 1
     try:
         raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
-        raise cc.CocoError(f"{path}: OpenCV could not decode the image ({cc.cv2_message(err)}); fix: export "
-                           "it as PNG or JPEG") from None
+        raise FrameError(f"{path}: OpenCV could not decode the image ({cc.cv2_message(err)}); fix: export "
+                         "it as PNG or JPEG", "unsupported") from None
     if raw is None:
-        raise cc.CocoError(f"{path}: OpenCV could not decode the image (format not supported); fix: export it "
-                           "as PNG or JPEG")
+        raise FrameError(f"{path}: OpenCV could not decode the image (format not supported); fix: export it "
+                         "as PNG or JPEG", "unsupported")
     if raw.dtype not in (np.uint8, np.uint16):
-        raise cc.CocoError(f"{path}: {raw.dtype} samples are not supported; fix: export 8- or 16-bit images")
+        raise FrameError(f"{path}: {raw.dtype} samples are not supported; fix: export 8- or 16-bit images",
+                         "unsupported")
     bits = 8
     if raw.dtype == np.uint16:
         peak = int(raw.max())
@@ -219,8 +239,8 @@ def decode_frame(path: Path, opts: ImportOptions, data_set_bits: int | None = No
         else:
             bits = opts.bit_depth
         if peak >= 2 ** bits:
-            raise cc.CocoError(f"{path}: sample value {peak} does not fit data.coco.bit_depth = {bits}; fix: "
-                               "raise data.coco.bit_depth (or set it to null to take it from the frames)")
+            raise FrameError(f"{path}: sample value {peak} does not fit data.coco.bit_depth = {bits}; fix: "
+                             "raise data.coco.bit_depth (or set it to null to take it from the frames)", "unsupported")
         raw = np.minimum(raw >> (bits - 8), 255).astype(np.uint8) if bits > 8 else raw.astype(np.uint8)
     try:
         if raw.ndim == 2:
@@ -230,9 +250,9 @@ def decode_frame(path: Path, opts: ImportOptions, data_set_bits: int | None = No
         elif raw.shape[2] == 3:
             rgb = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
         else:
-            raise cc.CocoError(f"{path}: {raw.shape[2]} channels; fix: export grey, RGB or RGBA images")
+            raise FrameError(f"{path}: {raw.shape[2]} channels; fix: export grey, RGB or RGBA images", "unsupported")
     except cv2.error as err:
-        raise cc.CocoError(f"{path}: OpenCV could not convert the image ({cc.cv2_message(err)})") from None
+        raise FrameError(f"{path}: OpenCV could not convert the image ({cc.cv2_message(err)})", "unsupported") from None
     stored = (rgb.shape[1], rgb.shape[0])
     return Frame(apply_exif_orientation(rgb, orientation), stored, orientation, bits)
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from billetjax.utils import limit_cpu_threads, log_to
+from billetjax.runtime import limit_cpu_threads, log_to
 
 log_to(snakemake.log[0])
 limit_cpu_threads(snakemake.threads)

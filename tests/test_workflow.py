@@ -81,12 +81,12 @@ def test_a_study_without_synthetic_images_trains_no_gan_and_needs_no_glyphs(plan
 
     import yaml
 
-    export = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
-              "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 9, 9]}],
+    export = {"images": [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 64} for i in (1, 2, 3, 4)],
+              "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 1, 9, 9]} for i in (1, 2, 3, 4)],
               "categories": [{"id": 1, "name": "§"}]}
     (tmp_path / "train.json").write_text(json.dumps(export))
     config = {"data": {"source": "coco", "coco": {"train": str(tmp_path / "train.json")}},
-              "experiments": {"sets": [{"synthetic_pct": 0}, {"synthetic_pct": 0, "images_fraction": 0.5}]},
+              "experiments": {"images": 4, "sets": [{"synthetic_pct": 0}, {"synthetic_pct": 0, "images_fraction": 0.5}]},
               "evaluation": {"id_pattern": None}}
     (tmp_path / "real_only.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_jobs("--configfile", str(tmp_path / "real_only.yaml"))
@@ -113,13 +113,14 @@ def test_one_synthesis_fit_per_seed_paired_with_the_detectors(planned_jobs, tmp_
     """synth.per_seed (the default): three seeds, three GAN fits and pools, and the detectors of seed
     s train on fit s's pool; with per_seed false one fit serves every seed."""
     jobs = planned_jobs()
-    assert jobs["gan_train"] == 3 and jobs["synth_pool"] == 3 and jobs["synth_stamps_gan"] == 3 * 3
+    # three GAN pools, and the first fit's classic pool for the feature-space domain gap
+    assert jobs["gan_train"] == 3 and jobs["synth_pool"] == 3 + 1 and jobs["synth_stamps_gan"] == 3 * 3
     result = snakemake("-n", "results/experiments/exp3/seed2/train.json")
     assert "results/synth/gan/fit2/pool.json" in result.stdout and "fit0/pool.json" not in result.stdout
     one = tmp_path / "one_fit.yaml"
     one.write_text("synth: {per_seed: false}\n")
     jobs = planned_jobs("--configfile", str(one))
-    assert jobs["gan_train"] == 1 and jobs["synth_pool"] == 1 and jobs["detector_train"] == 8 * 3
+    assert jobs["gan_train"] == 1 and jobs["synth_pool"] == 1 + 1 and jobs["detector_train"] == 8 * 3
 
 
 def test_the_gan_chain_outranks_the_trainings(snakemake):

@@ -17,7 +17,7 @@ import billetjax
 from billetjax import coco as cc
 from billetjax.detector.predict import jit_inference, load_detector
 from billetjax.read.reader import FORMAT, FORMAT_VERSION, PROGRAM, READER_JSON, WEIGHTS
-from billetjax.utils import atomic_write_bytes
+from billetjax.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 from billetjax.data.importer import decode_frame
 from billetjax.read.pipeline import FrameReading, preprocessing_options
 from billetjax.read.reader import Reader
-from billetjax.utils import atomic_write_bytes
+from billetjax.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 COLUMNS = 3

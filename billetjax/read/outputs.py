@@ -26,7 +26,7 @@ import numpy as np
 from billetjax.evaluation.billet_id import IdPattern, load_lexicon, read_billets
 from billetjax.read.pipeline import FrameReading, ReadOptions
 from billetjax.read.reader import Reader
-from billetjax.utils import atomic_write_bytes
+from billetjax.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def decode_ids(readings: list[FrameReading], reader: Reader, options: ReadOption
                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(r.scores[j]),
                                "class_scores": [float(r.class_scores[j][k]) for k in order]})
     coco_gt = {"images": images, "annotations": [], "categories": categories}
-    records = read_billets(coco_gt, detections, threshold, pattern, lexicon,
-                           float(reading["miss_probability"]))
+    records = read_billets(coco_gt, detections, score_threshold=threshold, pattern=pattern, lexicon=lexicon,
+                           miss_probability=float(reading["miss_probability"]))
     for r, record in zip(readings, records):
         if r.frame.status != "read":
             continue

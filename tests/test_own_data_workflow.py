@@ -44,7 +44,7 @@ def test_tables_come_out(own_study):
     tables = own_study["workdir"] / "results/tables"
     for k in range(1, 6):
         table = pd.read_csv(tables / f"testset{k}.csv")
-        assert table["experiment"].tolist() == [1, 2, 3, 4, 5, 6] and (table["test_set"] == k).all()
+        assert table["experiment"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8] and (table["test_set"] == k).all()
         assert table[["TP", "MC", "FN", "FP", "CB"]].notna().all().all()
 
 
@@ -81,5 +81,5 @@ def test_nothing_trained_on_the_simulator_is_reused(own_study, smoke_study):
     for path in ("results/gan/fit0/generator_step20.msgpack", "results/detector/exp1/seed0/params.msgpack"):
         assert (workdir / path).read_bytes() != (smoke_study / path).read_bytes(), path
     # The GAN's kept state was recognised as another run's, said so, and was not resumed.
-    gan_log = (workdir / "logs/gan/train.log").read_text()
+    gan_log = (workdir / "logs/gan/train_fit0.log").read_text()
     assert "content changed" in gan_log and "resuming" not in gan_log.split("content changed")[-1]

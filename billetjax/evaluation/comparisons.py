@@ -116,11 +116,6 @@ def verdict(lo: float, hi: float, margin: float, lower_is_better: bool = False) 
     return "inconclusive"
 
 
-def oriented(value: float, metric: str) -> float:
-    """`value` with its sign turned so that positive means better (for MC, FN, FP: lower)."""
-    return -value if metric in LOWER_IS_BETTER else value
-
-
 def difference(y: np.ndarray) -> np.ndarray:
     """The statistic of a paired comparison: y[:, 0] - y[:, 1] (experiment - reference)."""
     return y[:, 0] - y[:, 1]

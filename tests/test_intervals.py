@@ -81,3 +81,15 @@ def test_holm_by_hand():
     adjusted = holm(np.array([0.01, 0.04, 0.03, np.nan]))
     np.testing.assert_allclose(adjusted[:3], [0.03, 0.06, 0.06])
     assert np.isnan(adjusted[3])
+
+
+def test_resampled_sums_are_einsums_sums():
+    """The one matrix product that sums every run's counts under each resample equals the
+    per-axis einsum exactly (integer counts and weights), whatever the leading axes."""
+    from billetjax.evaluation.bootstrap import resampled_sums
+
+    weights = resample_weights(50, 200, 1)
+    counts = np.random.default_rng(0).integers(0, 9, (3, 4, 50, 7))
+    assert np.array_equal(resampled_sums(weights, counts),
+                          np.einsum("bn,esnk->besk", weights.astype(float), counts.astype(float)))
+    assert np.array_equal(resampled_sums(weights, counts[0, 0]), weights @ counts[0, 0])

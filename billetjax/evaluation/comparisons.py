@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from billetjax.evaluation.bootstrap import LEVEL, resample_weights
+from billetjax.evaluation.bootstrap import LEVEL, resample_weights, resampled_sums
 from billetjax.evaluation.evaluate import RUN_COLUMNS, load_metrics, metrics_from_counts
 from billetjax.evaluation.intervals import Estimate, crossed_interval, holm
 from billetjax.experiments import Experiment
@@ -201,7 +201,7 @@ def load_study(metrics_paths: Sequence[str | os.PathLike], experiments: Sequence
                                    stage_seed(root_seed, "evaluation", "comparison", test_set)).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             values = metrics_from_counts(counts.sum(2), with_pattern, with_lexicon)  # metric -> [E, S]
-            resampled = metrics_from_counts(np.einsum("bn,esnk->besk", weights, counts), with_pattern, with_lexicon)
+            resampled = metrics_from_counts(resampled_sums(weights, counts), with_pattern, with_lexicon)
         n_billets = int(counts[0, 0, :, RUN_COLUMNS.index("has_gt")].sum())
         out[test_set] = RunsOnTestSet(test_set, numbers, seeds, n_billets,
                                     {m: np.asarray(v, dtype=np.float64) for m, v in values.items()},

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from billetjax.evaluation.bootstrap import resample_weights, seed_interval
+from billetjax.evaluation.bootstrap import resample_weights, resampled_sums, seed_interval
 from billetjax.evaluation.evaluate import INTERVAL_METRICS, RUN_COLUMNS, TABLE_METRICS, load_metrics, metrics_from_counts
 from billetjax.evaluation.intervals import crossed_interval
 from billetjax.experiments import Experiment
@@ -54,7 +54,7 @@ def testset_row(runs: list[dict], bootstrap_samples: int, bootstrap_seed: int) -
     weights = resample_weights(counts.shape[1], max(int(bootstrap_samples), 0), bootstrap_seed).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         values = metrics_from_counts(counts.sum(1), with_pattern, with_lexicon)  # metric -> [seeds]
-        resampled = metrics_from_counts(np.einsum("bn,snk->bsk", weights, counts), with_pattern, with_lexicon)
+        resampled = metrics_from_counts(resampled_sums(weights, counts), with_pattern, with_lexicon)
     n_billets = int(counts[0, :, RUN_COLUMNS.index("has_gt")].sum())
     intervals = {m: crossed_interval(np.asarray(values[m])[None], np.asarray(resampled[m])[:, None],
                                      lambda y: y[:, 0], n_billets) for m in INTERVAL_METRICS}

@@ -43,6 +43,22 @@ def edit_module(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def billetjax_modules_loaded_by():
+    """A function: `billetjax_modules_loaded_by("billetjax.x")` lists, sorted, the billetjax modules a
+    fresh interpreter holds after importing that module (what a training's fingerprint must cover)."""
+    import subprocess
+    import sys
+
+    def loaded(module_name: str) -> list[str]:
+        return subprocess.run(
+            [sys.executable, "-c", f"import sys, {module_name}; "
+             "print(*sorted(m for m in sys.modules if m.split('.')[0] == 'billetjax'))"],
+            capture_output=True, text=True, check=True).stdout.split()
+
+    return loaded
+
+
+@pytest.fixture(scope="session")
 def table1_of(make_config):
     """A function: Table 1 (`billetjax.experiments.table1`) of config.yaml with this `experiments`
     section laid over it (schema defaults filled in), e.g. `table1_of({"images": 40, "sets": [...]})`."""

@@ -359,20 +359,14 @@ def test_resumed_and_retrained_when_the_data_change(tmp_path, digit_set, caplog,
     assert not state.exists()  # removed after success without keep_state
 
 
-def test_trajectory_modules_are_every_billetjax_module_the_training_loads():
+def test_trajectory_modules_are_every_billetjax_module_the_training_loads(billetjax_modules_loaded_by):
     """The modules whose source the fingerprint hashes, read from the imports, hold every billetjax
     module that importing the training loads (in a fresh interpreter: the reference), its
     geometry and the modules outside the detector among them, and not the config checker, which
     stands above the detector."""
-    import subprocess
-    import sys
-
     from billetjax.runs import trajectory_modules
 
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, billetjax.detector.train; "
-         "print(*sorted(m for m in sys.modules if m.split('.')[0] == 'billetjax'))"],
-        capture_output=True, text=True, check=True).stdout.split()
+    loaded = billetjax_modules_loaded_by("billetjax.detector.train")
     hashed = trajectory_modules("billetjax.detector.train")
     assert hashed == tuple(sorted(hashed)) and set(loaded) <= set(hashed), set(loaded) - set(hashed)
     assert {"billetjax.detector.geometry", "billetjax.detector.rpn", "billetjax.detector.roi_heads",

@@ -162,19 +162,13 @@ def test_other_stamp_pairs_retrain_from_step_0(pairs, tmp_path, caplog, tiny):
     assert own == generators(tmp_path / "fresh", tiny)
 
 
-def test_trajectory_modules_are_every_billetjax_module_the_training_loads():
+def test_trajectory_modules_are_every_billetjax_module_the_training_loads(billetjax_modules_loaded_by):
     """The modules whose source pix2pix's fingerprint hashes, read from the imports, hold every
     billetjax module that importing its training loads (in a fresh interpreter: the reference),
     the layers' ops among them, and nothing of the detector or the simulator."""
-    import subprocess
-    import sys
-
     from billetjax.runs import trajectory_modules
 
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, billetjax.pix2pix.train; "
-         "print(*sorted(m for m in sys.modules if m.split('.')[0] == 'billetjax'))"],
-        capture_output=True, text=True, check=True).stdout.split()
+    loaded = billetjax_modules_loaded_by("billetjax.pix2pix.train")
     hashed = trajectory_modules("billetjax.pix2pix.train")
     assert hashed == tuple(sorted(hashed)) and set(loaded) <= set(hashed), set(loaded) - set(hashed)
     assert {"billetjax.pix2pix.models", "billetjax.pix2pix.ops", "billetjax.pix2pix.sample",

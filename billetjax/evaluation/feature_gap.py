@@ -55,10 +55,13 @@ def _poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def kid(real: np.ndarray, synthetic: np.ndarray) -> float:
     """Unbiased squared MMD between two feature sets with the cubic polynomial kernel (KID)."""
     x, y = np.asarray(real, np.float64), np.asarray(synthetic, np.float64)
-    m, n = len(x), len(y)
-    if m < 2 or n < 2:
+    if len(x) < 2 or len(y) < 2:
         return float("nan")
-    kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
+    return _kid_of_kernels(_poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y))
+
+
+def _kid_of_kernels(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
+    m, n = len(kxx), len(kyy)
     return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
                  - 2.0 * kxy.mean())
 
@@ -66,13 +69,17 @@ def kid(real: np.ndarray, synthetic: np.ndarray) -> float:
 def kid_interval(real: np.ndarray, synthetic: np.ndarray, n_resamples: int, seed: int,
                  level: float = LEVEL) -> tuple[float, float]:
     """Percentile interval of KID over resamples (with replacement) of both sets' characters;
-    a resample drops repeated draws of one character (the unbiased estimate needs distinct items)."""
+    a resample drops repeated draws of one character (the unbiased estimate needs distinct items).
+    The kernels are computed once and each resample reads its rows and columns from them."""
+    x, y = np.asarray(real, np.float64), np.asarray(synthetic, np.float64)
+    kxx, kyy, kxy = _poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_resamples):
-        i = np.unique(rng.integers(0, len(real), len(real)))
-        j = np.unique(rng.integers(0, len(synthetic), len(synthetic)))
-        values.append(kid(real[i], synthetic[j]))
+        i = np.unique(rng.integers(0, len(x), len(x)))
+        j = np.unique(rng.integers(0, len(y), len(y)))
+        values.append(_kid_of_kernels(kxx[np.ix_(i, i)], kyy[np.ix_(j, j)], kxy[np.ix_(i, j)])
+                      if len(i) > 1 and len(j) > 1 else float("nan"))
     tail = 100.0 * (1.0 - level) / 2.0
     lo, hi = np.nanpercentile(values, [tail, 100.0 - tail])
     return float(lo), float(hi)

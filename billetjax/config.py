@@ -22,6 +22,7 @@ Only stdlib at import time: the Snakemake process imports this module on every i
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -100,7 +101,7 @@ def load_config(*overlays: str | os.PathLike | Mapping[str, Any], base: str | os
     config: dict[str, Any] = {}
     for layer in ((base,) if base is not None else ()) + overlays:
         if isinstance(layer, Mapping):
-            values = json.loads(json.dumps(layer))  # a deep copy the merge may change
+            values = copy.deepcopy(dict(layer))  # the merge may change it
         else:
             values = yaml.safe_load(Path(layer).read_text(encoding="utf-8")) or {}
         update_config(config, values)

@@ -28,7 +28,7 @@ from billetjax.evaluation.comparisons import (
     write_replacement_summary,
 )
 from billetjax.evaluation.bootstrap import resample_weights
-from billetjax.evaluation.evaluate import RUN_COLUMNS, evaluate_files, metrics_from_counts
+from billetjax.evaluation.evaluate import RUN_COLUMNS, evaluate_files, load_metrics, metrics_from_counts
 from billetjax.evaluation.metrics import percentages
 
 MARGINS = {"TP": 2.0, "MC": 2.0, "FN": 2.0, "FP": 2.0, "CB": 5.0}
@@ -244,9 +244,20 @@ def test_comparison_table(metrics_files, table1_of):
     table = write_comparison_table(paths, folder / "comparisons.csv", table1_of(EXPERIMENTS), EVALUATION, 2022)
     read = pd.read_csv(folder / "comparisons.csv", keep_default_na=False, na_values=[""])
     assert list(read.columns) == COLUMNS + EXTRA_COLUMNS
-    # No ID pattern: id_read_rate_pattern is undefined and left out.
-    assert set(read["metric"]) == {"TP", "MC", "FN", "FP", "CB", "id_read_rate"}
-    assert len(read) == 2 * 2 * 6  # test sets x experiments 2, 3 x metrics
+    # No ID pattern: id_read_rate_pattern is undefined and left out. mAP@0.5 only on the primary
+    # test set (1).
+    assert set(read["metric"]) == {"TP", "MC", "FN", "FP", "CB", "id_read_rate", "mAP50"}
+    assert len(read) == 2 * 2 * 6 + 2  # test sets x experiments 2, 3 x metrics, + mAP50 on set 1
+    assert set(read.loc[read.metric == "mAP50", "test_set"]) == {1}
+    # mAP@0.5 x 100: the companion of the primary endpoint, an interval without a verdict. The
+    # perfect detections read 100; the reference what pycocotools gives its detections.
+    reference_map = 100 * load_metrics(next(p for p in paths if "exp1" in str(p) and "testset1" in str(p)))["metrics"]["mAP50"]
+    companion = read[(read.metric == "mAP50") & (read.experiment == 2)].iloc[0]
+    assert companion.value == pytest.approx(100.0) and companion.reference_value == pytest.approx(reference_map, abs=1e-4)
+    assert companion.difference == pytest.approx(100.0 - reference_map, abs=1e-4) and 0 < reference_map < 100
+    assert companion.lo < companion.difference < companion.hi and companion.lo > 0
+    assert companion.verdict == "no verdict" and companion.role == "descriptive"
+    assert "companion" in companion.reason
     assert set(read["experiment"]) == {2, 3} and set(read["reference"]) == {1}
     assert list(read["test_set"].unique()) == [1, 3]
     perfect_tp = read[(read.experiment == 2) & (read.metric == "TP")].iloc[0]

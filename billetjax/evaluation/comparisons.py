@@ -23,7 +23,9 @@ experiment 1 = all real by default) on every test set and metric (docs/statistic
   (this keeps the family-wise error at 2.5 % without adjustment). Every other verdict is
   secondary: Holm-adjusted over the study (`p_adjusted`, `verdict_adjusted`). `role` says which;
 - **equivalent**: two one-sided tests at 2.5 % each (the 95 % interval inside ±δ), for any claim
-  of "as good as".
+  of "as good as";
+- **the companion**: mAP@0.5 (x 100), which needs no score threshold, on the primary test set,
+  with the same paired interval and no verdict (`COMPANION`).
 
 `results/tables/comparisons.csv` has the columns `COLUMNS` (the contract) and then `EXTRA_COLUMNS`.
 """
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from billetjax.evaluation.bootstrap import LEVEL, resample_weights, resampled_sums
+from billetjax.evaluation.coco_map import ApMatches, resampled_map50
 from billetjax.evaluation.evaluate import RUN_COLUMNS, load_metrics, metrics_from_counts
 from billetjax.evaluation.intervals import Estimate, crossed_interval, holm
 from billetjax.experiments import Experiment
@@ -51,10 +54,14 @@ logger = logging.getLogger(__name__)
 # (id_read_rate), and the plant's read and misread rates at the operating point of the pattern and
 # lexicon decoders (the reject rate is 100 - read - misread: no metric of its own here).
 METRICS = ("TP", "MC", "FN", "FP", "CB", "id_read_rate", "id_read_pattern", "id_misread_pattern",
-           "id_read_lexicon", "id_misread_lexicon")
+           "id_read_lexicon", "id_misread_lexicon", "mAP50")
 LOWER_IS_BETTER = frozenset({"MC", "FN", "FP", "id_misread_pattern", "id_misread_lexicon"})
 # FN = 100 - TP: a verdict on it would only repeat TP's.
 MIRRORS = {"FN": "TP"}
+# mAP@0.5 (x 100, in points) needs no score threshold: the primary endpoint's companion, on the
+# primary test set only (its resamples cost a matrix product per run), with an interval and no
+# verdict of its own.
+COMPANION = "mAP50"
 VERDICTS = ("superior", "non-inferior", "inferior", "inconclusive", "no verdict")
 ACCEPTED = frozenset({"superior", "non-inferior"})  # what "can replace" means in the summary
 ALPHA = (1.0 - LEVEL) / 2.0  # one-sided level of each non-inferiority test (2.5 %)
@@ -166,9 +173,10 @@ def _count_stack(runs: list[dict]) -> np.ndarray:
 
 
 def load_study(metrics_paths: Sequence[str | os.PathLike], experiments: Sequence[Experiment],
-               n_resamples: int, root_seed: int) -> dict[int, RunsOnTestSet]:
+               n_resamples: int, root_seed: int, map_test_sets: Collection[int] = ()) -> dict[int, RunsOnTestSet]:
     """The metrics files of every experiment, seed and test set, by test set, with their metrics
-    on `n_resamples` paired billet resamples (seeded per test set from `root_seed`)."""
+    on `n_resamples` paired billet resamples (seeded per test set from `root_seed`); on the test
+    sets in `map_test_sets` also mAP@0.5 x 100 (`COMPANION`), from the files' `ap_matches`."""
     known = {e.number for e in experiments}
     runs: dict[int, dict[int, list[dict]]] = {}
     for path in metrics_paths:
@@ -202,11 +210,36 @@ def load_study(metrics_paths: Sequence[str | os.PathLike], experiments: Sequence
         with np.errstate(divide="ignore", invalid="ignore"):
             values = metrics_from_counts(counts.sum(2), with_pattern, with_lexicon)  # metric -> [E, S]
             resampled = metrics_from_counts(resampled_sums(weights, counts), with_pattern, with_lexicon)
+        if test_set in map_test_sets:
+            values[COMPANION], resampled[COMPANION] = _map_resampled(
+                [[r for r in by_exp[n]] for n in numbers], weights)
         n_billets = int(counts[0, 0, :, RUN_COLUMNS.index("has_gt")].sum())
         out[test_set] = RunsOnTestSet(test_set, numbers, seeds, n_billets,
                                     {m: np.asarray(v, dtype=np.float64) for m, v in values.items()},
                                     {m: np.asarray(v, dtype=np.float64) for m, v in resampled.items()})
     return out
+
+
+def _map_resampled(runs: list[list[dict]], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """mAP@0.5 x 100 of runs [experiments][seeds] on the full test set ([E, S]) and under each
+    resample's weights ([B, E, S]); the runs' `ap_matches` must list the images in the order of
+    their per-image counts (evaluate writes them so)."""
+    values = np.full((len(runs), len(runs[0])), np.nan)
+    resampled = np.full((weights.shape[0], *values.shape), np.nan)
+    for e, seeds in enumerate(runs):
+        for s, run in enumerate(seeds):
+            record = run.get("ap_matches")
+            if record is None:
+                raise ValueError(f"experiment {run['experiment']}, seed {run['seed']}, test set {run['test_set']}: "
+                                 "the metrics file has no ap_matches (written before mAP had intervals): "
+                                 "evaluate it again")
+            matches = ApMatches.from_json(record)
+            if list(matches.image_ids) != list(run["per_image"]["image_id"]):
+                raise ValueError(f"experiment {run['experiment']}, seed {run['seed']}: ap_matches and per-image "
+                                 "counts list the images in different orders")
+            values[e, s] = 100.0 * resampled_map50(matches, np.ones((1, len(matches.image_ids))))[0]
+            resampled[:, e, s] = 100.0 * resampled_map50(matches, weights)
+    return values, resampled
 
 
 def smallest_real_row(experiments: Sequence[Experiment], reference: Experiment) -> Experiment | None:
@@ -270,6 +303,8 @@ def comparison_row(study: RunsOnTestSet, metric: str, experiment: Experiment, re
     reason = ""
     if metric in MIRRORS:
         row_verdict, reason = "no verdict", f"{metric} mirrors {MIRRORS[metric]}"
+    elif metric == COMPANION:
+        row_verdict, reason = "no verdict", "the threshold-free companion of the primary endpoint: an interval only"
     elif not np.isfinite(est.value):
         row_verdict, reason = "no verdict", f"{metric} is undefined on this test set"
     elif not sens.ok:
@@ -373,7 +408,8 @@ def comparison_table(
                          f"{len(rows_of_table1)} rows")
     reference = rows_of_table1[number]
     if study is None:
-        study = load_study(metrics_paths, experiments, int(evaluation["bootstrap_samples"]), root_seed)
+        study = load_study(metrics_paths, experiments, int(evaluation["bootstrap_samples"]), root_seed,
+                           map_test_sets={int(evaluation["primary"]["test_set"])})
     smallest = smallest_real_row(experiments, reference)
     rows = []
     for test_set, runs in study.items():

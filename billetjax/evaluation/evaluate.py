@@ -14,7 +14,7 @@ import numpy as np
 from billetjax import coco as cc
 from billetjax.evaluation.billet_id import VARIANTS, IdPattern, load_lexicon, read_billets
 from billetjax.evaluation.bootstrap import bootstrap_intervals
-from billetjax.evaluation.coco_map import map50
+from billetjax.evaluation.coco_map import ap_matches, map50
 from billetjax.evaluation.id_metrics import level_name, outcomes, read_at_misread, read_misread_curve
 from billetjax.evaluation.metrics import COUNT_COLUMNS, count_matrix, match_detections, percentages
 from billetjax.seeds import stage_seed
@@ -152,6 +152,8 @@ def evaluate(
             "image_id": [m.image_id for m in matches],
             "counts": counts.tolist(),
         },
+        # what COCOeval matched at IoU 0.5, per detection: mAP@0.5 on billet resamples (coco_map)
+        "ap_matches": ap_matches(coco_gt, detections, [m.image_id for m in matches]).to_json(),
         "billet_ids": [
             {"image_id": r["image_id"], "billet_id": r["billet_id"],
              **{f"{k}_{v}": r[f"{k}_{v}"] for v in VARIANTS for k in ("read", "confidence")}}

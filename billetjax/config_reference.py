@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from billetjax.config import DEFAULT_CONFIG, ROOT, SCHEMA

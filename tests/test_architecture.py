@@ -37,6 +37,49 @@ def test_the_simulator_does_not_use_synthesis():
     assert not [m for m in modules if m.startswith(("billetjax.synth", "billetjax.pix2pix"))]
 
 
+# ----------------------------------------------------------------------------- the package's layers
+
+
+def package_layers() -> list[list[str]]:
+    """The layers of docs/architecture.md's "Import layers" block, top first."""
+    text = (PACKAGE.parent / "docs/architecture.md").read_text()
+    block = text.split("## Import layers", 1)[1].split("```", 2)[1]
+    return [[name.strip() for name in line.split("(")[0].split(",")]
+            for line in block.strip().splitlines() if line.strip()]
+
+
+def room_of(path: Path) -> str:
+    """A file's room: its subpackage, or its own name for a top-level module."""
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def test_no_import_runs_back_up():
+    """Every room of the package is in one documented layer, and every import of another room,
+    at module level or inside a function, goes to a lower layer."""
+    layers = package_layers()
+    layer_of = {name: i for i, names in enumerate(layers) for name in names}
+    files = [p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py"]
+    rooms = {room_of(p) for p in files}
+    assert sorted(layer_of) == sorted(rooms)
+    wrong = {}
+    for path in files:
+        here = room_of(path)
+        tree = ast.parse(path.read_text())
+        used = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                used |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("billetjax.")}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "billetjax":
+                    used |= {alias.name for alias in node.names}
+                elif node.module.startswith("billetjax."):
+                    used.add(node.module.split(".")[1])
+        up = sorted(room for room in used - {here} if layer_of[room] <= layer_of[here])
+        if up:
+            wrong[str(path.relative_to(PACKAGE))] = up
+    assert not wrong, f"imports of rooms on the same or a higher layer: {wrong}"
+
+
 # ----------------------------------------------------------------------------- the detector
 
 DETECTOR = PACKAGE / "detector"

@@ -4,7 +4,7 @@ resample draws, duplicated as new images."""
 import numpy as np
 import pytest
 
-from billetjax.evaluation.coco_map import ap_matches, map50, resampled_map50
+from billetjax.coco_map import ap_matches, map50, resampled_map50
 
 
 def random_study(rng: np.random.Generator, n_images: int = 12, n_categories: int = 4):

@@ -15,13 +15,11 @@ from billetjax.evaluation.comparisons import (
     COLUMNS,
     EXTRA_COLUMNS,
     LOWER_IS_BETTER,
-    METRICS,
     VERDICTS,
     comparison_table,
     RunsOnTestSet,
     apply_plan,
     largest_accepted_share,
-    load_study,
     replacement_summary,
     verdict,
     write_comparison_table,
@@ -210,7 +208,7 @@ EXPERIMENTS = {"images": 40, "sets": [{"synthetic_pct": 0, "images_fraction": 1.
                                       {"synthetic_pct": 50, "images_fraction": 1.0},
                                       {"synthetic_pct": 0, "images_fraction": 0.25}]}
 EVALUATION = {"iou_threshold": 0.5, "score_threshold": 0.5, "bootstrap_samples": 300, "id_pattern": None,
-              "id_reading": {"min_confidence": 0.5, "miss_probability": 0.05, "misread_levels_pct": [0.5]},
+              "id_reading": {"min_confidence": 0.5, "min_score": 0.5, "miss_probability": 0.05, "misread_levels_pct": [0.5]},
               "reference_experiment": 1, "margins": MARGINS, "margin_fraction": None,
               "primary": {"metric": "TP", "test_set": 1}}
 

@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from billetjax import coco as cc
+from billetjax.config import glyph_requirement
 from billetjax.data import importer
 from billetjax.data.importer import (ImportOptions, apply_exif_orientation, decode_frame, exif_point_map,
                                      fit_square, import_user_pools, resolve_image_file)
@@ -74,8 +75,9 @@ def user(tmp_path, make_config):
 
 def run_import(user, config=None):
     out = user["out"]
-    import_user_pools(config or user["config"](), out / "train_pool.json", out / "test_pool.json",
-                      out / "train", out / "test")
+    config = config or user["config"]()
+    import_user_pools(config, out / "train_pool.json", out / "test_pool.json", out / "train", out / "test",
+                      glyph_requirement(config))
     return cc.load(out / "train_pool.json", check_images=True), cc.load(out / "test_pool.json", check_images=True)
 
 

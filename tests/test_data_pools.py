@@ -88,7 +88,7 @@ def test_pool_proportions_and_character_counts(pools):
 
 
 def test_test_pool_ids_come_from_heats_with_their_lexicon(pools):
-    from billetjax.evaluation.billet_id import load_lexicon
+    from billetjax.data.lexicon import load_lexicon
 
     test = cc.load(pools / "real/test_pool.json")
     lexicon = load_lexicon(pools / "real/test_lexicon.csv")

@@ -17,7 +17,7 @@ EXPERIMENTS = {"images": 40, "sets": [{"synthetic_pct": 25, "images_fraction": 1
                                       {"synthetic_pct": 0, "images_fraction": 0.25}]}
 EVALUATION = {"iou_threshold": 0.5, "score_threshold": 0.5, "bootstrap_samples": 200,
               "id_pattern": {"length": 10, "alphabet": "0123456789"},
-              "id_reading": {"min_confidence": 0.3, "miss_probability": 0.05, "misread_levels_pct": [0.1, 5.0]}}
+              "id_reading": {"min_confidence": 0.3, "min_score": 0.5, "miss_probability": 0.05, "misread_levels_pct": [0.1, 5.0]}}
 
 
 @pytest.fixture(scope="module")

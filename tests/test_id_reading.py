@@ -10,7 +10,8 @@ from billetjax.data.billet_ids import (
     HEAT_LENGTH, NEXT_HEAT_IN_LEXICON, DIGITS_ONLY, production_schedule, schedule_lexicon,
 )
 from billetjax.data.testsets import write_test_set_lexicons
-from billetjax.evaluation.billet_id import IdPattern, load_lexicon, merge_duplicates, read_billets
+from billetjax.data.lexicon import load_lexicon
+from billetjax.evaluation.billet_id import IdPattern, merge_duplicates, read_billets
 from billetjax.evaluation.evaluate import RUN_COLUMNS, evaluate
 from billetjax.evaluation.id_decoder import GrammarDecoder, LexiconDecoder
 from billetjax.evaluation.id_metrics import outcomes, read_at_misread, read_misread_curve
@@ -21,7 +22,7 @@ CATEGORIES = [{"id": d + 1, "name": str(d)} for d in range(10)]
 PLANT = {"rows": [6, [5, 6]], "positions": ["123456789", *["0123456789"] * 5, "12345678"]}
 TRUTH = "84351371823"
 READING = {"iou_threshold": 0.5, "score_threshold": 0.5, "bootstrap_samples": 0, "id_pattern": PLANT,
-           "id_reading": {"min_confidence": 0.6, "miss_probability": 0.05, "misread_levels_pct": [0.0, 20.0]}}
+           "id_reading": {"min_confidence": 0.6, "min_score": 0.5, "miss_probability": 0.05, "misread_levels_pct": [0.0, 20.0]}}
 SCORE, MISS = READING["score_threshold"], READING["id_reading"]["miss_probability"]
 
 
@@ -92,6 +93,33 @@ def test_grammar_drops_a_spurious_row_whole():
     (record,) = read_billets(coco(billet(1, TRUTH)), dets, score_threshold=SCORE,
                              pattern=IdPattern.from_config(PLANT, NAMES))
     assert record["read_pattern"] == TRUTH
+
+
+def test_the_decoders_read_a_weaker_duplicate_as_the_runner_up():
+    """As the default study read one billet of test set 2: a '1' (TRUTH's fifth character here)
+    read as '7' at 0.96, the same stamp as '1' at 0.49 (class probability 0.70), below the plain
+    reading's 0.5. Reading from 0.3 on, the grammar merges the two boxes: '7' and '1' stay open
+    (elementwise maximum, scaled to sum to 1) and the misreading loses its confidence (0.58, below
+    min_confidence 0.6) instead of passing at 0.96."""
+    gt = coco(billet(1, TRUTH))
+    pattern = IdPattern.from_config(PLANT, NAMES)
+    dets = [det(1, box, ch, 0.999, np.eye(10)[int(ch)] * 0.999) for box, ch in stamped(TRUTH)]
+    box = dets[4]["bbox"]
+    seven = np.zeros(10)
+    seven[[7, 1]] = 0.96, 0.04
+    one = np.zeros(10)
+    one[[1, 7]] = 0.70, 0.29
+    dets[4] = det(1, box, "7", 0.96, seven)
+    dets.append(det(1, [box[0] + 0.5, box[1] + 0.5, box[2], box[3]], "1", 0.49, one))
+    strict, lenient = (read_billets(gt, dets, score_threshold=SCORE, pattern=pattern, decoder_min_score=floor)[0]
+                       for floor in (None, 0.3))
+    assert strict["read_pattern"] == lenient["read_pattern"] == "84357371823"  # still the detector's '7'
+    assert strict["read_plain"] == lenient["read_plain"] == "84357371823"
+    p7, p1 = 0.96 / (0.96 + 0.70), 0.70 / (0.96 + 0.70)
+    others = 0.999 ** 10
+    assert strict["confidence_pattern"] == pytest.approx(0.96 / (0.96 + 0.04), rel=1e-3)
+    assert lenient["confidence_pattern"] == pytest.approx(p7 * others / ((p7 + p1) * others), rel=1e-3)
+    assert lenient["confidence_pattern"] < READING["id_reading"]["min_confidence"] < strict["confidence_pattern"]
 
 
 def unreadable_twice(image_id: int) -> list[dict]:
@@ -284,6 +312,7 @@ def test_rows_must_agree_with_length():
 
 
 def test_a_users_lexicon_goes_with_the_imported_test_pool(tmp_path, make_config):
+    from billetjax.config import glyph_requirement
     from billetjax.data.pools import make_real_pools
 
     rng = np.random.default_rng(0)
@@ -315,12 +344,12 @@ def test_a_users_lexicon_goes_with_the_imported_test_pool(tmp_path, make_config)
     config["data"]["test_sets"] = [{"name": "all", "where": {"visibility": "well"}}]
     out = tmp_path / "results"
     make_real_pools(config, out / "train_pool.json", out / "test_pool.json", out / "train", out / "test",
-                    out / "test_lexicon.csv")
+                    out / "test_lexicon.csv", glyph_requirement(config))
     assert load_lexicon(out / "test_lexicon.csv") == {"h1": ["0123", "0124"], "h2": ["0125"]}
     pool = cc.load(out / "test_pool.json")
     assert [img["batch"] for img in pool["images"]] == ["h1", "h2"]
     # without data.coco.lexicon: a header alone (no lexicon)
     config["data"]["coco"]["lexicon"] = None
     make_real_pools(config, out / "train_pool.json", out / "test_pool.json", out / "train", out / "test",
-                    out / "none.csv")
+                    out / "none.csv", glyph_requirement(config))
     assert load_lexicon(out / "none.csv") == {}

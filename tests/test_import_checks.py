@@ -7,8 +7,6 @@ import io
 import json
 import logging
 import os
-import subprocess
-import sys
 from contextlib import redirect_stderr
 
 import cv2
@@ -16,6 +14,7 @@ import numpy as np
 import pytest
 
 from billetjax import coco as cc
+from billetjax.config import glyph_requirement
 from billetjax.data import checks
 from billetjax.data.fingerprint import content_fingerprint
 from billetjax.data.importer import ImportOptions, data_set_bit_depth, decode_frame, import_user_pools
@@ -65,7 +64,8 @@ def user(exports, tmp_path, make_config):
             "train": str(paths["train"]), "train_images": str(train_dir), "test": str(paths["test"]),
             "test_images": str(paths["test"].parent)}}, **top})
         out = tmp_path / "results"
-        import_user_pools(config, out / "train_pool.json", out / "test_pool.json", out / "train", out / "test")
+        import_user_pools(config, out / "train_pool.json", out / "test_pool.json", out / "train", out / "test",
+                          glyph_requirement(config))
         return cc.load(out / "train_pool.json"), cc.load(out / "test_pool.json")
 
     def edit(which, fn):

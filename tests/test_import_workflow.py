@@ -6,7 +6,6 @@ Roboflow test export (tests/support/exports.py); tests/sweep_import.py runs 52 c
 
 import json
 import os
-import shutil
 
 import cv2
 import pytest

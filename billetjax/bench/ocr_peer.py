@@ -2,7 +2,10 @@
 
 The peer is RapidOCR (`rapidocr-onnxruntime`, the ONNX wheel that ships its detection and
 recognition models, so it runs offline; install it with `pip install -e .[ocr-peer]`: it is no
-dependency of the workflow). It reads each test image whole, untrained on billets; its text lines
+dependency of the workflow). Its wheel requires opencv-python, whose `cv2` overwrites the files of
+our opencv-python-headless in the same environment (a job running meanwhile can die of SIGBUS);
+install it while nothing runs, and restore the headless build afterwards with
+`pip install --force-reinstall --no-deps opencv-python-headless==<the same version>`. It reads each test image whole, untrained on billets; its text lines
 are put in reading order (top to bottom by their upper edge, rows within half a line height
 left to right), joined, and reduced to the characters of the test set's categories. Its
 confidence is the lowest line score; no text is a reject. Scored as ours (docs/id-reading.md):
@@ -27,7 +30,8 @@ import numpy as np
 
 from billetjax import coco as cc
 from billetjax.bench.work import ROOT, load_config
-from billetjax.evaluation.billet_id import IdPattern, normalise_id
+from billetjax.data.lexicon import normalise_id
+from billetjax.evaluation.billet_id import IdPattern
 from billetjax.evaluation.id_metrics import level_name, read_at_misread, read_misread_curve
 
 # A text line: (corner points [[x, y], ...], text, score), as RapidOCR returns them.

@@ -40,7 +40,6 @@ from shapely.ops import unary_union
 from shapely.validation import make_valid
 
 from billetjax import coco as cc
-from billetjax.config import glyph_requirement
 from billetjax.data import checks, testsets
 from billetjax.glyphs import builtin_glyphs, load_glyph_set, require_glyphs
 from billetjax.runtime import Progress
@@ -576,19 +575,20 @@ def _import_annotation(ann: dict, to_square: np.ndarray, frame, where: str, fit:
 
 def import_user_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
                       train_images: str | os.PathLike, test_images: str | os.PathLike,
-                      glyphs: dict | None = None) -> None:
+                      glyphs: dict) -> None:
     """`data.source: coco`: validate and import the user's train and test pools, refuse leaks
     between them, and check that the test sets can be cut (the first job fails, not a later one).
 
-    glyphs: `billetjax.config.glyph_requirement` of the whole config (the data stage's params carry
-    only the data section); by default computed from `config`.
+    glyphs: whether the study synthesises stamps and from which glyph file, as the config check
+    derives it from the whole config (`billetjax.config.glyph_requirement`; the data stage's params
+    carry only the data section, and the importer does not look up to the config check).
     """
     user = config["data"]["coco"]
     for key in ("train", "train_images", "test", "test_images"):
         if not user[key]:
             raise cc.CocoError(f"config data.coco.{key} is not set; data.source: coco needs all four paths; "
                                f"fix: set data.coco.{key}")
-    requirement = glyphs or glyph_requirement(config)
+    requirement = glyphs
     alphabet = glyph_alphabet(requirement["glyph_file"])
     opts = ImportOptions.from_config(config)
     train_export = read_export(user["train"], user["train_images"], alphabet, "data.coco.train_images")

@@ -15,6 +15,7 @@ import numpy as np
 
 from billetjax import coco as cc
 from billetjax.data.importer import import_user_pools
+from billetjax.data.lexicon import load_lexicon, write_lexicon
 from billetjax.runtime import Progress, worker_context
 from billetjax.seeds import stage_seed
 from billetjax.vocabulary import PARTIAL, POOR, SITE_A, SITE_B, SITES, VISIBILITY, WELL
@@ -207,25 +208,16 @@ def simulate_real_pools(config: dict, train_json: str | os.PathLike, test_json: 
                   schedule_lexicon(schedules["test"]))
 
 
-def write_lexicon(path: str | os.PathLike, rows: list[tuple[str, str]]) -> None:
-    """A lexicon CSV (columns batch, billet_id; docs/id-reading.md)."""
-    import pandas as pd
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=["batch", "billet_id"], dtype=str).to_csv(path, index=False)
-    log.info("%s: %d expected IDs in %d batches", path, len(rows), len({b for b, _ in rows}))
-
-
 # ----------------------------------------------------------------------------- both sources
 
 
 def make_real_pools(config: dict, train_json: str | os.PathLike, test_json: str | os.PathLike,
                     train_images: str | os.PathLike, test_images: str | os.PathLike,
-                    lexicon_csv: str | os.PathLike, workers: int = 1, glyphs: dict | None = None) -> None:
+                    lexicon_csv: str | os.PathLike, glyphs: dict | None, workers: int = 1) -> None:
     """Write the real train and test pools for `data.source` (simulate or coco), their images
     into `train_images` and `test_images`, and the test pool's lexicon to `lexicon_csv` (the
     simulator's, the user's `data.coco.lexicon`, or none: a header alone); `glyphs` as
-    `import_user_pools` takes it."""
+    `import_user_pools` takes it (None with `data.source: simulate`)."""
     if config["data"]["source"] == "simulate":
         simulate_real_pools(config, train_json, test_json, workers, lexicon_csv)
     else:
@@ -233,7 +225,5 @@ def make_real_pools(config: dict, train_json: str | os.PathLike, test_json: str 
         user = config["data"]["coco"]["lexicon"]
         rows = []
         if user is not None:
-            from billetjax.evaluation.billet_id import load_lexicon
-
             rows = [(batch, billet_id) for batch, ids in load_lexicon(user).items() for billet_id in ids]
         write_lexicon(lexicon_csv, rows)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from billetjax import coco as cc
+from billetjax.data.lexicon import load_lexicon, write_lexicon
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,6 @@ def write_test_set_lexicons(lexicon_csv: str | os.PathLike, test_sets: list[dict
     belong to (all of them for a lexicon without batches; a header alone for none).
 
     Refuses a lexicon with batches when a test image has no `batch` attribute, naming the image."""
-    import pandas as pd
-
-    from billetjax.evaluation.billet_id import load_lexicon
-
     lexicon = load_lexicon(lexicon_csv)
     batched = bool(lexicon) and set(lexicon) != {""}
     for n, (subset, out) in enumerate(zip(test_sets, out_paths), 1):
@@ -98,6 +94,4 @@ def write_test_set_lexicons(lexicon_csv: str | os.PathLike, test_sets: list[dict
         else:
             batches = list(lexicon)
         rows = [(b, billet_id) for b in batches for billet_id in lexicon.get(b, [])]
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows, columns=["batch", "billet_id"], dtype=str).to_csv(out, index=False)
-        log.info("test set %d: lexicon of %d expected IDs in %d batches", n, len(rows), len(batches))
+        write_lexicon(out, rows)

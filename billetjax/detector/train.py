@@ -29,7 +29,7 @@ from billetjax.detector import data as det_data
 from billetjax.detector.models import detection_losses, init_detector
 from billetjax.detector.predict import coco_results, jit_inference, padded_batches, predict_set
 from billetjax.detector.spec import DetectorConfig, DetectorSpec, make_spec, save_params, training_size_px
-from billetjax.evaluation import map50
+from billetjax.coco_map import map50
 
 log = logging.getLogger(__name__)
 # orbax logs every save at INFO through absl; keep the training log readable.

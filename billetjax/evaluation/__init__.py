@@ -5,7 +5,7 @@ definitions: docs/architecture.md, "Contracts", "Metrics").
 """
 
 from billetjax.evaluation.billet_id import IdPattern, read_billets, reading_order
-from billetjax.evaluation.coco_map import map50
+from billetjax.coco_map import map50
 from billetjax.evaluation.metrics import ImageMatch, digit_metrics, match_detections
 
 __all__ = [

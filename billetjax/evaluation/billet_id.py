@@ -10,12 +10,11 @@ put in reading order, top row first, left to right. The decoders of
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from billetjax.data.lexicon import normalise_id
 from billetjax.evaluation.metrics import check_detections, iou_xywh
 
 DEDUPE_IOU = 0.5  # two boxes overlapping more than this are one character (keep the higher score)
@@ -88,11 +87,6 @@ def reading_order(boxes: np.ndarray) -> list[np.ndarray]:
     breaks = np.flatnonzero(gaps > ROW_GAP * height) + 1
     rows = np.split(by_across, breaks)
     return [row[np.argsort(along[row], kind="stable")] for row in rows]
-
-
-def normalise_id(text: str) -> str:
-    """An ID string without whitespace (row breaks and spacing are layout, not characters)."""
-    return "".join(str(text).split())
 
 
 @dataclass(frozen=True)
@@ -243,28 +237,6 @@ def billet_layout(boxes: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.
     return keep[order], merged[order], row_of
 
 
-def load_lexicon(path: str | os.PathLike) -> dict[str, list[str]]:
-    """Expected IDs per batch from a lexicon CSV (columns `billet_id` and optionally `batch`;
-    docs/id-reading.md); without `batch`, every ID is a candidate for every image (batch "")."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: lexicon file not found")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "billet_id" not in table.columns:
-        raise ValueError(f"{path}: a lexicon needs a 'billet_id' column (and optionally 'batch'); "
-                         f"found columns {list(table.columns)}")
-    batches = table["batch"] if "batch" in table.columns else pd.Series([""] * len(table), dtype=str)
-    out: dict[str, list[str]] = {}
-    for row, (batch, billet_id) in enumerate(zip(batches, table["billet_id"]), start=2):
-        text = normalise_id(billet_id)
-        if not text:
-            raise ValueError(f"{path}, line {row}: empty billet_id; give the expected ID or drop the line")
-        out.setdefault(str(batch), []).append(text)
-    return out
-
-
 def image_batch(image: dict, lexicon: dict[str, list[str]]) -> str | None:
     """The lexicon batch of a test image: its `batch` attribute, or "" for a lexicon without batches."""
     if set(lexicon) == {""}:
@@ -284,9 +256,15 @@ def read_billets(
     pattern: IdPattern | None = None,
     lexicon: dict[str, list[str]] | None = None,
     miss_probability: float | None = None,
+    decoder_min_score: float | None = None,
 ) -> list[dict]:
     """Per image: the ID read by each decoder (`billetjax.evaluation.id_decoder`) with its
     confidence, and whether it equals `billet_id`.
+
+    The plain reading concatenates the detections at or above `score_threshold` (the paper's
+    reading); the pattern and lexicon decoders read every detection at or above
+    `decoder_min_score` (None: `score_threshold`), since a weaker duplicate is the runner-up
+    class of its character and a weak stray box costs little to drop.
 
     Records (image order of the file): `image_id`, `billet_id`, `has_id`, and per variant v of
     `VARIANTS`: `read_{v}` (None: no reading; pattern without `pattern`, lexicon without
@@ -304,18 +282,26 @@ def read_billets(
     names = [str(c["name"]) for c in categories]
     grammar = GrammarDecoder(pattern, names) if pattern is not None else None
     lexicons = {b: LexiconDecoder(ids, names, miss_probability) for b, ids in (lexicon or {}).items()}
+    floor = score_threshold if decoder_min_score is None else float(decoder_min_score)
     per_image: dict[int, list[dict]] = {int(img["id"]): [] for img in coco_gt["images"]}
     for det in detections:
-        if float(det["score"]) >= score_threshold:
+        if float(det["score"]) >= min(score_threshold, floor):
             per_image[int(det["image_id"])].append(det)
+
+    def layout(dets: list[dict], threshold: float):
+        dets = [d for d in dets if float(d["score"]) >= threshold]
+        boxes = np.array([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
+        _, probs, rows = billet_layout(boxes, class_probabilities(dets, category_ids))
+        return probs, rows
 
     records = []
     for img in coco_gt["images"]:
         dets = per_image[int(img["id"])]
         truth = normalise_id(img.get("billet_id", "") or "")
-        boxes = np.array([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
-        _, probs, rows = billet_layout(boxes, class_probabilities(dets, category_ids))
+        probs, rows = layout(dets, score_threshold)
         readings = {"plain": plain_reading(probs, names), "pattern": None, "lexicon": None}
+        if (grammar is not None or lexicons) and floor != score_threshold:
+            probs, rows = layout(dets, floor)
         if grammar is not None:
             readings["pattern"] = grammar.decode(probs, rows)
         if lexicons:

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from billetjax.evaluation.bootstrap import LEVEL, resample_weights, resampled_sums
-from billetjax.evaluation.coco_map import ApMatches, resampled_map50
+from billetjax.coco_map import ApMatches, resampled_map50
 from billetjax.evaluation.evaluate import RUN_COLUMNS, load_metrics, metrics_from_counts
 from billetjax.evaluation.intervals import Estimate, crossed_interval, holm
 from billetjax.experiments import Experiment

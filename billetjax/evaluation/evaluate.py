@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from billetjax import coco as cc
-from billetjax.evaluation.billet_id import VARIANTS, IdPattern, load_lexicon, read_billets
+from billetjax.data.lexicon import load_lexicon
+from billetjax.evaluation.billet_id import VARIANTS, IdPattern, read_billets
 from billetjax.evaluation.bootstrap import bootstrap_intervals
-from billetjax.evaluation.coco_map import ap_matches, map50
+from billetjax.coco_map import ap_matches, map50
 from billetjax.evaluation.id_metrics import level_name, outcomes, read_at_misread, read_misread_curve
 from billetjax.evaluation.metrics import COUNT_COLUMNS, count_matrix, match_detections, percentages
 from billetjax.seeds import stage_seed
@@ -96,7 +97,8 @@ def evaluate(
 
     matches = match_detections(coco_gt, detections, iou_threshold=iou_t, score_threshold=score_t)
     billets = read_billets(coco_gt, detections, score_threshold=score_t, pattern=pattern, lexicon=lexicon,
-                           miss_probability=float(reading["miss_probability"]))
+                           miss_probability=float(reading["miss_probability"]),
+                           decoder_min_score=float(reading["min_score"]))
     has_id = np.array([r["has_id"] for r in billets], dtype=bool)
     ids = [has_id, *(np.array([r[f"correct_{v}"] for r in billets], dtype=bool) for v in VARIANTS)]
     point = []

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         reader.meta["reading"].update(score_threshold=float(evaluation["score_threshold"]),
                                       id_pattern=evaluation["id_pattern"],
                                       min_confidence=float(evaluation["id_reading"]["min_confidence"]),
-                                      miss_probability=float(evaluation["id_reading"]["miss_probability"]))
+                                      miss_probability=float(evaluation["id_reading"]["miss_probability"]),
+                                      decoder_min_score=float(evaluation["id_reading"]["min_score"]))
     try:
         images = args.images[0] if len(args.images) == 1 and Path(args.images[0]).is_dir() else _expand(args.images)
         paths = read_frames(reader, images, args.out, ReadOptions.from_config(read), gallery=not args.no_gallery)

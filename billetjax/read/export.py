@@ -97,7 +97,8 @@ def export_reader(params_path: str | os.PathLike, train_json: str | os.PathLike,
         "reading": {"score_threshold": float(evaluation["score_threshold"]),
                     "id_pattern": evaluation["id_pattern"],
                     "min_confidence": float(evaluation["id_reading"]["min_confidence"]),
-                    "miss_probability": float(evaluation["id_reading"]["miss_probability"])},
+                    "miss_probability": float(evaluation["id_reading"]["miss_probability"]),
+                    "decoder_min_score": float(evaluation["id_reading"]["min_score"])},
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from billetjax.evaluation.billet_id import IdPattern, load_lexicon, read_billets
+from billetjax.data.lexicon import load_lexicon
+from billetjax.evaluation.billet_id import IdPattern, read_billets
 from billetjax.read.pipeline import FrameReading, ReadOptions
 from billetjax.read.reader import Reader
 from billetjax.files import atomic_write_bytes
@@ -55,18 +56,20 @@ def decode_ids(readings: list[FrameReading], reader: Reader, options: ReadOption
     lexicon = load_lexicon(options.lexicon) if options.lexicon else None
     decoder = "lexicon" if lexicon else "pattern" if pattern else "plain"
     threshold = float(reading["score_threshold"])
+    # a reader exported before the decoders read weaker detections: they read what the plain reading reads
+    floor = float(reading.get("decoder_min_score", threshold))
     images = [{"id": i + 1, "billet_id": ""} for i in range(len(readings))]
     order = np.argsort([c["id"] for c in categories], kind="stable")  # class_scores by ascending id
     detections = []
     for i, r in enumerate(readings):
-        for j in kept(r, threshold):
+        for j in kept(r, min(threshold, floor)):
             x1, y1, x2, y2 = r.boxes[j]
             detections.append({"image_id": i + 1, "category_id": int(categories[r.labels[j]]["id"]),
                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(r.scores[j]),
                                "class_scores": [float(r.class_scores[j][k]) for k in order]})
     coco_gt = {"images": images, "annotations": [], "categories": categories}
     records = read_billets(coco_gt, detections, score_threshold=threshold, pattern=pattern, lexicon=lexicon,
-                           miss_probability=float(reading["miss_probability"]))
+                           miss_probability=float(reading["miss_probability"]), decoder_min_score=floor)
     for r, record in zip(readings, records):
         if r.frame.status != "read":
             continue

@@ -1,5 +1,6 @@
 """mAP@0.5 as the COCO toolkit computes it (pycocotools' COCOeval), on the full test set and on
-billet resamples.
+billet resamples. The detector's validation and the evaluation both use it, so it stands below
+both.
 
 `map50` is COCOeval's number. For an interval, `ap_matches` keeps what COCOeval decided per
 detection (its image, category, score and whether it matched a ground-truth box at IoU 0.5) and

@@ -103,6 +103,12 @@ def test_sentences_state_the_answer_and_what_it_covers(table1_of):
     assert exchange_sentences(known, "TP", {1: "all"}) == [
         "On test set 1 (all), 100 real + 300 synthetic images did the work of 283 [283, 283] real ones "
         "(TP, 95 % over billets and seeds)."]
+    # An interval that has left every plausible count on the log scale (as a reading far above a
+    # flat top of the curve gets) is said as "more than 100,000"; the CSV keeps the number.
+    wide = known.assign(lo=20.0, hi=3.1e12, extrapolated=True)
+    assert exchange_sentences(wide, "TP", {1: "all"}) == [
+        "On test set 1 (all), 100 real + 300 synthetic images did the work of 283 [20, more than 100,000] real "
+        "ones (TP, 95 % over billets and seeds) (an extrapolation beyond the curve)."]
     flat = pd.DataFrame(exchange_rows(runs({1: [50.0] * 3, 2: [50.0] * 3, 3: [50.0] * 3, 4: [55.0] * 3}),
                                       "TP", curve, priced))
     (sentence,) = exchange_sentences(flat, "TP")

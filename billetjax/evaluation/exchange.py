@@ -57,6 +57,8 @@ EXTRA_COLUMNS = [
     "note",
 ]
 FLOAT_FORMAT = "%.4f"
+# A sentence gives an upper bound above this many real images as "more than" it (the CSV keeps it).
+UNBOUNDED_REAL_IMAGES = 100_000
 
 
 def curve_rows(experiments: Sequence[Experiment]) -> list[Experiment]:
@@ -208,7 +210,12 @@ def exchange_sentences(table: pd.DataFrame, metric: str, test_set_names: Mapping
             if not np.isfinite(row.real_equivalent):
                 out.append(f"On {label}, {mix} images: no exchange rate ({row.note or 'no reading'}).")
                 continue
-            interval = f"[{row.lo:.0f}, {row.hi:.0f}]" if np.isfinite(row.lo) else "[no interval]"
+            if not np.isfinite(row.lo):
+                interval = "[no interval]"
+            elif row.hi > UNBOUNDED_REAL_IMAGES:  # the log-scale interval has left every plausible count
+                interval = f"[{row.lo:.0f}, more than {UNBOUNDED_REAL_IMAGES:,}]"
+            else:
+                interval = f"[{row.lo:.0f}, {row.hi:.0f}]"
             extra = " (an extrapolation beyond the curve)" if row.extrapolated else ""
             out.append(f"On {label}, {mix} images did the work of {row.real_equivalent:.0f} {interval} real ones "
                        f"({metric}, 95 % over {row.covers}){extra}.")

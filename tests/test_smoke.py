@@ -98,7 +98,10 @@ def test_the_answer_of_a_reference_at_the_floor(study):
     assert list(comparisons.columns[: len(COMPARISON_COLUMNS)]) == COMPARISON_COLUMNS
     assert {"role", "p_adjusted", "verdict_adjusted", "var_billets", "var_seeds", "covers"} <= set(comparisons.columns)
     assert (comparisons["verdict"] == "no verdict").all()
-    assert comparisons["reason"].str.contains("floor|does not separate|mirrors").all()
+    assert comparisons["reason"].str.contains("floor|does not separate|mirrors|companion").all()
+    # mAP@0.5, the primary endpoint's threshold-free companion: on the primary test set only
+    companion = comparisons[comparisons["metric"] == "mAP50"]
+    assert set(companion["test_set"]) == {1} and companion["reason"].str.contains("companion").all()
     assert (comparisons["covers"].isin(["billets only (one seed)", "none"])).all()  # one seed
     summary = (tables / "replacement_summary.txt").read_text()
     assert summary.startswith("Primary endpoint (stated in the config before the study): TP on test set 1")

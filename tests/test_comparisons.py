@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from billetjax import coco as cc
+from billetjax.coco_map import map50
 from billetjax.evaluation.bootstrap import bootstrap_intervals
 from billetjax.evaluation.comparisons import (
     COLUMNS,
@@ -237,7 +238,7 @@ def metrics_files(tmp_path_factory, write_evaluation_test_set, controlled_detect
     return folder, paths
 
 
-def test_comparison_table(metrics_files, table1_of):
+def test_comparison_table(metrics_files, table1_of, controlled_detections):
     folder, paths = metrics_files
     table = write_comparison_table(paths, folder / "comparisons.csv", table1_of(EXPERIMENTS), EVALUATION, 2022)
     read = pd.read_csv(folder / "comparisons.csv", keep_default_na=False, na_values=[""])
@@ -250,6 +251,8 @@ def test_comparison_table(metrics_files, table1_of):
     # mAP@0.5 x 100: the companion of the primary endpoint, an interval without a verdict. The
     # perfect detections read 100; the reference what pycocotools gives its detections.
     reference_map = 100 * load_metrics(next(p for p in paths if "exp1" in str(p) and "testset1" in str(p)))["metrics"]["mAP50"]
+    coco = cc.load(folder / "testset3.json")  # the metrics' own mAP is COCOeval's
+    assert reference_map == pytest.approx(100 * map50(coco, controlled_detections(coco)), abs=1e-9)
     companion = read[(read.metric == "mAP50") & (read.experiment == 2)].iloc[0]
     assert companion.value == pytest.approx(100.0) and companion.reference_value == pytest.approx(reference_map, abs=1e-4)
     assert companion.difference == pytest.approx(100.0 - reference_map, abs=1e-4) and 0 < reference_map < 100

@@ -212,7 +212,7 @@ def load_study(metrics_paths: Sequence[str | os.PathLike], experiments: Sequence
             resampled = metrics_from_counts(resampled_sums(weights, counts), with_pattern, with_lexicon)
         if test_set in map_test_sets:
             values[COMPANION], resampled[COMPANION] = _map_resampled(
-                [[r for r in by_exp[n]] for n in numbers], weights)
+                [by_exp[n] for n in numbers], weights)
         n_billets = int(counts[0, 0, :, RUN_COLUMNS.index("has_gt")].sum())
         out[test_set] = RunsOnTestSet(test_set, numbers, seeds, n_billets,
                                     {m: np.asarray(v, dtype=np.float64) for m, v in values.items()},

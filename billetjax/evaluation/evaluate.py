@@ -15,7 +15,7 @@ from billetjax import coco as cc
 from billetjax.data.lexicon import load_lexicon
 from billetjax.evaluation.billet_id import VARIANTS, IdPattern, read_billets
 from billetjax.evaluation.bootstrap import bootstrap_intervals
-from billetjax.coco_map import ap_matches, map50
+from billetjax.coco_map import ap_matches, resampled_map50
 from billetjax.evaluation.id_metrics import level_name, outcomes, read_at_misread, read_misread_curve
 from billetjax.evaluation.metrics import COUNT_COLUMNS, count_matrix, match_detections, percentages
 from billetjax.seeds import stage_seed
@@ -120,7 +120,10 @@ def evaluate(
 
     totals = counts.sum(axis=0)
     values = {k: float(v) for k, v in metric_fn(totals).items()}
-    values["mAP50"] = map50(coco_gt, detections)
+    # COCOeval's per-detection matches, kept for mAP@0.5 on billet resamples (the comparisons); its
+    # accumulation over every image is COCOeval's mAP@0.5 (equal to 1e-12, tests/test_coco_map.py)
+    ap = ap_matches(coco_gt, detections, [m.image_id for m in matches])
+    values["mAP50"] = float(resampled_map50(ap, np.ones((1, len(ap.image_ids))))[0])
     values.update(levels)
     intervals = bootstrap_intervals(counts, metric_fn, int(evaluation["bootstrap_samples"]), bootstrap_seed)
     col = dict(zip(RUN_COLUMNS, (int(v) for v in totals)))
@@ -154,8 +157,7 @@ def evaluate(
             "image_id": [m.image_id for m in matches],
             "counts": counts.tolist(),
         },
-        # what COCOeval matched at IoU 0.5, per detection: mAP@0.5 on billet resamples (coco_map)
-        "ap_matches": ap_matches(coco_gt, detections, [m.image_id for m in matches]).to_json(),
+        "ap_matches": ap.to_json(),
         "billet_ids": [
             {"image_id": r["image_id"], "billet_id": r["billet_id"],
              **{f"{k}_{v}": r[f"{k}_{v}"] for v in VARIANTS for k in ("read", "confidence")}}

@@ -226,6 +226,8 @@ def _map_resampled(runs: list[list[dict]], weights: np.ndarray) -> tuple[np.ndar
     their per-image counts (evaluate writes them so)."""
     values = np.full((len(runs), len(runs[0])), np.nan)
     resampled = np.full((weights.shape[0], *values.shape), np.nan)
+    # the full test set (weights of one) as a first row: one pass per run gives both
+    full_then_resampled = np.vstack([np.ones((1, weights.shape[1])), weights])
     for e, seeds in enumerate(runs):
         for s, run in enumerate(seeds):
             record = run.get("ap_matches")
@@ -237,8 +239,8 @@ def _map_resampled(runs: list[list[dict]], weights: np.ndarray) -> tuple[np.ndar
             if list(matches.image_ids) != list(run["per_image"]["image_id"]):
                 raise ValueError(f"experiment {run['experiment']}, seed {run['seed']}: ap_matches and per-image "
                                  "counts list the images in different orders")
-            values[e, s] = 100.0 * resampled_map50(matches, np.ones((1, len(matches.image_ids))))[0]
-            resampled[:, e, s] = 100.0 * resampled_map50(matches, weights)
+            rows = 100.0 * resampled_map50(matches, full_then_resampled)
+            values[e, s], resampled[:, e, s] = rows[0], rows[1:]
     return values, resampled
 
 
